@@ -1,0 +1,1 @@
+"""The Streamlit annotator (issue #4)."""

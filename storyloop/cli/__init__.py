@@ -1,0 +1,1 @@
+"""The `storyloop` command. Thin: each command parses, calls one package function, prints."""

@@ -1,0 +1,39 @@
+"""Subcommands whose work lands with later issues: real `--help`, and an honest refusal to run."""
+
+from __future__ import annotations
+
+import typer
+
+from storyloop.cli.common import fail
+
+PENDING = {
+    # name: (one-line help, what it will do, issue)
+    "generate": ("Stage-1 GSA training and candidate generation for a round.",
+                 "GSA for FLUX, `generate train-stage1` and `generate run --round R`", 3),
+    "annotate": ("Start the annotator web app (Streamlit).",
+                 "the annotator app", 4),
+    "pairs": ("Winner x loser preference pairs from a round's judgments.",
+              "the pair sampler and `pairs stats --round R`", 5),
+    "export": ("Export a round's preference set (parquet, HF datasets, JSONL).",
+               "the preference-set export", 5),
+    "dpo": ("Train the Diffusion-DPO refinement LoRA.",
+            "the flow-matching Diffusion-DPO trainer", 5),
+    "bench": ("Benchmarks: gsa, annotator, dpo, pairs.",
+              "the benchmarks", 3),
+}
+
+
+def _placeholder(name: str, summary: str, what: str, issue: int) -> typer.Typer:
+    sub = typer.Typer(help=f"{summary}\n\nNot available yet: {what} lands with issue #{issue}.")
+
+    @sub.callback(invoke_without_command=True, context_settings={"ignore_unknown_options": True,
+                                                                  "allow_extra_args": True})
+    def _refuse() -> None:
+        raise fail(f"`storyloop {name}` is not available yet: {what} lands with issue #{issue}.", code=2)
+
+    return sub
+
+
+def register(app: typer.Typer) -> None:
+    for name, (summary, what, issue) in PENDING.items():
+        app.add_typer(_placeholder(name, summary, what, issue), name=name)

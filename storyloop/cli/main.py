@@ -1,0 +1,222 @@
+"""`storyloop`: the console command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from storyloop import __version__
+from storyloop.cli import later
+from storyloop.cli.common import (DataDirOpt, DbOpt, console, fail, read_password, ready_settings,
+                                  settings, user_errors)
+from storyloop.db import session_scope
+from storyloop.db import migrate as db_migrate
+from storyloop.db import users as db_users
+from storyloop.db.models import Role, Round
+from storyloop.db.rounds import ModelSpec, create_round, get_round, round_overviews
+
+app = typer.Typer(name="storyloop", no_args_is_help=True, add_completion=False,
+                  help="Judge generated story frames, and turn the judgments into a better FLUX LoRA.")
+users_app = typer.Typer(no_args_is_help=True, help="Manage accounts: annotators, researchers, admins.")
+round_app = typer.Typer(no_args_is_help=True, help="Create and inspect rounds of scenarios.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema: upgrade, status.")
+app.add_typer(users_app, name="users")
+app.add_typer(round_app, name="round")
+app.add_typer(db_app, name="db")
+later.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"storyloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                 help="Print the version and exit.")] = False) -> None:
+    pass
+
+
+@app.command()
+def init(data_dir: DataDirOpt = None, db: DbOpt = None,
+         admin: Annotated[str, typer.Option(help="Username of the first admin.")] = "admin") -> None:
+    """Create the data directory, migrate the database, and create the first admin.
+
+    The admin's password comes from STORYLOOP_ADMIN_PASSWORD or a hidden prompt.
+    """
+    s = settings(data_dir, db)
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    s.store_dir.mkdir(exist_ok=True)
+    with user_errors():
+        db_migrate.upgrade(s.db_url)
+        with session_scope(s.db_url) as session:
+            if any(u.role == Role.admin for u in db_users.list_users(session)):
+                console.print(f"Database ready at revision {db_migrate.head_revision()}; an admin exists.")
+                return
+        password = read_password("STORYLOOP_ADMIN_PASSWORD", f"Password for admin {admin!r}")
+        with session_scope(s.db_url) as session:
+            db_users.add_user(session, admin, password, Role.admin)
+    console.print(f"Initialised {s.data_dir} (schema {db_migrate.head_revision()}); admin {admin!r} created.")
+
+
+# -- db ------------------------------------------------------------------------------------------
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """Apply pending migrations."""
+    s = settings(data_dir, db)
+    if s.db_url.startswith("sqlite"):
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+    with user_errors():
+        before = db_migrate.current_revision(s.db_url)
+        db_migrate.upgrade(s.db_url)
+    console.print(f"Schema {before or 'empty'} -> {db_migrate.head_revision()}.")
+
+
+@db_app.command("status")
+def db_status(data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """Show the schema revision of the database and of this code."""
+    s = settings(data_dir, db)
+    with user_errors():
+        current = db_migrate.current_revision(s.db_url)
+    head = db_migrate.head_revision()
+    state = "up to date" if current == head else "behind: run `storyloop db upgrade`"
+    console.print(f"database: {current or 'empty'}   code: {head}   ({state})")
+
+
+# -- users ---------------------------------------------------------------------------------------
+
+@users_app.command("add")
+def users_add(username: str,
+              role: Annotated[Role, typer.Option(help="annotator, researcher or admin.")] = Role.annotator,
+              data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """Add an account. The password comes from STORYLOOP_PASSWORD or a hidden prompt."""
+    s = ready_settings(data_dir, db)
+    password = read_password("STORYLOOP_PASSWORD", f"Password for {username!r}")
+    with user_errors(), session_scope(s.db_url) as session:
+        db_users.add_user(session, username, password, role)
+    console.print(f"Added {role.value} {username!r}.")
+
+
+@users_app.command("list")
+def users_list(data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """List accounts."""
+    s = ready_settings(data_dir, db)
+    table = Table("username", "role", "active", "created")
+    with session_scope(s.db_url) as session:
+        for u in db_users.list_users(session):
+            table.add_row(u.username, u.role.value, "yes" if u.is_active else "no",
+                          f"{u.created_at:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+@users_app.command("set-role")
+def users_set_role(username: str, role: Role, data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """Change an account's role."""
+    s = ready_settings(data_dir, db)
+    with user_errors(), session_scope(s.db_url) as session:
+        db_users.set_role(session, username, role)
+    console.print(f"{username!r} is now {role.value}.")
+
+
+@users_app.command("disable")
+def users_disable(username: str, data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """Disable an account: it can no longer log in; its judgments stay."""
+    s = ready_settings(data_dir, db)
+    with user_errors(), session_scope(s.db_url) as session:
+        db_users.set_active(session, username, False)
+    console.print(f"{username!r} disabled.")
+
+
+@users_app.command("enable")
+def users_enable(username: str, data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """Re-enable a disabled account."""
+    s = ready_settings(data_dir, db)
+    with user_errors(), session_scope(s.db_url) as session:
+        db_users.set_active(session, username, True)
+    console.print(f"{username!r} enabled.")
+
+
+# -- rounds --------------------------------------------------------------------------------------
+
+@round_app.command("create")
+def round_create(
+    name: str,
+    scenarios: Annotated[Path | None, typer.Option(
+        help="JSONL, one scenario a line: id, story_id, frame_index, prompt, references, candidates.")] = None,
+    parent: Annotated[str | None, typer.Option(help="The round this one follows.")] = None,
+    base_model: Annotated[str | None, typer.Option(help="FLUX base: local folder or hub id.")] = None,
+    stage1_lora: Annotated[Path | None, typer.Option(help="Stage-1 GSA LoRA file or folder.")] = None,
+    dpo_lora: Annotated[Path | None, typer.Option(help="DPO refinement LoRA file or folder.")] = None,
+    judgments_per_scenario: Annotated[int, typer.Option("-k", "--judgments-per-scenario", min=1,
+                                                        help="Judgments each scenario needs.")] = 3,
+    data_dir: DataDirOpt = None, db: DbOpt = None,
+) -> None:
+    """Create a round and import its scenarios, all or nothing. Re-running with the same file is a no-op."""
+    s = ready_settings(data_dir, db)
+    spec = ModelSpec(base_model, stage1_lora, dpo_lora)
+    with user_errors(), session_scope(s.db_url) as session:
+        summary = create_round(session, s.store_dir, name, scenarios, parent, spec, judgments_per_scenario)
+    verb = "Created" if summary.round_created else "Updated"
+    if not summary.round_created and not summary.scenarios_added:
+        verb = "Unchanged:"
+    console.print(f"{verb} round {name!r}: {summary.scenarios_added} scenario(s) added "
+                  f"({summary.scenarios_unchanged} already there) from {len(summary.story_ids)} story(ies); "
+                  f"{summary.references} reference(s), {summary.candidates} candidate(s), "
+                  f"{summary.new_assets} new image(s) in the store.")
+
+
+@round_app.command("list")
+def round_list(data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """List rounds with their size and progress."""
+    s = ready_settings(data_dir, db)
+    table = Table("round", "parent", "scenarios", "candidates", "judgments", "k", "created")
+    with session_scope(s.db_url) as session:
+        for o in round_overviews(session):
+            r = o.round
+            table.add_row(r.name, r.parent.name if r.parent else "-", str(o.scenarios), str(o.candidates),
+                          str(o.judgments), str(r.judgments_per_scenario), f"{r.created_at:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+@round_app.command("show")
+def round_show(name: str, data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """Show a round's model spec and scenarios."""
+    s = ready_settings(data_dir, db)
+    with user_errors(), session_scope(s.db_url) as session:
+        r: Round = get_round(session, name)
+        console.print(f"[bold]{r.name}[/]  parent: {r.parent.name if r.parent else '-'}  "
+                      f"k = {r.judgments_per_scenario}")
+        for label, path, sha in (("base model", r.base_model, None),
+                                 ("stage-1 LoRA", r.stage1_lora_path, r.stage1_lora_sha256),
+                                 ("DPO LoRA", r.dpo_lora_path, r.dpo_lora_sha256)):
+            console.print(f"  {label:13} {path or '-'}" + (f"  sha256 {sha[:16]}…" if sha else ""))
+        table = Table("id", "story", "frame", "refs", "candidates", "prompt")
+        for sc in r.scenarios:
+            table.add_row(sc.key, sc.story_id, str(sc.frame_index), str(len(sc.references)),
+                          str(len(sc.candidates)), sc.prompt if len(sc.prompt) < 60 else sc.prompt[:57] + "…")
+        console.print(table)
+
+
+@app.command()
+def demo(data_dir: Annotated[Path, typer.Option(help="Demo data directory; wiped and recreated.")] = Path("demo-data")) -> None:
+    """Set up a fresh demo: SQLite database, an admin and an annotator, and a first round."""
+    from storyloop.demo import DemoError, setup_demo
+
+    try:
+        setup = setup_demo(data_dir)
+    except DemoError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"Demo data in {setup.settings.data_dir.resolve()} (round {setup.round_name!r}, empty).")
+    for user, password in setup.credentials.items():
+        console.print(f"  log in as [bold]{user}[/] / [bold]{password}[/]")
+    console.print("The annotator app and the toy-world candidates land with issues #4 and #6; until then "
+                  f"try: storyloop round list --data-dir {data_dir}")
+
+
+if __name__ == "__main__":
+    app()

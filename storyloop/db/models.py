@@ -1,0 +1,295 @@
+"""The storyloop schema: every table the loop reads or writes.
+
+The rules live on the tables (unique keys, foreign keys, checks), not in `if`s scattered
+over the code: an idempotency key is a unique constraint, an append-only judgment history
+is a (scenario, annotator, revision) key, a content-addressed asset is a unique sha256.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names, so Alembic migrations name the same thing on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: DateTime(timezone=True), dict: JSON, list: JSON}
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Stored as VARCHAR + CHECK on both backends: portable, and migrations stay plain.
+    return Enum(cls, name=name, native_enum=False, create_constraint=True, length=16,
+                values_callable=lambda e: [m.value for m in e], validate_strings=True)
+
+
+class Role(str, enum.Enum):
+    annotator = "annotator"
+    researcher = "researcher"
+    admin = "admin"
+
+
+class Outcome(str, enum.Enum):
+    ranked = "ranked"      # winners ranked among the candidates that survived consistency and anatomy
+    tie = "tie"            # survivors exist but are equally good
+    all_bad = "all_bad"    # no candidate survived
+    skipped = "skipped"    # the annotator could not judge; `skip_reason` says why
+
+
+class RunStatus(str, enum.Enum):
+    pending = "pending"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    # argon2id encoded hash (salt and parameters inside); the plain password is never stored.
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"), default=Role.annotator)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Round(Base):
+    """One turn of the loop: the scenarios judged together, and the model that generated them."""
+
+    __tablename__ = "rounds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
+    # The model spec that generated (or will generate) this round's candidates.
+    base_model: Mapped[str | None] = mapped_column(String(1024))
+    stage1_lora_path: Mapped[str | None] = mapped_column(String(1024))
+    stage1_lora_sha256: Mapped[str | None] = mapped_column(String(64))
+    dpo_lora_path: Mapped[str | None] = mapped_column(String(1024))
+    dpo_lora_sha256: Mapped[str | None] = mapped_column(String(64))
+    judgments_per_scenario: Mapped[int] = mapped_column(Integer, default=3)
+    gold_rate: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    parent: Mapped[Round | None] = relationship(remote_side=[id])
+    scenarios: Mapped[list[Scenario]] = relationship(back_populates="round", order_by="Scenario.id")
+
+    __table_args__ = (
+        CheckConstraint("judgments_per_scenario >= 1", name="k_positive"),
+        CheckConstraint("gold_rate >= 0 AND gold_rate <= 1", name="gold_rate_unit"),
+    )
+
+
+class Asset(Base):
+    """An image in the content-addressed store; its path is derived from `sha256`."""
+
+    __tablename__ = "assets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(16))  # PIL format name: PNG, JPEG, WEBP
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Scenario(Base):
+    """A prompt plus ordered reference images: the unit an annotator judges."""
+
+    __tablename__ = "scenarios"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(256))  # the `id` of the import file, unique per round
+    story_id: Mapped[str] = mapped_column(String(256))
+    frame_index: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    round: Mapped[Round] = relationship(back_populates="scenarios")
+    references: Mapped[list[ScenarioReference]] = relationship(
+        order_by="ScenarioReference.position", cascade="all, delete-orphan")
+    candidates: Mapped[list[Candidate]] = relationship(
+        order_by="Candidate.index", back_populates="scenario", cascade="all, delete-orphan")
+
+    __table_args__ = (
+        UniqueConstraint("round_id", "key"),
+        CheckConstraint("frame_index >= 0", name="frame_index_nonneg"),
+    )
+
+
+class ScenarioReference(Base):
+    __tablename__ = "scenario_references"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scenario_id: Mapped[int] = mapped_column(ForeignKey("scenarios.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)  # order matters: it selects the position ids in GSA
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+
+    asset: Mapped[Asset] = relationship()
+
+    __table_args__ = (UniqueConstraint("scenario_id", "position"),)
+
+
+class Candidate(Base):
+    """One generated (or imported) image for a scenario, with everything that made it."""
+
+    __tablename__ = "candidates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scenario_id: Mapped[int] = mapped_column(ForeignKey("scenarios.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)  # k-th candidate of the scenario; generation resumes by it
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    params: Mapped[dict] = mapped_column(default=dict)  # steps, guidance, size, sampler ...
+    model_fingerprint: Mapped[str | None] = mapped_column(String(128))  # hash of base + LoRAs
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    scenario: Mapped[Scenario] = relationship(back_populates="candidates")
+    asset: Mapped[Asset] = relationship()
+
+    __table_args__ = (UniqueConstraint("scenario_id", "index"), UniqueConstraint("scenario_id", "asset_id"))
+
+
+class Lease(Base):
+    """Which annotator holds which scenario until when. One row per (scenario, annotator)."""
+
+    __tablename__ = "leases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scenario_id: Mapped[int] = mapped_column(ForeignKey("scenarios.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    leased_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (UniqueConstraint("scenario_id", "user_id"),)
+
+
+class Judgment(Base):
+    """One submitted judgment of a scenario by an annotator. Append-only: an edit is a new revision."""
+
+    __tablename__ = "judgments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scenario_id: Mapped[int] = mapped_column(ForeignKey("scenarios.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)  # 1 for the first submit, +1 for each edit
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    outcome: Mapped[Outcome] = mapped_column(_enum(Outcome, "outcome"))
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    shown_order: Mapped[list] = mapped_column()  # candidate ids, left to right, as the annotator saw them
+    shown_at: Mapped[datetime] = mapped_column()
+    submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    labels: Mapped[list[JudgmentLabel]] = relationship(
+        back_populates="judgment", cascade="all, delete-orphan", order_by="JudgmentLabel.candidate_id")
+
+    __table_args__ = (
+        UniqueConstraint("scenario_id", "user_id", "revision"),
+        CheckConstraint("revision >= 1", name="revision_positive"),
+        CheckConstraint("(outcome = 'skipped') = (skip_reason IS NOT NULL)", name="skip_has_reason"),
+    )
+
+
+class JudgmentLabel(Base):
+    """The hierarchical labels one judgment gives one candidate."""
+
+    __tablename__ = "judgment_labels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    judgment_id: Mapped[int] = mapped_column(ForeignKey("judgments.id", ondelete="CASCADE"))
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
+    consistency_pass: Mapped[bool] = mapped_column(Boolean)
+    # Asked only of candidates that passed consistency.
+    anatomy_pass: Mapped[bool | None] = mapped_column(Boolean)
+    # 1 = best, among candidates that passed both checks; NULL for the rest or when tied.
+    aesthetics_rank: Mapped[int | None] = mapped_column(Integer)
+
+    judgment: Mapped[Judgment] = relationship(back_populates="labels")
+
+    __table_args__ = (
+        UniqueConstraint("judgment_id", "candidate_id"),
+        CheckConstraint("consistency_pass OR anatomy_pass IS NULL", name="anatomy_after_consistency"),
+        CheckConstraint("aesthetics_rank IS NULL OR (anatomy_pass AND aesthetics_rank >= 1)",
+                        name="rank_only_survivors"),
+    )
+
+
+class GoldAnswer(Base):
+    """The expected judgment of a scenario, used to score annotators."""
+
+    __tablename__ = "gold_answers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scenario_id: Mapped[int] = mapped_column(ForeignKey("scenarios.id", ondelete="CASCADE"), unique=True)
+    outcome: Mapped[Outcome] = mapped_column(_enum(Outcome, "gold_outcome"))
+    winner_candidate_ids: Mapped[list] = mapped_column(default=list)
+    loser_candidate_ids: Mapped[list] = mapped_column(default=list)
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DpoRun(Base):
+    """A Diffusion-DPO training run: what it used, how it went, what it produced."""
+
+    __tablename__ = "dpo_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))
+    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus, "run_status"), default=RunStatus.pending)
+    config: Mapped[dict] = mapped_column()
+    pair_set_sha256: Mapped[str] = mapped_column(String(64))
+    code_version: Mapped[str] = mapped_column(String(128))
+    artifact_path: Mapped[str | None] = mapped_column(String(1024))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+    metrics: Mapped[list[DpoMetric]] = relationship(order_by="DpoMetric.step", cascade="all, delete-orphan")
+
+
+class DpoMetric(Base):
+    """Metrics logged at one optimizer step (trl's names: loss, rewards/chosen, ...)."""
+
+    __tablename__ = "dpo_metrics"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("dpo_runs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    values: Mapped[dict] = mapped_column()
+    logged_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("run_id", "step"),)

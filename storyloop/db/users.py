@@ -1,0 +1,88 @@
+"""Accounts: argon2id password hashes, roles, disabling."""
+
+from __future__ import annotations
+
+import re
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storyloop.db.models import Role, User
+
+_hasher = PasswordHasher()  # argon2id, salted; parameters travel inside each hash
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{2,64}$")
+MIN_PASSWORD_LENGTH = 8
+# Verified against when the username is unknown, so a wrong name costs as much time as a wrong password.
+_DUMMY_HASH = _hasher.hash("storyloop-timing-equaliser")
+
+
+class UserError(ValueError):
+    """A user command that cannot be carried out (unknown user, taken name, weak password)."""
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password too short: use at least {MIN_PASSWORD_LENGTH} characters")
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def get_user(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise UserError(f"no user named {username!r}")
+    return user
+
+
+def add_user(session: Session, username: str, password: str, role: Role = Role.annotator) -> User:
+    if not USERNAME_RE.match(username):
+        raise UserError(f"invalid username {username!r}: use 2-64 letters, digits, '_', '.' or '-'")
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise UserError(f"user {username!r} already exists")
+    user = User(username=username, password_hash=hash_password(password), role=Role(role))
+    session.add(user)
+    session.flush()
+    return user
+
+
+def authenticate(session: Session, username: str, password: str) -> User | None:
+    """The active user with these credentials, or None: callers must not say which part was wrong."""
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        verify_password(_DUMMY_HASH, password)
+        return None
+    if not verify_password(user.password_hash, password) or not user.is_active:
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def set_role(session: Session, username: str, role: Role) -> User:
+    user = get_user(session, username)
+    user.role = Role(role)
+    return user
+
+
+def set_active(session: Session, username: str, active: bool) -> User:
+    user = get_user(session, username)
+    user.is_active = active
+    return user
+
+
+def set_password(session: Session, username: str, password: str) -> User:
+    user = get_user(session, username)
+    user.password_hash = hash_password(password)
+    return user

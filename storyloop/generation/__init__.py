@@ -1,0 +1,1 @@
+"""GSA for diffusers FLUX, Stage-1 training, candidate generation (issue #3)."""

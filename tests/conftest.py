@@ -1,0 +1,66 @@
+"""Shared fixtures: every database test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sqlalchemy import create_engine, text
+
+from storyloop.db import upgrade
+from storyloop.db.engine import get_engine, normalize_url
+from storyloop.settings import Settings
+
+PG_ENV = "STORYLOOP_TEST_PG_URL"
+
+
+def _postgres_admin_url() -> str:
+    url = os.environ.get(PG_ENV)
+    if url:
+        return url
+    if os.environ.get("CI"):
+        pytest.fail(f"{PG_ENV} is not set: CI must run the PostgreSQL tests (use `make test`)")
+    pytest.skip(f"{PG_ENV} not set: run through `make test` to include PostgreSQL")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path: Path):
+    """An empty database, SQLite file or a fresh PostgreSQL database, dropped afterwards."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'storyloop.db'}"
+        yield url
+        get_engine(url).dispose()
+        return
+    admin_url = normalize_url(_postgres_admin_url())
+    name = f"storyloop_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        get_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def migrated_url(db_url: str) -> str:
+    upgrade(db_url)
+    return db_url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, migrated_url: str) -> Settings:
+    return Settings.resolve(data_dir=tmp_path / "data", db_url=migrated_url)
+
+
+def make_image(path: Path, color=(200, 40, 40), size=(32, 24), fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, format=fmt)
+    return path

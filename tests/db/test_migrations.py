@@ -1,0 +1,46 @@
+import pytest
+from alembic import command
+from sqlalchemy import inspect
+
+from storyloop.db import SchemaError, require_current_schema, upgrade
+from storyloop.db.engine import get_engine
+from storyloop.db.migrate import alembic_config, current_revision, head_revision
+from storyloop.db.models import Base
+
+
+def test_upgrade_from_empty_creates_every_table(db_url):
+    assert current_revision(db_url) is None
+    upgrade(db_url)
+    assert current_revision(db_url) == head_revision()
+    tables = set(inspect(get_engine(db_url)).get_table_names())
+    assert set(Base.metadata.tables) <= tables
+
+
+def test_models_and_migrations_agree(migrated_url):
+    # `alembic check` fails if autogenerate would emit any operation.
+    command.check(alembic_config(migrated_url))
+
+
+def test_upgrade_twice_is_a_no_op(migrated_url):
+    upgrade(migrated_url)
+    assert current_revision(migrated_url) == head_revision()
+
+
+def test_uninitialised_database_is_refused_with_the_fix(db_url):
+    with pytest.raises(SchemaError, match="storyloop init"):
+        require_current_schema(db_url)
+
+
+def test_schema_behind_is_refused_with_the_fix(db_url, monkeypatch):
+    upgrade(db_url)
+    monkeypatch.setattr("storyloop.db.migrate.head_revision", lambda: "9999")
+    with pytest.raises(SchemaError, match="storyloop db upgrade"):
+        require_current_schema(db_url)
+
+
+def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    with get_engine(url).connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

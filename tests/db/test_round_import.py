@@ -1,0 +1,128 @@
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from storyloop.db import session_scope
+from storyloop.db.models import Asset, Candidate, Round, Scenario, ScenarioReference
+from storyloop.db.rounds import ImportValidationError, ModelSpec, RoundError, create_round
+from tests.conftest import make_image
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture
+def story(tmp_path):
+    """Two frames of one story: shared reference, two candidates each (one candidate image reused)."""
+    src = tmp_path / "src"
+    make_image(src / "ref.png", (10, 10, 200))
+    make_image(src / "a.png", (200, 10, 10))
+    make_image(src / "b.png", (10, 200, 10))
+    make_image(src / "c.jpg", (90, 90, 90), fmt="JPEG")
+    rows = [
+        {"id": "s1-f1", "story_id": "s1", "frame_index": 1, "prompt": "the fox reads a book",
+         "references": ["ref.png"], "candidates": ["a.png", "b.png"]},
+        {"id": "s1-f2", "story_id": "s1", "frame_index": 2, "prompt": "the fox sleeps",
+         "references": ["ref.png"], "candidates": ["c.jpg", "a.png"]},
+    ]
+    return write_jsonl(src / "scenarios.jsonl", rows), rows
+
+
+def counts(url):
+    with session_scope(url) as s:
+        return tuple(s.scalar(select(func.count()).select_from(m))
+                     for m in (Round, Scenario, ScenarioReference, Candidate, Asset))
+
+
+def test_import_creates_round_scenarios_and_deduplicated_assets(settings, story):
+    path, _ = story
+    with session_scope(settings.db_url) as s:
+        summary = create_round(s, settings.store_dir, "r1", path)
+    assert (summary.scenarios_added, summary.references, summary.candidates, summary.new_assets) == (2, 2, 4, 4)
+    assert counts(settings.db_url) == (1, 2, 2, 4, 4)
+    stored = sorted(p.name for p in settings.store_dir.rglob("*") if p.is_file())
+    assert len(stored) == 4 and any(n.endswith(".jpg") for n in stored)
+    with session_scope(settings.db_url) as s:
+        sc = s.scalar(select(Scenario).where(Scenario.key == "s1-f2"))
+        assert [c.asset.format for c in sc.candidates] == ["JPEG", "PNG"]
+        assert (sc.references[0].asset.width, sc.references[0].asset.height) == (32, 24)
+
+
+def test_reimporting_the_same_file_changes_nothing(settings, story):
+    path, _ = story
+    with session_scope(settings.db_url) as s:
+        create_round(s, settings.store_dir, "r1", path)
+    before = counts(settings.db_url)
+    with session_scope(settings.db_url) as s:
+        summary = create_round(s, settings.store_dir, "r1", path)
+    assert (summary.round_created, summary.scenarios_added, summary.scenarios_unchanged) == (False, 0, 2)
+    assert counts(settings.db_url) == before
+
+
+def test_same_image_in_two_rounds_is_stored_once(settings, story):
+    path, _ = story
+    with session_scope(settings.db_url) as s:
+        create_round(s, settings.store_dir, "r1", path)
+        summary = create_round(s, settings.store_dir, "r2", path, parent="r1")
+    assert summary.new_assets == 0
+    assert counts(settings.db_url)[4] == 4
+    assert len([p for p in settings.store_dir.rglob("*") if p.is_file()]) == 4
+
+
+def test_every_problem_is_reported_with_its_line_and_nothing_is_written(settings, story, tmp_path):
+    path, rows = story
+    (tmp_path / "src" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    bad = write_jsonl(path.parent / "bad.jsonl", [
+        rows[0],
+        "{not json",
+        {**rows[1], "id": "s1-f1"},                                       # duplicate id
+        {"id": "x", "story_id": "s2", "frame_index": -1, "prompt": "p"},  # bad field
+        {"id": "y", "story_id": "s2", "frame_index": 0, "prompt": "p", "references": ["missing.png"]},
+        {"id": "z", "story_id": "s2", "frame_index": 1, "prompt": "p", "candidates": ["broken.png"]},
+        {"id": "w", "story_id": "s2", "frame_index": 2, "prompt": "p", "colour": "red"},
+        {"id": "v", "story_id": "s2", "frame_index": 3, "prompt": "p", "candidates": ["a.png", "a.png"]},
+    ])
+    with pytest.raises(ImportValidationError) as err, session_scope(settings.db_url) as s:
+        create_round(s, settings.store_dir, "r1", bad)
+    message = str(err.value)
+    for expected in ("line 2: not valid JSON", "line 3: duplicate id 's1-f1' (first on line 1)",
+                     "line 4: field 'frame_index'", "line 5: references[0] 'missing.png': no such file",
+                     "line 6: candidates[0] 'broken.png': not a readable image", "line 7: field 'colour'",
+                     "line 8: candidates[1] is the same image as candidates[0]"):
+        assert expected in message
+    assert counts(settings.db_url) == (0, 0, 0, 0, 0)
+    assert not settings.store_dir.exists() or not any(settings.store_dir.rglob("*.png"))
+
+
+def test_changed_scenario_under_an_existing_id_is_refused(settings, story):
+    path, rows = story
+    with session_scope(settings.db_url) as s:
+        create_round(s, settings.store_dir, "r1", path)
+    changed = write_jsonl(path.parent / "changed.jsonl", [{**rows[0], "prompt": "the fox dances"}])
+    with pytest.raises(ImportValidationError, match="line 1: scenario 's1-f1' already exists"), \
+            session_scope(settings.db_url) as s:
+        create_round(s, settings.store_dir, "r1", changed)
+
+
+def test_unknown_parent_is_refused(settings, story):
+    path, _ = story
+    with pytest.raises(RoundError, match="parent round 'nope'"), session_scope(settings.db_url) as s:
+        create_round(s, settings.store_dir, "r1", path, parent="nope")
+    assert counts(settings.db_url)[0] == 0
+
+
+def test_round_records_model_spec_with_lora_hashes(settings, tmp_path):
+    lora = tmp_path / "stage1.safetensors"
+    lora.write_bytes(b"weights")
+    with session_scope(settings.db_url) as s:
+        create_round(s, settings.store_dir, "r1", spec=ModelSpec("black-forest-labs/FLUX.1-dev", lora))
+    with session_scope(settings.db_url) as s:
+        r = s.scalar(select(Round))
+        assert r.base_model == "black-forest-labs/FLUX.1-dev"
+        assert r.stage1_lora_sha256 == hashlib.sha256(b"weights").hexdigest()
+        assert r.dpo_lora_sha256 is None
