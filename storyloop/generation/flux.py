@@ -1,0 +1,130 @@
+"""One FLUX transformer call, with or without Group-Shared Attention, as training and sampling use it.
+
+The transformer stays diffusers' own `FluxTransformer2DModel`; this module only builds its inputs:
+packed latents, position ids, per-row timesteps (targets at t, references at 0) and the GSA context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
+
+from storyloop.generation.gsa import GSAContext, latent_image_ids, reference_rope
+
+
+def pack_latents(latents: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] VAE latents -> [B, (H/2)*(W/2), C*4] tokens, as FluxPipeline packs them."""
+    b, c, h, w = latents.shape
+    x = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack_latents(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Inverse of pack_latents; `height`, `width` are the latent (not token) sizes."""
+    b, _, d = tokens.shape
+    x = tokens.view(b, height // 2, width // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, d // 4, height, width)
+
+
+@dataclass
+class TextEmbeds:
+    """Encoded prompts, one row per image: T5 sequence [B, S, D] and CLIP pooled [B, P]."""
+
+    prompt_embeds: torch.Tensor
+    pooled: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.prompt_embeds.shape[0]
+
+    def expand(self, n: int) -> TextEmbeds:
+        """One prompt repeated for n rows."""
+        return TextEmbeds(self.prompt_embeds.expand(n, -1, -1), self.pooled.expand(n, -1))
+
+    def cat(self, other: TextEmbeds) -> TextEmbeds:
+        return TextEmbeds(torch.cat([self.prompt_embeds, other.prompt_embeds]),
+                          torch.cat([self.pooled, other.pooled]))
+
+
+@dataclass
+class References:
+    """Clean reference latents of one group (slots 0..n-1), with their (empty-prompt) text."""
+
+    tokens: torch.Tensor  # [n, L, C] packed clean latents
+    text: TextEmbeds  # n rows
+    grid: tuple[int, int]  # token grid (h, w) of each reference
+
+    @property
+    def count(self) -> int:
+        return self.tokens.shape[0]
+
+
+def _call(transformer: FluxTransformer2DModel, tokens, timestep, text: TextEmbeds, grid, guidance,
+          gsa: GSAContext | None) -> torch.Tensor:
+    h, w = grid
+    dtype = transformer.dtype
+    txt_ids = torch.zeros(text.prompt_embeds.shape[1], 3, device=tokens.device)
+    guidance_t = None
+    if transformer.config.guidance_embeds:
+        guidance_t = torch.full((tokens.shape[0],), float(guidance), device=tokens.device, dtype=torch.float32)
+    return transformer(
+        hidden_states=tokens.to(dtype), timestep=timestep.to(tokens.device), guidance=guidance_t,
+        encoder_hidden_states=text.prompt_embeds.to(dtype), pooled_projections=text.pooled.to(dtype),
+        txt_ids=txt_ids, img_ids=latent_image_ids(h, w, device=tokens.device),
+        joint_attention_kwargs={"gsa": gsa} if gsa is not None else None, return_dict=False)[0]
+
+
+def _ref_index(num_targets: int, refs_per_target: int, device) -> torch.Tensor:
+    return torch.arange(refs_per_target, device=device).expand(num_targets, refs_per_target)
+
+
+def predict(transformer: FluxTransformer2DModel, tokens: torch.Tensor, sigma: torch.Tensor,
+            text: TextEmbeds, grid: tuple[int, int], guidance: float = 3.5,
+            cache: GSAContext | None = None) -> torch.Tensor:
+    """Velocity for targets `tokens` at noise level `sigma` ([B] or scalar, in [0, 1]).
+
+    With `cache` (from `write_reference_cache`) every target reads the cached references; without
+    it this is a stock FLUX call.
+    """
+    sigma = torch.as_tensor(sigma, dtype=torch.float32).expand(tokens.shape[0])
+    ctx = None
+    if cache is not None:
+        index = _ref_index(tokens.shape[0], cache.ref_index.shape[1], tokens.device)
+        ctx = cache.reading(text.prompt_embeds.shape[1], index)
+    return _call(transformer, tokens, sigma, text, grid, guidance, ctx)
+
+
+def write_reference_cache(transformer: FluxTransformer2DModel, refs: References,
+                          guidance: float = 3.5) -> GSAContext:
+    """Run the references alone at t = 0 once and keep every layer's reference image K/V.
+
+    Call it under `torch.no_grad()` for sampling; with grad enabled the cache keeps its graph.
+    """
+    device = refs.tokens.device
+    n = refs.count
+    ctx = GSAContext("write", text_len=refs.text.prompt_embeds.shape[1],
+                     ref_index=torch.arange(n, device=device)[None], ref_slots=torch.arange(n, device=device),
+                     ref_rope=reference_rope(transformer, *refs.grid, n, device=device))
+    _call(transformer, refs.tokens, torch.zeros(n), refs.text, refs.grid, guidance, ctx)
+    return ctx
+
+
+def predict_with_references(transformer: FluxTransformer2DModel, tokens: torch.Tensor, sigma: torch.Tensor,
+                            text: TextEmbeds, grid: tuple[int, int], refs: References,
+                            guidance: float = 3.5) -> torch.Tensor:
+    """Velocity for targets in one forward of [targets @ sigma, references @ 0] (the "batch" pass).
+
+    Every target attends to all of `refs`. This is Stage-1 training's forward, and the uncached
+    reference for tests and benchmarks. References must have the targets' resolution.
+    """
+    if refs.grid != grid:
+        raise ValueError(f"batch GSA needs references at the targets' size: {refs.grid} != {grid}")
+    t, n = tokens.shape[0], refs.count
+    sigma = torch.as_tensor(sigma, dtype=torch.float32).expand(t)
+    ctx = GSAContext("batch", text_len=text.prompt_embeds.shape[1],
+                     ref_index=_ref_index(t, n, tokens.device), ref_slots=torch.arange(n, device=tokens.device),
+                     ref_rope=reference_rope(transformer, *grid, n, device=tokens.device), num_targets=t)
+    out = _call(transformer, torch.cat([tokens, refs.tokens.to(tokens.dtype)]), torch.cat([sigma, torch.zeros(n)]),
+                text.cat(refs.text), grid, guidance, ctx)
+    return out[:t]

@@ -1,0 +1,189 @@
+"""Group-Shared Attention (paper eqs. 3-5) as an attention processor for diffusers' FLUX transformer.
+
+A target's keys and values are extended with the *image* tokens of its references; references are
+clean (t = 0) and attend only to themselves, exactly as in a stock FLUX forward. Two consequences:
+
+* With zero references, GSA is stock FLUX attention.
+* A reference's K/V never depend on the target or on the denoising step, so they can be computed
+  once per scenario ("write" pass over the references alone) and read at every step ("read" pass
+  over the targets alone). One forward of [targets, references] together ("batch" pass) gives the
+  same result; training uses it so gradients reach both paths.
+
+Reference position ids. A reference's own self-attention uses the ordinary image ids (so the
+reference pass is exactly a stock t = 0 forward). The keys a target reads are rotated with the ids
+of reference slot i instead: first axis = 1 + i, as FLUX Kontext marks its conditioning image with
+axis 0 = 1, generalised to one offset per reference so the target can tell references apart and
+they never collide with its own tokens (axis 0 = 0). Training, DPO and generation all build the
+context here, so the scheme has one definition.
+
+The context travels through `joint_attention_kwargs={"gsa": ctx}`; diffusers forwards a kwarg to a
+processor only if its `__call__` names it, which this one does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.embeddings import apply_rotary_emb
+from diffusers.models.transformers.transformer_flux import (FluxAttnProcessor, FluxTransformer2DModel,
+                                                            _get_qkv_projections)
+
+POSITION_SCHEME = "axis0-offset-1+i"  # recorded in LoRA metadata; loaders refuse another scheme
+REFERENCE_PROMPT = ""  # references are encoded with an empty prompt, in training and inference alike
+
+Mode = Literal["batch", "write", "read"]
+
+
+def latent_image_ids(height: int, width: int, first_axis: float = 0.0, device=None) -> torch.Tensor:
+    """FLUX image position ids (h*w, 3) for a packed latent grid of `height` x `width` tokens."""
+    ids = torch.zeros(height, width, 3, device=device)
+    ids[..., 0] = first_axis
+    ids[..., 1] = torch.arange(height, device=device)[:, None]
+    ids[..., 2] = torch.arange(width, device=device)[None, :]
+    return ids.reshape(height * width, 3)
+
+
+def reference_image_ids(height: int, width: int, slot: int, device=None) -> torch.Tensor:
+    """Position ids a target sees for reference number `slot` (0-based)."""
+    return latent_image_ids(height, width, first_axis=1.0 + slot, device=device)
+
+
+@dataclass
+class GSAContext:
+    """What the GSA processors need for one transformer forward.
+
+    mode "batch": rows are [targets, references]; `num_targets` says where references start.
+    mode "write": rows are references only; their image K/V are stored in `cache`.
+    mode "read":  rows are targets only; they read references from `cache`.
+
+    `ref_index[t]` lists the reference rows (batch: 0 = first reference row; read: cache rows) that
+    target t attends to, in slot order. `ref_slots[r]` is reference row r's slot, which selects the
+    rotary table in `ref_rope` (cos, sin of shape [slots, tokens, head_dim]).
+    """
+
+    mode: Mode
+    text_len: int
+    ref_index: torch.Tensor  # long [targets, refs per target]
+    ref_slots: torch.Tensor | None = None  # long [reference rows]; batch and write modes
+    ref_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # batch and write modes
+    num_targets: int = 0
+    cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def reading(self, text_len: int, ref_index: torch.Tensor | None = None) -> GSAContext:
+        """A read context over this (written) cache for a forward of targets only."""
+        index = self.ref_index if ref_index is None else ref_index
+        return GSAContext("read", text_len, index, cache=self.cache)
+
+
+def reference_rope(transformer: FluxTransformer2DModel, height: int, width: int, num_slots: int,
+                   device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary tables (cos, sin), each [num_slots, height*width, head_dim], for reference slots."""
+    ids = torch.cat([reference_image_ids(height, width, s, device) for s in range(num_slots)]
+                    or [torch.zeros(0, 3, device=device)])
+    cos, sin = transformer.pos_embed(ids)
+    dim = sum(transformer.config.axes_dims_rope)
+    return cos.view(num_slots, height * width, dim), sin.view(num_slots, height * width, dim)
+
+
+def _rotate_rows(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE with a table per row: x [rows, tokens, heads, dim], cos/sin [rows, tokens, dim].
+
+    Same arithmetic as diffusers' apply_rotary_emb (interleaved pairs, float32 products).
+    """
+    cos, sin = cos[:, :, None, :].to(x.device), sin[:, :, None, :].to(x.device)
+    real, imag = x.unflatten(-1, (x.shape[-1] // 2, 2)).unbind(-1)
+    rotated = torch.stack([-imag, real], dim=-1).flatten(3)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+def _gather_refs(ref: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """[refs, tokens, H, D] indexed by [targets, n] -> [targets, n*tokens, H, D]."""
+    picked = ref[index.to(ref.device)]
+    return picked.flatten(1, 2)
+
+
+class GSAAttnProcessor(FluxAttnProcessor):
+    """FluxAttnProcessor plus Group-Shared Attention when a `gsa` context is given."""
+
+    def __init__(self, layer: str):
+        super().__init__()
+        self.layer = layer
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 image_rotary_emb=None, gsa: GSAContext | None = None):
+        if gsa is None:
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+        if attention_mask is not None:
+            raise ValueError("GSA does not take an attention mask (it keeps flash backends usable)")
+
+        query, key, value, enc_q, enc_k, enc_v = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
+        key = attn.norm_k(key.unflatten(-1, (-1, attn.head_dim)))
+        value = value.unflatten(-1, (-1, attn.head_dim))
+        if attn.added_kv_proj_dim is not None:  # double-stream block: text arrives separately
+            enc_q = attn.norm_added_q(enc_q.unflatten(-1, (-1, attn.head_dim)))
+            enc_k = attn.norm_added_k(enc_k.unflatten(-1, (-1, attn.head_dim)))
+            enc_v = enc_v.unflatten(-1, (-1, attn.head_dim))
+            text_len = enc_q.shape[1]
+            query, key, value = (torch.cat(p, dim=1) for p in ((enc_q, query), (enc_k, key), (enc_v, value)))
+        else:  # single-stream block: [text, image] already concatenated
+            text_len = gsa.text_len
+
+        # Reference image keys as targets see them: rotated to the reference's slot positions.
+        def reference_kv(rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            cos, sin = gsa.ref_rope
+            slots = gsa.ref_slots.to(cos.device)
+            k_img = key[rows, text_len:]
+            return _rotate_rows(k_img, cos[slots], sin[slots]), value[rows, text_len:]
+
+        if gsa.mode == "write":
+            gsa.cache[self.layer] = reference_kv(slice(None))
+        elif gsa.mode == "batch":
+            ref_k, ref_v = reference_kv(slice(gsa.num_targets, None))
+
+        if image_rotary_emb is not None:
+            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+
+        def attend(q, k, v):
+            return dispatch_attention_fn(q, k, v, backend=self._attention_backend,
+                                         parallel_config=self._parallel_config)
+
+        if gsa.mode == "write":
+            out = attend(query, key, value)
+        else:
+            if gsa.mode == "read":
+                ref_k, ref_v = gsa.cache[self.layer]
+            n = gsa.num_targets if gsa.mode == "batch" else query.shape[0]
+            k_t = torch.cat([key[:n], _gather_refs(ref_k, gsa.ref_index)], dim=1)
+            v_t = torch.cat([value[:n], _gather_refs(ref_v, gsa.ref_index)], dim=1)
+            out = attend(query[:n], k_t, v_t)
+            if gsa.mode == "batch" and n < query.shape[0]:  # references attend only to themselves
+                out = torch.cat([out, attend(query[n:], key[n:], value[n:])], dim=0)
+
+        out = out.flatten(2, 3).to(query.dtype)
+        if encoder_hidden_states is None:
+            return out
+        enc_out, out = out.split_with_sizes([text_len, out.shape[1] - text_len], dim=1)
+        out = attn.to_out[1](attn.to_out[0](out.contiguous()))
+        return out, attn.to_add_out(enc_out.contiguous())
+
+
+def install_gsa(transformer: FluxTransformer2DModel) -> None:
+    """Put a GSA processor on every attention layer (double- and single-stream blocks)."""
+    processors = {}
+    for name in transformer.attn_processors:
+        processors[name] = GSAAttnProcessor(layer=name.removesuffix(".processor"))
+    transformer.set_attn_processor(processors)
+
+
+def remove_gsa(transformer: FluxTransformer2DModel) -> None:
+    """Back to diffusers' stock FLUX processors."""
+    transformer.set_attn_processor(FluxAttnProcessor())
+
+
+def has_gsa(transformer: FluxTransformer2DModel) -> bool:
+    return all(isinstance(p, GSAAttnProcessor) for p in transformer.attn_processors.values())
