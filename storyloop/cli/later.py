@@ -8,8 +8,6 @@ from storyloop.cli.common import fail
 
 PENDING = {
     # name: (one-line help, what it will do, issue)
-    "generate": ("Stage-1 GSA training and candidate generation for a round.",
-                 "GSA for FLUX, `generate train-stage1` and `generate run --round R`", 3),
     "annotate": ("Start the annotator web app (Streamlit).",
                  "the annotator app", 4),
     "pairs": ("Winner x loser preference pairs from a round's judgments.",

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from storyloop import __version__
-from storyloop.cli import later
+from storyloop.cli import generate, later
 from storyloop.cli.common import (DataDirOpt, DbOpt, console, fail, read_password, ready_settings,
                                   settings, user_errors)
 from storyloop.db import session_scope
@@ -26,6 +26,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema: upgrade, statu
 app.add_typer(users_app, name="users")
 app.add_typer(round_app, name="round")
 app.add_typer(db_app, name="db")
+app.add_typer(generate.app, name="generate")
 later.register(app)
 
 

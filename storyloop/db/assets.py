@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -26,12 +27,16 @@ class ImageError(ValueError):
 class ImageInfo:
     """What we know of an image file before it enters the store."""
 
-    source: Path
+    source: Path | None  # the file to copy in, or None when `data` holds the bytes
     sha256: str
     width: int
     height: int
     format: str
     size_bytes: int
+    data: bytes | None = None
+
+    def read(self) -> bytes:
+        return self.data if self.data is not None else Path(self.source).read_bytes()
 
 
 def inspect_image(path: Path) -> ImageInfo:
@@ -43,15 +48,25 @@ def inspect_image(path: Path) -> ImageInfo:
         raise ImageError(f"{path}: no such file") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return _inspect(data, str(path), source=path)
+
+
+def inspect_bytes(data: bytes, name: str = "image") -> ImageInfo:
+    """As inspect_image, for an encoded image held in memory (a generated candidate)."""
+    return _inspect(data, name, source=None)
+
+
+def _inspect(data: bytes, name: str, source: Path | None) -> ImageInfo:
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data)) as img:
             img.load()
             width, height, fmt = img.width, img.height, img.format
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: not a readable image ({exc})") from None
+        raise ImageError(f"{name}: not a readable image ({exc})") from None
     if fmt not in EXTENSIONS:
-        raise ImageError(f"{path}: image format {fmt} is not supported (use one of {', '.join(EXTENSIONS)})")
-    return ImageInfo(path, hashlib.sha256(data).hexdigest(), width, height, fmt, len(data))
+        raise ImageError(f"{name}: image format {fmt} is not supported (use one of {', '.join(EXTENSIONS)})")
+    return ImageInfo(source, hashlib.sha256(data).hexdigest(), width, height, fmt, len(data),
+                     data=None if source is not None else data)
 
 
 def store_path(store_dir: Path, sha256: str, fmt: str) -> Path:
@@ -62,15 +77,15 @@ def asset_path(store_dir: Path, asset: Asset) -> Path:
     return store_path(store_dir, asset.sha256, asset.format)
 
 
-def _write_once(dest: Path, source: Path) -> None:
-    """Copy `source` to `dest` atomically; an existing `dest` already holds the same bytes."""
+def _write_once(dest: Path, info: ImageInfo) -> None:
+    """Write the image to `dest` atomically; an existing `dest` already holds the same bytes."""
     if dest.exists():
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-")
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(Path(source).read_bytes())
+            out.write(info.read())
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
@@ -81,7 +96,7 @@ def _write_once(dest: Path, source: Path) -> None:
 
 def put_image(session: Session, store_dir: Path, info: ImageInfo) -> Asset:
     """The asset for `info`, adding the file and the row only if this content is new."""
-    _write_once(store_path(store_dir, info.sha256, info.format), info.source)
+    _write_once(store_path(store_dir, info.sha256, info.format), info)
     existing = session.scalar(select(Asset).where(Asset.sha256 == info.sha256))
     if existing is not None:
         return existing

@@ -180,7 +180,7 @@ class Candidate(Base):
     scenario: Mapped[Scenario] = relationship(back_populates="candidates")
     asset: Mapped[Asset] = relationship()
 
-    __table_args__ = (UniqueConstraint("scenario_id", "index"), UniqueConstraint("scenario_id", "asset_id"))
+    __table_args__ = (UniqueConstraint("scenario_id", "index"),)
 
 
 class Lease(Base):

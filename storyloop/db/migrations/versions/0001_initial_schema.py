@@ -97,7 +97,6 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['asset_id'], ['assets.id'], name=op.f('fk_candidates_asset_id_assets')),
     sa.ForeignKeyConstraint(['scenario_id'], ['scenarios.id'], name=op.f('fk_candidates_scenario_id_scenarios'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_candidates')),
-    sa.UniqueConstraint('scenario_id', 'asset_id', name=op.f('uq_candidates_scenario_id_asset_id')),
     sa.UniqueConstraint('scenario_id', 'index', name=op.f('uq_candidates_scenario_id_index'))
     )
     with op.batch_alter_table('candidates', schema=None) as batch_op:

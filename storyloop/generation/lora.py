@@ -1,0 +1,70 @@
+"""Stage-1 and DPO LoRAs: which layers they adapt, and saving/loading them in diffusers format.
+
+A storyloop LoRA is a folder: `pytorch_lora_weights.safetensors` written by diffusers' LoRA save
+API (with the peft adapter config as metadata, so loaders get alpha right), plus
+`storyloop_lora.json` (base model, GSA position scheme, rank, steps). Loading checks the latter
+first and refuses a LoRA made for another base or position scheme.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from diffusers import FluxPipeline
+from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+
+from storyloop.generation.gsa import POSITION_SCHEME
+from storyloop.generation.models import LoraMeta, ModelError
+
+# Every linear layer inside the transformer blocks (attention, MLPs, AdaLN modulation), named by
+# block prefix: a bare "proj_out" would also catch the model's final output projection.
+BLOCK_LINEARS = (
+    r"(transformer_blocks|single_transformer_blocks)\.\d+\."
+    r"(attn\.(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out)"
+    r"|ff\.net\.(0\.proj|2)|ff_context\.net\.(0\.proj|2)|proj_mlp|proj_out"
+    r"|norm1\.linear|norm1_context\.linear|norm\.linear)"
+)
+
+
+def lora_config(rank: int = 16, alpha: int = 16, init: bool | str = True) -> LoraConfig:
+    """LoRA on all block linears. `init=True` zero-initialises B, so the adapter starts as identity."""
+    return LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init, target_modules=BLOCK_LINEARS)
+
+
+def save_lora(transformer: FluxTransformer2DModel, adapter_name: str, folder: Path, meta: LoraMeta) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
+    config = transformer.peft_config[adapter_name].to_dict()
+    config["target_modules"] = sorted(config["target_modules"]) if isinstance(
+        config["target_modules"], (set, list)) else config["target_modules"]
+    FluxPipeline.save_lora_weights(folder, transformer_lora_layers=state,
+                                   transformer_lora_adapter_metadata=config)
+    meta.dump(folder)
+    return folder
+
+
+def check_lora(folder: Path, base: str, kind: str) -> LoraMeta:
+    """The LoRA's metadata, after checking it was made for this base model and position scheme."""
+    meta = LoraMeta.read(folder)
+    if meta.kind != kind:
+        raise ModelError(f"{folder}: this is a {meta.kind} LoRA, expected a {kind} LoRA")
+    if meta.base != base:
+        raise ModelError(f"{folder}: LoRA was trained on base {meta.base[:23]}…, "
+                         f"but the model is {base[:23]}…")
+    if meta.position_scheme != POSITION_SCHEME:
+        raise ModelError(f"{folder}: LoRA uses GSA position scheme {meta.position_scheme!r}, "
+                         f"this storyloop uses {POSITION_SCHEME!r}")
+    return meta
+
+
+def load_lora(pipe: FluxPipeline, folder: Path, adapter_name: str, base: str, kind: str) -> LoraMeta:
+    """Check and load a storyloop LoRA into `pipe.transformer` under `adapter_name`."""
+    meta = check_lora(folder, base, kind)
+    try:
+        pipe.load_lora_weights(str(folder), adapter_name=adapter_name)
+    except Exception as exc:
+        raise ModelError(f"{folder}: LoRA does not fit this model: {str(exc).splitlines()[0][:300]}") from exc
+    return meta

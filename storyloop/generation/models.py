@@ -1,0 +1,120 @@
+"""Loading FLUX.1 and moving between images, prompts and the transformer's packed tokens."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import FluxPipeline
+from PIL import Image
+from transformers.utils import logging as hf_logging
+
+from storyloop.generation.flux import TextEmbeds, pack_latents, unpack_latents
+from storyloop.hashing import sha256_path
+
+
+hf_logging.set_verbosity_error()  # transformers' import-time notices are noise for our users
+
+
+class ModelError(RuntimeError):
+    """A model or LoRA that cannot be loaded or does not fit; the message names it."""
+
+
+def looks_like_path(spec: str) -> bool:
+    return spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or Path(spec).exists() or spec.count("/") != 1
+
+
+def load_flux(spec: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> FluxPipeline:
+    """A FluxPipeline from a local diffusers-format folder, or a hub id (e.g. FLUX.1-dev)."""
+    if looks_like_path(spec):
+        folder = Path(spec).expanduser()
+        if not (folder / "model_index.json").is_file():
+            raise ModelError(f"{folder}: not a diffusers FLUX folder (no model_index.json)")
+        source = str(folder)
+    else:
+        source = spec
+    try:
+        pipe = FluxPipeline.from_pretrained(source, dtype=dtype)
+    except Exception as exc:  # diffusers raises many kinds; the user needs one line naming the model
+        raise ModelError(f"cannot load FLUX model {spec!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") \
+            from exc
+    for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
+        module.eval().requires_grad_(False)
+    return pipe.to(device)
+
+
+def base_fingerprint(spec: str) -> str:
+    """What identifies a base model: the transformer's content hash for a folder, else the hub id."""
+    if looks_like_path(spec):
+        return "sha256:" + sha256_path(Path(spec).expanduser() / "transformer")
+    return "hub:" + spec
+
+
+@torch.no_grad()
+def encode_text(pipe: FluxPipeline, prompts: list[str], max_sequence_length: int = 512) -> TextEmbeds:
+    device = pipe.transformer.device
+    prompt_embeds, pooled, _ = pipe.encode_prompt(prompts, prompt_2=None, device=device,
+                                                  max_sequence_length=max_sequence_length)
+    return TextEmbeds(prompt_embeds.float(), pooled.float())
+
+
+def latent_grid(pipe: FluxPipeline, height: int, width: int) -> tuple[int, int]:
+    """Token grid (h, w) of an image of height x width pixels: VAE factor, then 2x2 packing."""
+    f = pipe.vae_scale_factor * 2
+    if height % f or width % f:
+        raise ModelError(f"image size {width}x{height} must be a multiple of {f} for this model")
+    return height // f, width // f
+
+
+@torch.no_grad()
+def encode_images(pipe: FluxPipeline, images: list[Image.Image], size: tuple[int, int]) -> torch.Tensor:
+    """Packed clean latent tokens [n, L, C] of images resized to `size` = (width, height)."""
+    vae = pipe.vae
+    arr = np.stack([np.asarray(im.convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32) for im in images])
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).div(127.5).sub(1.0).to(vae.device, vae.dtype)
+    latents = vae.encode(x).latent_dist.mode()  # the mean: the cached latent is deterministic
+    latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor
+    return pack_latents(latents.float())
+
+
+@torch.no_grad()
+def decode_tokens(pipe: FluxPipeline, tokens: torch.Tensor, grid: tuple[int, int]) -> list[Image.Image]:
+    vae = pipe.vae
+    latents = unpack_latents(tokens, grid[0] * 2, grid[1] * 2)
+    latents = latents / vae.config.scaling_factor + vae.config.shift_factor
+    x = vae.decode(latents.to(vae.dtype)).sample.float()
+    arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+@dataclass(frozen=True)
+class LoraMeta:
+    """The record saved beside a storyloop LoRA (storyloop_lora.json)."""
+
+    kind: str  # "stage1" or "dpo"
+    base: str  # base_fingerprint of the model it was trained on
+    position_scheme: str
+    rank: int
+    alpha: int
+    steps: int
+    extra: dict | None = None
+
+    def dump(self, folder: Path) -> None:
+        (Path(folder) / META_FILE).write_text(json.dumps(self.__dict__, indent=2, sort_keys=True))
+
+    @classmethod
+    def read(cls, folder: Path) -> LoraMeta:
+        path = Path(folder) / META_FILE
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ModelError(f"{folder}: not a storyloop LoRA folder (no {META_FILE})") from None
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ModelError(f"{path}: unreadable LoRA metadata ({exc})") from None
+
+
+META_FILE = "storyloop_lora.json"

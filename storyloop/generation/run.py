@@ -1,0 +1,176 @@
+"""Generate a round's candidates: K images per scenario, with GSA over the scenario's references.
+
+Idempotent and resumable: each image is committed (store file, then DB row) as soon as it is made,
+and a re-run skips every (scenario, index) that already has a candidate, so a crash loses at most
+the image in flight. Scenarios are sharded over accelerate processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from diffusers import FluxPipeline
+from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from tqdm.auto import tqdm
+
+from storyloop.db import session_scope
+from storyloop.db.assets import ImageError, asset_path, inspect_bytes, inspect_image, put_image
+from storyloop.db.models import Candidate, Round, Scenario
+from storyloop.db.rounds import RoundError, get_round
+from storyloop.generation.flux import References
+from storyloop.generation.gsa import POSITION_SCHEME, REFERENCE_PROMPT, install_gsa
+from storyloop.generation.lora import load_lora
+from storyloop.generation.models import (ModelError, base_fingerprint, decode_tokens, encode_images, encode_text,
+                                         latent_grid, load_flux)
+from storyloop.generation.sampling import sample
+from storyloop.hashing import sha256_path
+from storyloop.settings import Settings
+
+
+@dataclass
+class GenerateConfig:
+    """Knobs of `storyloop generate run`; defaults are the paper's FLUX.1-dev setting."""
+
+    num_candidates: int = 4  # K images per scenario
+    num_inference_steps: int = 50
+    guidance_scale: float = 3.5  # FLUX.1-dev distilled-guidance embedding
+    height: int = 1024
+    width: int = 1024
+    seed: int = 0  # base seed; each (scenario, index) derives its own
+    max_sequence_length: int = 512  # T5 tokens
+    use_reference_cache: bool = True
+
+    def __post_init__(self):
+        if self.num_candidates < 1 or self.num_inference_steps < 1:
+            raise ValueError("num_candidates and num_inference_steps must be at least 1")
+
+
+@dataclass
+class GenerateSummary:
+    generated: int
+    skipped: int
+    scenarios: int
+    seconds: float
+    model_fingerprint: str
+
+
+def candidate_seed(base_seed: int, round_name: str, scenario_key: str, index: int) -> int:
+    """A stable 63-bit seed per candidate, so the same round regenerates the same images."""
+    digest = hashlib.sha256(f"{base_seed}\0{round_name}\0{scenario_key}\0{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclass
+class LoadedModel:
+    pipe: FluxPipeline
+    fingerprint: str  # hash of base + LoRAs + GSA scheme: what every candidate records
+
+
+def load_round_model(rnd: Round, model: str | None = None, dtype=torch.float32, device="cpu") -> LoadedModel:
+    """The FLUX pipeline a round was created for, with its Stage-1 (and DPO) LoRA checked and loaded."""
+    spec = model or rnd.base_model
+    if not spec:
+        raise ModelError(f"round {rnd.name!r} records no base model: pass --model")
+    pipe = load_flux(spec, dtype=dtype, device=device)
+    base = base_fingerprint(spec)
+    parts = {"base": base, "scheme": POSITION_SCHEME}
+    adapters = []
+    for kind, path, sha in (("stage1", rnd.stage1_lora_path, rnd.stage1_lora_sha256),
+                            ("dpo", rnd.dpo_lora_path, rnd.dpo_lora_sha256)):
+        if not path:
+            continue
+        if not Path(path).exists():
+            raise ModelError(f"{kind} LoRA {path} of round {rnd.name!r} is missing")
+        if sha256_path(path) != sha:
+            raise ModelError(f"{kind} LoRA {path} changed since round {rnd.name!r} was created")
+        load_lora(pipe, Path(path), kind, base, kind)
+        adapters.append(kind)
+        parts[kind] = sha
+    if adapters:
+        pipe.transformer.set_adapters(adapters)
+    install_gsa(pipe.transformer)
+    fingerprint = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return LoadedModel(pipe, fingerprint)
+
+
+def _check_references(settings: Settings, scenarios: list[Scenario]) -> None:
+    """Every reference image must be in the store and decodable, before anything is generated."""
+    for sc in scenarios:
+        for ref in sc.references:
+            path = asset_path(settings.store_dir, ref.asset)
+            try:
+                inspect_image(path)
+            except ImageError as exc:
+                raise RoundError(f"scenario {sc.key!r}: reference {ref.position} unreadable: {exc}") from None
+
+
+def generate_round(settings: Settings, round_name: str, config: GenerateConfig, model: str | None = None,
+                   dtype=torch.float32, progress: bool = True) -> GenerateSummary:
+    state = PartialState()
+    with session_scope(settings.db_url) as session:
+        rnd = get_round(session, round_name)
+        scenarios = list(session.scalars(select(Scenario).where(Scenario.round_id == rnd.id).order_by(Scenario.id)))
+        for sc in scenarios:  # load what we need before the session closes
+            _ = [r.asset for r in sc.references], [c.index for c in sc.candidates]
+        _check_references(settings, scenarios)
+        loaded = load_round_model(rnd, model, dtype=dtype, device=state.device)
+    pipe, grid = loaded.pipe, latent_grid(loaded.pipe, config.height, config.width)
+    params = {k: v for k, v in asdict(config).items() if k not in ("num_candidates", "seed")}
+    params["position_scheme"] = POSITION_SCHEME
+
+    mine = scenarios[state.process_index::state.num_processes]
+    todo = {sc.id: [k for k in range(config.num_candidates) if k not in {c.index for c in sc.candidates}]
+            for sc in mine}
+    total = sum(len(v) for v in todo.values())
+    done = skipped = 0
+    start = time.perf_counter()
+    bar = tqdm(total=total, unit="img", desc=f"generate {round_name}", disable=not progress)
+    for sc in mine:
+        if not todo[sc.id]:
+            skipped += config.num_candidates
+            continue
+        text = encode_text(pipe, [sc.prompt], config.max_sequence_length)
+        refs = None
+        if sc.references:
+            images = [Image.open(asset_path(settings.store_dir, r.asset)) for r in sc.references]
+            refs = References(encode_images(pipe, images, (config.width, config.height)),
+                              encode_text(pipe, [REFERENCE_PROMPT] * len(images), config.max_sequence_length),
+                              grid)
+        for index in todo[sc.id]:
+            seed = candidate_seed(config.seed, round_name, sc.key, index)
+            tokens = sample(pipe.transformer, pipe.scheduler, text, grid, [seed], refs,
+                            config.num_inference_steps, config.guidance_scale, config.use_reference_cache)
+            image = decode_tokens(pipe, tokens, grid)[0]
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            if _store_candidate(settings, sc.id, index, buf.getvalue(), seed, params, loaded.fingerprint):
+                done += 1
+            else:
+                skipped += 1
+            bar.update(1)
+            bar.set_postfix(img_per_s=f"{(done + 1e-9) / (time.perf_counter() - start):.2f}")
+        skipped += config.num_candidates - len(todo[sc.id])
+    bar.close()
+    return GenerateSummary(done, skipped, len(mine), time.perf_counter() - start, loaded.fingerprint)
+
+
+def _store_candidate(settings: Settings, scenario_id: int, index: int, png: bytes, seed: int, params: dict,
+                     fingerprint: str) -> bool:
+    """Commit one candidate; False if another process stored this (scenario, index) meanwhile."""
+    try:
+        with session_scope(settings.db_url) as session:
+            asset = put_image(session, settings.store_dir, inspect_bytes(png, f"candidate {index}"))
+            session.add(Candidate(scenario_id=scenario_id, index=index, asset=asset, seed=seed, params=params,
+                                  model_fingerprint=fingerprint))
+    except IntegrityError:
+        return False
+    return True

@@ -1,0 +1,99 @@
+"""`generate run` end to end on a tiny FLUX folder built in code: real loading, LoRA, GSA, DB, store."""
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from storyloop.db import session_scope
+from storyloop.db.models import Candidate
+from storyloop.db.rounds import ModelSpec, RoundError, create_round
+from storyloop.generation.gsa import POSITION_SCHEME
+from storyloop.generation.lora import lora_config, save_lora
+from storyloop.generation.models import LoraMeta, ModelError, base_fingerprint
+from storyloop.generation.run import GenerateConfig, generate_round
+from storyloop.generation.tiny import tiny_flux_pipeline
+from tests.conftest import make_image
+
+WORDS = "a the red blue fox cat reads sleeps book in forest".split()
+CONFIG = GenerateConfig(num_candidates=2, num_inference_steps=3, height=32, width=32, max_sequence_length=16)
+
+
+@pytest.fixture(scope="module")
+def flux_folder(tmp_path_factory):
+    """A saved tiny FLUX pipeline and a Stage-1 LoRA trained for it (random, non-zero B)."""
+    root = tmp_path_factory.mktemp("models")
+    pipe = tiny_flux_pipeline(WORDS)
+    pipe.save_pretrained(root / "flux")
+    pipe.transformer.add_adapter(lora_config(4, 4, init="gaussian"), adapter_name="stage1")
+    save_lora(pipe.transformer, "stage1", root / "stage1",
+              LoraMeta("stage1", base_fingerprint(str(root / "flux")), POSITION_SCHEME, 4, 4, 1))
+    other = tiny_flux_pipeline(WORDS, seed=1)
+    other.save_pretrained(root / "other")
+    return root
+
+
+@pytest.fixture
+def round_with_refs(settings, tmp_path, flux_folder):
+    src = tmp_path / "src"
+    make_image(src / "ref.png", (20, 90, 200), size=(48, 40))
+    rows = [{"id": f"s-{i}", "story_id": "s", "frame_index": i, "prompt": p, "references": ["ref.png"] * (i > 0)}
+            for i, p in enumerate(["a red fox reads", "the fox sleeps in the forest"])]
+    (src / "s.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with session_scope(settings.db_url) as s:
+        create_round(s, settings.store_dir, "r1", src / "s.jsonl",
+                     spec=ModelSpec(str(flux_folder / "flux"), flux_folder / "stage1"))
+    return "r1"
+
+
+def candidate_rows(url):
+    with session_scope(url) as s:
+        return [(c.scenario.key, c.index, c.seed, c.model_fingerprint, c.asset.width, c.params["num_inference_steps"])
+                for c in s.scalars(select(Candidate).order_by(Candidate.scenario_id, Candidate.index))]
+
+
+def test_generate_round_writes_candidates_and_resumes(settings, round_with_refs):
+    summary = generate_round(settings, round_with_refs, CONFIG, progress=False)
+    assert (summary.generated, summary.skipped) == (4, 0)
+    rows = candidate_rows(settings.db_url)
+    assert [(k, i) for k, i, *_ in rows] == [("s-0", 0), ("s-0", 1), ("s-1", 0), ("s-1", 1)]
+    assert len({seed for _, _, seed, *_ in rows}) == 4
+    assert {fp for *_, fp, _, _ in rows} == {summary.model_fingerprint}
+    assert all(w == 32 and steps == 3 for *_, w, steps in rows)
+
+    again = generate_round(settings, round_with_refs, CONFIG, progress=False)
+    assert (again.generated, again.skipped) == (0, 4)
+    more = generate_round(settings, round_with_refs, GenerateConfig(**{**CONFIG.__dict__, "num_candidates": 3}),
+                          progress=False)
+    assert more.generated == 2 and len(candidate_rows(settings.db_url)) == 6
+
+
+def test_regenerating_a_round_reproduces_its_images(settings, round_with_refs, tmp_path):
+    generate_round(settings, round_with_refs, CONFIG, progress=False)
+    with session_scope(settings.db_url) as s:
+        first = sorted(c.asset.sha256 for c in s.scalars(select(Candidate)))
+        s.query(Candidate).delete()
+    generate_round(settings, round_with_refs, CONFIG, progress=False)
+    with session_scope(settings.db_url) as s:
+        assert sorted(c.asset.sha256 for c in s.scalars(select(Candidate))) == first
+
+
+def test_missing_model_folder_is_one_clear_error(settings, round_with_refs, tmp_path):
+    with pytest.raises(ModelError, match="not a diffusers FLUX folder"):
+        generate_round(settings, round_with_refs, CONFIG, model=str(tmp_path / "nowhere"), progress=False)
+    assert candidate_rows(settings.db_url) == []
+
+
+def test_lora_for_another_base_is_refused(settings, round_with_refs, flux_folder):
+    with pytest.raises(ModelError, match="trained on base"):
+        generate_round(settings, round_with_refs, CONFIG, model=str(flux_folder / "other"), progress=False)
+    assert candidate_rows(settings.db_url) == []
+
+
+def test_unreadable_reference_is_refused_before_anything_is_generated(settings, round_with_refs):
+    for f in settings.store_dir.rglob("*.png"):
+        f.write_bytes(b"garbage")
+    with pytest.raises(RoundError, match="scenario 's-1': reference 0 unreadable"):
+        generate_round(settings, round_with_refs, CONFIG, progress=False)
+    with session_scope(settings.db_url) as s:
+        assert s.scalar(select(func.count()).select_from(Candidate)) == 0
