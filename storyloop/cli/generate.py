@@ -50,3 +50,42 @@ def run(
     console.print(f"Round {round_name!r}: {summary.generated} candidate(s) generated, {summary.skipped} already "
                   f"there, over {summary.scenarios} scenario(s) in {summary.seconds:.1f}s "
                   f"(model {summary.model_fingerprint[:12]}).")
+
+
+def _stage1_epilog() -> str:
+    from storyloop.generation.config import Stage1Config
+
+    return "Config keys (YAML or --set KEY=VALUE):\n\n" + "\n\n".join(Stage1Config.describe().splitlines())
+
+
+@app.command("train-stage1", epilog=_stage1_epilog())
+def train_stage1_cmd(
+    model: Annotated[str | None, typer.Option(help="FLUX folder or hub id.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Folder with metadata.jsonl of {group, image, caption}.")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="LoRA, checkpoints, cache and logs go here.")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="YAML file of config keys.")] = None,
+    max_train_steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: KEY=VALUE.")] = None,
+) -> None:
+    """Train the Stage-1 GSA LoRA on groups of images (target + N clean references)."""
+    import yaml
+
+    from storyloop.generation.models import ModelError
+    from storyloop.generation.config import Stage1Config
+    from storyloop.generation.stage1 import train_stage1
+
+    overrides = {"model": model, "dataset": dataset, "output_dir": output_dir, "max_train_steps": max_train_steps}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise fail(f"--set takes KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    try:
+        cfg = Stage1Config.from_sources(config, **overrides)
+        if not cfg.model or not cfg.dataset:
+            raise ValueError("--model and --dataset are required (or set them in --config)")
+        lora = train_stage1(cfg, resume=resume)
+    except (ValueError, TypeError, ModelError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    console.print(f"Stage-1 LoRA saved to {lora}")

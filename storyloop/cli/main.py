@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # import-time notices are noise on a CLI
+
 from pathlib import Path
 from typing import Annotated
 

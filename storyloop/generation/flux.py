@@ -112,19 +112,28 @@ def write_reference_cache(transformer: FluxTransformer2DModel, refs: References,
 
 def predict_with_references(transformer: FluxTransformer2DModel, tokens: torch.Tensor, sigma: torch.Tensor,
                             text: TextEmbeds, grid: tuple[int, int], refs: References,
-                            guidance: float = 3.5) -> torch.Tensor:
+                            guidance: float = 3.5, refs_per_target: int | None = None) -> torch.Tensor:
     """Velocity for targets in one forward of [targets @ sigma, references @ 0] (the "batch" pass).
 
-    Every target attends to all of `refs`. This is Stage-1 training's forward, and the uncached
-    reference for tests and benchmarks. References must have the targets' resolution.
+    By default every target attends to all of `refs`. With `refs_per_target = n`, `refs` holds one
+    group of n references per target, in target order (Stage-1 batches of several stories).
+    This is Stage-1 training's forward, and the uncached path for tests and benchmarks.
+    References must have the targets' resolution.
     """
     if refs.grid != grid:
         raise ValueError(f"batch GSA needs references at the targets' size: {refs.grid} != {grid}")
-    t, n = tokens.shape[0], refs.count
+    t, device = tokens.shape[0], tokens.device
+    if refs_per_target is None:
+        n, index = refs.count, _ref_index(t, refs.count, device)
+    else:
+        n = refs_per_target
+        if refs.count != t * n:
+            raise ValueError(f"{t} targets x {n} references need {t * n} reference rows, got {refs.count}")
+        index = torch.arange(t * n, device=device).view(t, n)
     sigma = torch.as_tensor(sigma, dtype=torch.float32).expand(t)
-    ctx = GSAContext("batch", text_len=text.prompt_embeds.shape[1],
-                     ref_index=_ref_index(t, n, tokens.device), ref_slots=torch.arange(n, device=tokens.device),
-                     ref_rope=reference_rope(transformer, *grid, n, device=tokens.device), num_targets=t)
-    out = _call(transformer, torch.cat([tokens, refs.tokens.to(tokens.dtype)]), torch.cat([sigma, torch.zeros(n)]),
-                text.cat(refs.text), grid, guidance, ctx)
+    ctx = GSAContext("batch", text_len=text.prompt_embeds.shape[1], ref_index=index,
+                     ref_slots=torch.arange(n, device=device).repeat(refs.count // max(n, 1)),
+                     ref_rope=reference_rope(transformer, *grid, n, device=device), num_targets=t)
+    out = _call(transformer, torch.cat([tokens, refs.tokens.to(tokens.dtype)]),
+                torch.cat([sigma, torch.zeros(refs.count)]), text.cat(refs.text), grid, guidance, ctx)
     return out[:t]

@@ -4,7 +4,8 @@ import pytest
 import torch
 from peft import LoraConfig
 
-from storyloop.generation.flux import (References, predict, predict_with_references, write_reference_cache)
+from storyloop.generation.flux import (References, TextEmbeds, predict, predict_with_references,
+                                       write_reference_cache)
 from storyloop.generation.gsa import GSAContext, has_gsa, install_gsa, remove_gsa
 from storyloop.generation.sampling import sample
 from tests.generation.conftest import GRID, references, targets, text
@@ -132,3 +133,15 @@ def test_attention_mask_is_refused(transformer):
     with pytest.raises(ValueError, match="attention mask"):
         proc(transformer.transformer_blocks[0].attn, torch.zeros(1, 4, 32), torch.zeros(1, 2, 32),
              attention_mask=torch.ones(1, 6), gsa=ctx)
+
+
+def test_grouped_batch_equals_each_group_alone(transformer):
+    install_gsa(transformer)
+    x, txt, sigma = targets(2), text(2, 1), torch.tensor([0.3, 0.7])
+    ra, rb = references(2, seed=1), references(2, seed=2)
+    both = References(torch.cat([ra.tokens, rb.tokens]), ra.text.cat(rb.text), GRID)
+    grouped = predict_with_references(transformer, x, sigma, txt, GRID, both, refs_per_target=2)
+    first, second = (TextEmbeds(txt.prompt_embeds[i:i + 1], txt.pooled[i:i + 1]) for i in (0, 1))
+    a = predict_with_references(transformer, x[:1], sigma[:1], first, GRID, ra)
+    b = predict_with_references(transformer, x[1:], sigma[1:], second, GRID, rb)
+    assert torch.allclose(grouped, torch.cat([a, b]), atol=ATOL)

@@ -1,0 +1,74 @@
+"""Training configs: every knob with its type, default and one line of meaning.
+
+Kept free of heavy imports so the CLI can build its help from them instantly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+def knob(default, help: str):
+    """A config field with its one line of meaning (shown in --help and the README)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Stage1Config:
+    """Every knob of Stage-1 training, in the naming of diffusers' FLUX LoRA training scripts."""
+
+    model: str = knob("", "FLUX.1 base: diffusers-format folder or hub id.")
+    dataset: str = knob("", "Dataset folder with metadata.jsonl (group, image, caption per line).")
+    output_dir: str = knob("stage1-out", "Where the LoRA, checkpoints, cache and logs go.")
+    rank: int = knob(16, "LoRA rank on every linear layer of the transformer blocks.")
+    lora_alpha: int = knob(16, "LoRA alpha (scale = alpha / rank).")
+    learning_rate: float = knob(1e-4, "AdamW learning rate (constant).")
+    adam_weight_decay: float = knob(1e-4, "AdamW weight decay.")
+    max_grad_norm: float = knob(1.0, "Gradient clipping norm.")
+    max_train_steps: int = knob(1000, "Optimizer steps.")
+    train_batch_size: int = knob(1, "Groups (one target each) per micro-batch.")
+    gradient_accumulation_steps: int = knob(1, "Micro-batches per optimizer step.")
+    num_references: int = knob(2, "References per target (N in the paper); groups need N + 1 images.")
+    resolution: int = knob(1024, "Training images are resized to resolution x resolution.")
+    caption_dropout: float = knob(0.1, "Probability of training a target on the empty prompt.")
+    guidance_scale: float = knob(3.5, "Distilled-guidance value fed to FLUX.1-dev during training.")
+    logit_mean: float = knob(0.0, "Mean of the logit-normal noise-level sampling.")
+    logit_std: float = knob(1.0, "Std of the logit-normal noise-level sampling.")
+    max_sequence_length: int = knob(512, "T5 prompt tokens.")
+    mixed_precision: str = knob("no", "no, bf16 or fp16 (accelerate); base weights are cast, LoRA stays fp32.")
+    gradient_checkpointing: bool = knob(True, "Recompute block activations in backward to save memory.")
+    checkpointing_steps: int = knob(500, "Save a resumable checkpoint every this many steps.")
+    checkpoints_total_limit: int = knob(3, "Keep at most this many checkpoints.")
+    report_to: str = knob("tensorboard", "accelerate tracker: tensorboard, wandb, ... or none.")
+    seed: int = knob(0, "Seed of every random choice (groups, noise, timesteps, dropout).")
+
+    def __post_init__(self):
+        if self.num_references < 0:
+            raise ValueError("num_references must be >= 0")
+        if not 0 <= self.caption_dropout < 1:
+            raise ValueError("caption_dropout must be in [0, 1)")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError("mixed_precision must be no, bf16 or fp16")
+        for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps",
+                     "rank"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+    @classmethod
+    def from_sources(cls, yaml_path: Path | None = None, **overrides) -> Stage1Config:
+        """Defaults, then a YAML file, then explicit overrides (None means 'not given')."""
+        import yaml
+
+        values: dict = {}
+        if yaml_path is not None:
+            values = yaml.safe_load(Path(yaml_path).read_text()) or {}
+            unknown = set(values) - {f.name for f in fields(cls)}
+            if unknown:
+                raise ValueError(f"{yaml_path}: unknown key(s) {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> str:
+        return "\n".join(f"{f.name} ({f.default!r}): {f.metadata['help']}" for f in fields(cls))
