@@ -16,8 +16,6 @@ PENDING = {
                "the preference-set export", 5),
     "dpo": ("Train the Diffusion-DPO refinement LoRA.",
             "the flow-matching Diffusion-DPO trainer", 5),
-    "bench": ("Benchmarks: gsa, annotator, dpo, pairs.",
-              "the benchmarks", 3),
 }
 
 

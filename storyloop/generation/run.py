@@ -26,7 +26,7 @@ from storyloop.db import session_scope
 from storyloop.db.assets import ImageError, asset_path, inspect_bytes, inspect_image, put_image
 from storyloop.db.models import Candidate, Round, Scenario
 from storyloop.db.rounds import RoundError, get_round
-from storyloop.generation.flux import References
+from storyloop.generation.flux import References, write_reference_cache
 from storyloop.generation.gsa import POSITION_SCHEME, REFERENCE_PROMPT, install_gsa
 from storyloop.generation.lora import load_lora
 from storyloop.generation.models import (ModelError, base_fingerprint, decode_tokens, encode_images, encode_text,
@@ -145,10 +145,15 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
             refs = References(encode_images(pipe, images, (config.width, config.height)),
                               encode_text(pipe, [REFERENCE_PROMPT] * len(images), config.max_sequence_length),
                               grid)
+        cache = None
+        if refs is not None and config.use_reference_cache:  # one reference pass serves all K candidates
+            with torch.no_grad():
+                cache = write_reference_cache(pipe.transformer, refs, config.guidance_scale)
         for index in todo[sc.id]:
             seed = candidate_seed(config.seed, round_name, sc.key, index)
             tokens = sample(pipe.transformer, pipe.scheduler, text, grid, [seed], refs,
-                            config.num_inference_steps, config.guidance_scale, config.use_reference_cache)
+                            config.num_inference_steps, config.guidance_scale, config.use_reference_cache,
+                            reference_cache=cache)
             image = decode_tokens(pipe, tokens, grid)[0]
             buf = io.BytesIO()
             image.save(buf, format="PNG")

@@ -12,8 +12,9 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
 
-from storyloop.generation.flux import References, TextEmbeds, predict, predict_with_references, \
-    write_reference_cache
+from storyloop.generation.flux import (References, TextEmbeds, predict, predict_with_references,
+                                       write_reference_cache)
+from storyloop.generation.gsa import GSAContext
 
 
 def initial_noise(seeds: Sequence[int], num_tokens: int, channels: int) -> torch.Tensor:
@@ -35,8 +36,13 @@ def shift_mu(scheduler: FlowMatchEulerDiscreteScheduler, num_tokens: int) -> flo
 def sample(transformer: FluxTransformer2DModel, scheduler: FlowMatchEulerDiscreteScheduler,
            text: TextEmbeds, grid: tuple[int, int], seeds: Sequence[int], refs: References | None = None,
            num_inference_steps: int = 50, guidance_scale: float = 3.5, use_cache: bool = True,
+           reference_cache: GSAContext | None = None,
            on_step: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Denoise one target per seed (text has one row per seed). Returns packed clean latent tokens."""
+    """Denoise one target per seed (text has one row per seed). Returns packed clean latent tokens.
+
+    With references and `use_cache`, their K/V are written once before the loop, or taken from
+    `reference_cache` (from `write_reference_cache`) so several calls can share one write.
+    """
     device = next(transformer.parameters()).device
     num_tokens = grid[0] * grid[1]
     latents = initial_noise(seeds, num_tokens, transformer.config.in_channels).to(device)
@@ -46,7 +52,9 @@ def sample(transformer: FluxTransformer2DModel, scheduler: FlowMatchEulerDiscret
     scheduler.set_timesteps(sigmas=sigmas, mu=shift_mu(scheduler, num_tokens), device=device)
     scheduler.set_begin_index(0)
 
-    cache = write_reference_cache(transformer, refs, guidance_scale) if refs is not None and use_cache else None
+    cache = None
+    if refs is not None and use_cache:
+        cache = reference_cache or write_reference_cache(transformer, refs, guidance_scale)
     for i, t in enumerate(scheduler.timesteps):
         sigma = t / 1000
         if refs is not None and not use_cache:

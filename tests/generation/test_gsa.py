@@ -145,3 +145,12 @@ def test_grouped_batch_equals_each_group_alone(transformer):
     a = predict_with_references(transformer, x[:1], sigma[:1], first, GRID, ra)
     b = predict_with_references(transformer, x[1:], sigma[1:], second, GRID, rb)
     assert torch.allclose(grouped, torch.cat([a, b]), atol=ATOL)
+
+
+def test_gsa_runs_on_an_explicit_attention_backend(transformer):
+    install_gsa(transformer)
+    refs, x, txt, sigma = references(2), targets(1), text(1, 1), torch.tensor([0.5])
+    default = predict_with_references(transformer, x, sigma, txt, GRID, refs)
+    transformer.set_attention_backend("native")
+    assert has_gsa(transformer)
+    assert torch.allclose(predict_with_references(transformer, x, sigma, txt, GRID, refs), default, atol=ATOL)

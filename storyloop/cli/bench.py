@@ -1,0 +1,44 @@
+"""`storyloop bench`: benchmarks that print figures; the last line of --json is one JSON object."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from storyloop.cli.common import console, err_console, fail
+
+app = typer.Typer(no_args_is_help=True, help="Benchmarks: gsa (annotator, dpo and pairs arrive with #4 and #5).")
+
+
+@app.command("gsa")
+def gsa(
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON object on the last line.")] = False,
+    config: Annotated[str, typer.Option(help="mid (CPU-sized) or flux1-dev (the real FLUX.1 config).")] = "mid",
+    steps: Annotated[int, typer.Option(min=2, help="Denoising steps timed per variant.")] = 10,
+    max_refs: Annotated[int, typer.Option(min=0, help="Measure N = 0..max-refs references.")] = 3,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")] = None,
+) -> None:
+    """Seconds per denoising step: plain FLUX vs GSA uncached vs GSA with cached reference K/V."""
+    from storyloop.bench.gsa import CONFIGS, run_gsa_bench
+
+    if config not in CONFIGS:
+        raise fail(f"--config must be one of {', '.join(CONFIGS)}")
+    result = run_gsa_bench(config, max_refs, steps, device, log=lambda m: err_console.print(m, highlight=False))
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print_json(json.dumps(result))
+
+
+def _later(name: str, issue: int) -> None:
+    @app.command(name, help=f"Not available yet: lands with issue #{issue}.",
+                 context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def _refuse() -> None:
+        raise fail(f"`storyloop bench {name}` is not available yet: it lands with issue #{issue}.", code=2)
+
+
+_later("annotator", 4)
+_later("dpo", 5)
+_later("pairs", 5)
