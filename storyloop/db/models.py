@@ -65,6 +65,14 @@ class Outcome(str, enum.Enum):
     skipped = "skipped"    # the annotator could not judge; `skip_reason` says why
 
 
+class SkipPolicy(str, enum.Enum):
+    """Where a skipped scenario goes: the annotator could not judge it, someone else may."""
+
+    others = "others"                # back to the queue for every other annotator; the skip does not count
+    everyone_last = "everyone_last"  # back to the queue for all, the skipper sees it again only when nothing else is left
+    counts = "counts"                # a skip counts as one of the k judgments
+
+
 class RunStatus(str, enum.Enum):
     pending = "pending"
     running = "running"
@@ -84,6 +92,22 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class LoginSession(Base):
+    """A browser login: the cookie holds a random token, the table only its sha256."""
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()  # idle timeout, capped by an absolute lifetime
+    revoked_at: Mapped[datetime | None] = mapped_column()  # set by logout
+
+    user: Mapped[User] = relationship()
+
+
 class Round(Base):
     """One turn of the loop: the scenarios judged together, and the model that generated them."""
 
@@ -100,6 +124,8 @@ class Round(Base):
     dpo_lora_sha256: Mapped[str | None] = mapped_column(String(64))
     judgments_per_scenario: Mapped[int] = mapped_column(Integer, default=3)
     gold_rate: Mapped[float] = mapped_column(Float, default=0.0)
+    skip_policy: Mapped[SkipPolicy] = mapped_column(_enum(SkipPolicy, "skip_policy"), default=SkipPolicy.others,
+                                                    server_default=SkipPolicy.others.value)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     parent: Mapped[Round | None] = relationship(remote_side=[id])
