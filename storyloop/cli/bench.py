@@ -9,7 +9,7 @@ import typer
 
 from storyloop.cli.common import console, err_console, fail
 
-app = typer.Typer(no_args_is_help=True, help="Benchmarks: gsa (annotator, dpo and pairs arrive with #4 and #5).")
+app = typer.Typer(no_args_is_help=True, help="Benchmarks: gsa, pairs (annotator and dpo arrive with #4 and #5).")
 
 
 @app.command("gsa")
@@ -32,6 +32,21 @@ def gsa(
         console.print_json(json.dumps(result))
 
 
+@app.command("pairs")
+def pairs(
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON object on the last line.")] = False,
+    judgments: Annotated[int, typer.Option(min=3, help="Synthetic judgments (3 annotators per scenario).")] = 1_000_000,
+) -> None:
+    """Aggregate 10^6 synthetic judgments into pools and sample one epoch of pairs (target <= 2 s)."""
+    from storyloop.bench.pairs import run_pairs_bench
+
+    result = run_pairs_bench(judgments)
+    if not as_json:
+        err_console.print(f"{result['judgments']} judgments -> {result['pairs']} pairs in {result['seconds']:.2f} s "
+                          f"(aggregate {result['aggregate_s']:.2f} s, epoch {result['epoch_s']:.2f} s)")
+    print(json.dumps(result))
+
+
 def _later(name: str, issue: int) -> None:
     @app.command(name, help=f"Not available yet: lands with issue #{issue}.",
                  context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -41,4 +56,3 @@ def _later(name: str, issue: int) -> None:
 
 _later("annotator", 4)
 _later("dpo", 5)
-_later("pairs", 5)

@@ -10,8 +10,6 @@ PENDING = {
     # name: (one-line help, what it will do, issue)
     "annotate": ("Start the annotator web app (Streamlit).",
                  "the annotator app", 4),
-    "pairs": ("Winner x loser preference pairs from a round's judgments.",
-              "the pair sampler and `pairs stats --round R`", 5),
     "export": ("Export a round's preference set (parquet, HF datasets, JSONL).",
                "the preference-set export", 5),
     "dpo": ("Train the Diffusion-DPO refinement LoRA.",

@@ -27,10 +27,10 @@ from accelerate.utils import ProjectConfiguration
 from diffusers.training_utils import cast_training_params
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from PIL import Image
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from storyloop.generation.config import Stage1Config
+from storyloop.generation.encoding_cache import EncodingCache
 from storyloop.generation.flux import References, TextEmbeds, predict_with_references
 from storyloop.generation.gsa import POSITION_SCHEME, REFERENCE_PROMPT, install_gsa
 from storyloop.generation.lora import lora_config, save_lora
@@ -76,16 +76,8 @@ def encode_dataset(pipe, config: Stage1Config, cache_dir: Path) -> EncodedDatase
     rows = read_metadata(Path(config.dataset))
     size = (config.resolution, config.resolution)
     grid = latent_grid(pipe, *size)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    key_base = f"{base_fingerprint(config.model)}|{config.resolution}|{config.max_sequence_length}"
-
-    def cached(name: str, compute) -> dict[str, torch.Tensor]:
-        path = cache_dir / f"{hashlib.sha256((key_base + '|' + name).encode()).hexdigest()}.safetensors"
-        if path.exists():
-            return load_file(path)
-        tensors = {k: v.contiguous().cpu() for k, v in compute().items()}
-        save_file(tensors, path)
-        return tensors
+    cache = EncodingCache(cache_dir, f"{base_fingerprint(config.model)}|{config.resolution}|{config.max_sequence_length}")
+    cached = cache.get
 
     latents, embeds, pooled = [], [], []
     for row in tqdm(rows, desc="encode dataset", unit="img", leave=False):

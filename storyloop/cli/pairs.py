@@ -1,0 +1,62 @@
+"""`storyloop pairs`: preference pools and pairs from a round's judgments."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from storyloop.cli.common import DataDirOpt, DbOpt, console, fail, ready_settings, user_errors
+from storyloop.db import session_scope
+
+app = typer.Typer(no_args_is_help=True, help="Winner x loser preference pairs from a round's judgments.")
+
+MinAgreement = Annotated[float, typer.Option(help="Share of annotators that must agree on a label (> 0.5).")]
+
+
+@app.command("stats")
+def stats(
+    round_name: Annotated[str, typer.Option("--round", help="The judged round.")],
+    min_agreement: MinAgreement = 0.6,
+    include_gold: Annotated[bool, typer.Option(help="Also pool the gold scenarios.")] = False,
+    include_disabled: Annotated[bool, typer.Option(help="Also count disabled annotators' judgments.")] = False,
+    seed: Annotated[int, typer.Option(help="Sampler seed for the example epoch.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    data_dir: DataDirOpt = None, db: DbOpt = None,
+) -> None:
+    """Pools per scenario, possible pairs per loser level, and one sampled epoch."""
+    from storyloop.dpo.pools import AggregationPolicy, round_pools
+    from storyloop.dpo.sampler import PairSampler
+
+    s = ready_settings(data_dir, db)
+    try:
+        policy = AggregationPolicy(min_agreement, include_gold=include_gold, include_disabled=include_disabled)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    with user_errors(), session_scope(s.db_url) as session:
+        pools = round_pools(session, round_name, policy)
+    sampler = PairSampler(pools, seed=seed)
+    epoch = sampler.epoch(0)
+    result = {
+        "round": round_name, "min_agreement": min_agreement, "judgments": pools.judgments,
+        "scenarios_judged": pools.scenarios_judged, "scenarios_with_pairs": int(pools.members.scenario_id.nunique()),
+        "scenarios_without_pairs": pools.scenarios_without_pairs, "winners": int(pools.winners.shape[0]),
+        "losers": int(pools.losers.shape[0]), "possible_pairs": pools.pair_counts(),
+        "epoch_pairs": len(epoch), "epoch_pairs_per_level": epoch.level_counts(),
+        "pair_set_sha256": sampler.fingerprint()}
+    if as_json:
+        print(json.dumps(result))
+        return
+    console.print(f"[bold]{round_name}[/]: {result['judgments']} judgment(s) over {result['scenarios_judged']} "
+                  f"scenario(s); {result['scenarios_with_pairs']} give pairs (agreement >= {min_agreement}).")
+    for reason, count in result["scenarios_without_pairs"].items():
+        if count:
+            console.print(f"  no pairs: {reason}: {count}")
+    table = Table("loser level", "losers", "possible pairs", "pairs in epoch 0")
+    for code, (level, possible) in enumerate(result["possible_pairs"].items()):
+        table.add_row(level, str(int((pools.losers.level == code).sum())), str(possible),
+                      str(result["epoch_pairs_per_level"][level]))
+    console.print(table)
+    console.print(f"winners: {result['winners']}   pair set sha256: {result['pair_set_sha256'][:16]}…")

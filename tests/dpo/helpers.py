@@ -1,0 +1,61 @@
+"""Building judged rounds for the DPO tests through the same code path the app uses."""
+
+import json
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+
+from storyloop.db import session_scope
+from storyloop.db.judgments import JudgmentIn, Label, submit_judgment
+from storyloop.db.models import Outcome, Role, Scenario
+from storyloop.db.rounds import create_round
+from storyloop.db.users import add_user
+from tests.conftest import make_image
+
+P, A, C = "pass", "anatomy-fail", "consistency-fail"  # what an annotator says of a candidate
+
+
+def judged_round(settings, tmp_path, scenarios: int = 1, candidates: int = 4, references: int = 1,
+                 annotators=("ann", "bob", "cat"), name: str = "r1", size=(32, 32)):
+    """A round whose scenarios each have `candidates` images; returns (scenario ids, candidate ids, users)."""
+    src = tmp_path / f"src-{name}"
+    rows = []
+    for s in range(scenarios):
+        refs = [f"ref{s}-{r}.png" for r in range(references)]
+        cands = [f"c{s}-{c}.png" for c in range(candidates)]
+        for i, f in enumerate(refs + cands):
+            make_image(src / f, ((37 * s + 11 * i) % 255, (90 + 53 * i) % 255, (13 * s) % 255), size=size)
+        rows.append({"id": f"s{s}", "story_id": f"story{s % 2}", "frame_index": s, "prompt": f"a red fox {s}",
+                     "references": refs, "candidates": cands})
+    (src / "s.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with session_scope(settings.db_url) as s:
+        create_round(s, settings.store_dir, name, src / "s.jsonl")
+        users = {}
+        for u in annotators:
+            users[u] = add_user(s, f"{u}-{name}", "password123", Role.annotator).id
+    with session_scope(settings.db_url) as s:
+        scen = list(s.scalars(select(Scenario).where(Scenario.round.has(name=name)).order_by(Scenario.id)))
+        return [sc.id for sc in scen], [[c.id for c in sc.candidates] for sc in scen], users
+
+
+def judge(settings, scenario_id, candidate_ids, user_id, verdicts, ranks=None, outcome=None, key=None):
+    """verdicts: P / A / C per candidate; ranks: {position: rank} among P candidates."""
+    ranks = ranks or {}
+    labels = {}
+    for i, (cid, v) in enumerate(zip(candidate_ids, verdicts)):
+        if v == C:
+            labels[cid] = Label(False)
+        elif v == A:
+            labels[cid] = Label(True, False)
+        else:
+            labels[cid] = Label(True, True, ranks.get(i))
+    if outcome is None:
+        outcome = Outcome.ranked if any(v == P for v in verdicts) else Outcome.all_bad
+    if outcome == Outcome.tie:
+        labels = {c: Label(l.consistency_pass, l.anatomy_pass) for c, l in labels.items()}
+    j = JudgmentIn(scenario_id=scenario_id, user_id=user_id,
+                   idempotency_key=key or f"{scenario_id}-{user_id}-{datetime.now().timestamp()}-{id(verdicts)}",
+                   outcome=outcome, shown_order=list(candidate_ids), shown_at=datetime.now(timezone.utc),
+                   labels=labels)
+    with session_scope(settings.db_url) as s:
+        submit_judgment(s, j)
