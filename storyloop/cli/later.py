@@ -12,8 +12,6 @@ PENDING = {
                  "the annotator app", 4),
     "export": ("Export a round's preference set (parquet, HF datasets, JSONL).",
                "the preference-set export", 5),
-    "dpo": ("Train the Diffusion-DPO refinement LoRA.",
-            "the flow-matching Diffusion-DPO trainer", 5),
 }
 
 

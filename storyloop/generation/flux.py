@@ -81,16 +81,17 @@ def _ref_index(num_targets: int, refs_per_target: int, device) -> torch.Tensor:
 
 def predict(transformer: FluxTransformer2DModel, tokens: torch.Tensor, sigma: torch.Tensor,
             text: TextEmbeds, grid: tuple[int, int], guidance: float = 3.5,
-            cache: GSAContext | None = None) -> torch.Tensor:
+            cache: GSAContext | None = None, ref_index: torch.Tensor | None = None) -> torch.Tensor:
     """Velocity for targets `tokens` at noise level `sigma` ([B] or scalar, in [0, 1]).
 
-    With `cache` (from `write_reference_cache`) every target reads the cached references; without
-    it this is a stock FLUX call.
+    With `cache` (from `write_reference_cache`) every target reads all cached references, or the
+    cache rows `ref_index[t]` (in slot order) when given; without a cache this is a stock FLUX call.
     """
     sigma = torch.as_tensor(sigma, dtype=torch.float32).expand(tokens.shape[0])
     ctx = None
     if cache is not None:
-        index = _ref_index(tokens.shape[0], cache.ref_index.shape[1], tokens.device)
+        index = ref_index if ref_index is not None else _ref_index(
+            tokens.shape[0], cache.ref_index.shape[1], tokens.device)
         ctx = cache.reading(text.prompt_embeds.shape[1], index)
     return _call(transformer, tokens, sigma, text, grid, guidance, ctx)
 
@@ -101,11 +102,25 @@ def write_reference_cache(transformer: FluxTransformer2DModel, refs: References,
 
     Call it under `torch.no_grad()` for sampling; with grad enabled the cache keeps its graph.
     """
+    return write_grouped_reference_cache(transformer, refs, refs.count, guidance)
+
+
+def write_grouped_reference_cache(transformer: FluxTransformer2DModel, refs: References, refs_per_group: int,
+                                  guidance: float = 3.5) -> GSAContext:
+    """As `write_reference_cache` for several groups of `refs_per_group` references each, in one pass.
+
+    Reference row r is slot r % refs_per_group of group r // refs_per_group; read it back with
+    `ref_index[t] = group * refs_per_group + arange(refs_per_group)`.
+    """
     device = refs.tokens.device
     n = refs.count
+    per = max(refs_per_group, 1)
+    if n % per:
+        raise ValueError(f"{n} reference rows do not split into groups of {refs_per_group}")
     ctx = GSAContext("write", text_len=refs.text.prompt_embeds.shape[1],
-                     ref_index=torch.arange(n, device=device)[None], ref_slots=torch.arange(n, device=device),
-                     ref_rope=reference_rope(transformer, *refs.grid, n, device=device))
+                     ref_index=torch.arange(refs_per_group, device=device)[None],
+                     ref_slots=torch.arange(refs_per_group, device=device).repeat(n // per),
+                     ref_rope=reference_rope(transformer, *refs.grid, refs_per_group, device=device))
     _call(transformer, refs.tokens, torch.zeros(n), refs.text, refs.grid, guidance, ctx)
     return ctx
 

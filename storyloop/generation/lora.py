@@ -8,11 +8,14 @@ first and refuses a LoRA made for another base or position scheme.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from diffusers import FluxPipeline
 from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
 from peft import LoraConfig
+from peft.tuners.lora.layer import LoraLayer
 from peft.utils import get_peft_model_state_dict
 
 from storyloop.generation.gsa import POSITION_SCHEME
@@ -68,3 +71,22 @@ def load_lora(pipe: FluxPipeline, folder: Path, adapter_name: str, base: str, ki
     except Exception as exc:
         raise ModelError(f"{folder}: LoRA does not fit this model: {str(exc).splitlines()[0][:300]}") from exc
     return meta
+
+
+@contextmanager
+def adapter_off(transformer: FluxTransformer2DModel, adapter_name: str) -> Iterator[None]:
+    """Scale one adapter to exactly zero for the duration (others stay active; requires_grad untouched).
+
+    peft's `disable_adapter()` would switch off *every* adapter and `set_adapter` re-enables
+    gradients; zeroing this adapter's scaling gives the exact "without it" model instead: with the DPO
+    LoRA off, the policy is the Stage-1 model.
+    """
+    layers = [m for m in transformer.modules() if isinstance(m, LoraLayer) and adapter_name in m.scaling]
+    saved = [m.scaling[adapter_name] for m in layers]
+    for m in layers:
+        m.scaling[adapter_name] = 0.0
+    try:
+        yield
+    finally:
+        for m, value in zip(layers, saved):
+            m.scaling[adapter_name] = value

@@ -28,7 +28,7 @@ from storyloop.db.models import Candidate, Round, Scenario
 from storyloop.db.rounds import RoundError, get_round
 from storyloop.generation.flux import References, write_reference_cache
 from storyloop.generation.gsa import POSITION_SCHEME, REFERENCE_PROMPT, install_gsa
-from storyloop.generation.lora import load_lora
+from storyloop.generation.lora import adapter_off, load_lora
 from storyloop.generation.models import (ModelError, base_fingerprint, decode_tokens, encode_images, encode_text,
                                          latent_grid, load_flux)
 from storyloop.generation.sampling import sample
@@ -92,11 +92,15 @@ def load_round_model(rnd: Round, model: str | None = None, dtype=torch.float32, 
             raise ModelError(f"{kind} LoRA {path} of round {rnd.name!r} is missing")
         if sha256_path(path) != sha:
             raise ModelError(f"{kind} LoRA {path} changed since round {rnd.name!r} was created")
-        load_lora(pipe, Path(path), kind, base, kind)
+        meta = load_lora(pipe, Path(path), kind, base, kind)
+        if kind == "dpo" and (meta.extra or {}).get("stage1_sha256") != rnd.stage1_lora_sha256:
+            raise ModelError(f"DPO LoRA {path} was trained on top of another Stage-1 LoRA than round "
+                             f"{rnd.name!r} uses")
         adapters.append(kind)
         parts[kind] = sha
     if adapters:
         pipe.transformer.set_adapters(adapters)
+    # (generate_round refuses --no-cache with a DPO LoRA: the batch pass would apply it to references.)
     install_gsa(pipe.transformer)
     fingerprint = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return LoadedModel(pipe, fingerprint)
@@ -123,7 +127,11 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
             _ = [r.asset for r in sc.references], [c.index for c in sc.candidates]
         _check_references(settings, scenarios)
         loaded = load_round_model(rnd, model, dtype=dtype, device=state.device)
+        rnd_has_dpo = rnd.dpo_lora_path is not None
     pipe, grid = loaded.pipe, latent_grid(loaded.pipe, config.height, config.width)
+    if rnd_has_dpo and not config.use_reference_cache:
+        raise ModelError("--no-cache is not available with a DPO LoRA: references must go through the "
+                         "Stage-1 model only, as in DPO training")
     params = {k: v for k, v in asdict(config).items() if k not in ("num_candidates", "seed")}
     params["position_scheme"] = POSITION_SCHEME
 
@@ -147,7 +155,8 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
                               grid)
         cache = None
         if refs is not None and config.use_reference_cache:  # one reference pass serves all K candidates
-            with torch.no_grad():
+            # References go through the Stage-1 model only, as in DPO training (see dpo/trainer.py).
+            with torch.no_grad(), adapter_off(pipe.transformer, "dpo"):
                 cache = write_reference_cache(pipe.transformer, refs, config.guidance_scale)
         for index in todo[sc.id]:
             seed = candidate_seed(config.seed, round_name, sc.key, index)

@@ -83,7 +83,7 @@ def test_round_create_is_idempotent_and_shows_up(cli, tmp_path):
         assert s.scalar(select(func.count()).select_from(Scenario)) == 1
 
 
-@pytest.mark.parametrize("command", ["export", "dpo"])
+@pytest.mark.parametrize("command", ["export"])
 def test_later_commands_have_help_and_refuse_to_pretend(command):
     runner = CliRunner()
     assert runner.invoke(app, [command, "--help"]).exit_code == 0

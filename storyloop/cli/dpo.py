@@ -1,0 +1,76 @@
+"""`storyloop dpo`: train the Diffusion-DPO refinement LoRA and inspect runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from storyloop.cli.common import DataDirOpt, DbOpt, console, fail, ready_settings, user_errors
+from storyloop.db import session_scope
+
+app = typer.Typer(no_args_is_help=True, help="Train the Diffusion-DPO refinement LoRA.")
+
+
+def _epilog() -> str:
+    from storyloop.dpo.config import DPOConfig
+
+    return "Config keys (YAML or --set KEY=VALUE):\n\n" + "\n\n".join(DPOConfig.describe().splitlines())
+
+
+@app.command("train", epilog=_epilog())
+def train(
+    round_name: Annotated[str | None, typer.Option("--round", help="The judged round.")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="YAML file of config keys.")] = None,
+    model: Annotated[str | None, typer.Option(help="FLUX folder or hub id; default: the round's.")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="LoRA, checkpoints, cache and logs go here.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: KEY=VALUE.")] = None,
+    data_dir: DataDirOpt = None, db: DbOpt = None,
+) -> None:
+    """Train a zero-initialised DPO LoRA on the round's preference pairs (Stage-1 LoRA frozen)."""
+    import yaml
+
+    from storyloop.dpo.config import DPOConfig
+    from storyloop.dpo.trainer import DPOError, train_dpo
+    from storyloop.generation.encoding_cache import CacheError
+    from storyloop.generation.models import ModelError
+
+    s = ready_settings(data_dir, db)
+    overrides = {"round": round_name, "model": model, "output_dir": output_dir, "max_steps": max_steps}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise fail(f"--set takes KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    with user_errors():
+        try:
+            cfg = DPOConfig.from_sources(config, **overrides)
+            if not cfg.round:
+                raise ValueError("--round is required (or set it in --config)")
+            lora = train_dpo(cfg, s, resume=resume)
+        except (ValueError, TypeError, DPOError, ModelError, CacheError) as exc:
+            raise fail(str(exc)) from None
+    console.print(f"DPO LoRA saved to {lora}\nNext round: storyloop round create NAME --parent {cfg.round} "
+                  f"--dpo-lora {lora} --scenarios FILE")
+
+
+@app.command("runs")
+def runs(data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """List DPO runs: status, steps logged, last metrics, artifact."""
+    from sqlalchemy import select
+
+    from storyloop.db.models import DpoRun, Round
+
+    s = ready_settings(data_dir, db)
+    table = Table("run", "round", "status", "steps", "loss", "acc", "margin", "artifact / reason")
+    with session_scope(s.db_url) as session:
+        for run in session.scalars(select(DpoRun).order_by(DpoRun.id)):
+            last = run.metrics[-1].values if run.metrics else {}
+            fmt = (lambda k: f"{last[k]:.4f}" if k in last else "-")
+            table.add_row(str(run.id), session.get(Round, run.round_id).name, run.status.value,
+                          str(len(run.metrics)), fmt("loss"), fmt("rewards/accuracies"), fmt("rewards/margins"),
+                          run.artifact_path or run.failure_reason or "")
+    console.print(table)

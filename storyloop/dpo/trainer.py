@@ -1,0 +1,296 @@
+"""The Diffusion-DPO trainer: a zero-initialised refinement LoRA on top of a frozen Stage-1 model.
+
+Policy    = base (frozen) + Stage-1 LoRA (frozen) + DPO LoRA (trainable, B = 0 at start).
+Reference = the same weights with the DPO LoRA scaled to zero: the Stage-1 model, no second copy.
+
+Per pair, winner and loser get the same noise and the same noise level and are conditioned on the
+same clean references through GSA. The DPO LoRA is not applied to the references' own tokens: the
+reference path stays the Stage-1 model's, so one reference pass per batch (no grad, DPO off) serves
+all four forwards (policy/reference x winner/loser) and generation writes its reference cache the
+same way. `storyloop bench dpo` measures what that saves against four full forwards.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+from diffusers.training_utils import cast_training_params
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from sqlalchemy import select
+from tqdm.auto import tqdm
+
+from storyloop.db import session_scope
+from storyloop.db.models import DpoMetric, DpoRun, RunStatus, utcnow
+from storyloop.db.rounds import RoundError, get_round
+from storyloop.dpo.config import DPOConfig
+from storyloop.dpo.data import PairBatchTensors, PairData, assemble, encode_pairs
+from storyloop.dpo.loss import diffusion_dpo_loss, velocity_error
+from storyloop.dpo.pools import AggregationPolicy, round_pools
+from storyloop.dpo.sampler import PairSampler
+from storyloop.generation.encoding_cache import EncodingCache
+from storyloop.generation.flux import predict, write_grouped_reference_cache
+from storyloop.generation.gsa import POSITION_SCHEME, install_gsa
+from storyloop.generation.lora import adapter_off, load_lora, lora_config, save_lora
+from storyloop.generation.models import LoraMeta, ModelError, base_fingerprint, load_flux
+from storyloop.generation.stage1 import sample_sigmas
+from storyloop.hashing import sha256_path
+from storyloop.provenance import code_version
+from storyloop.settings import Settings
+
+ADAPTER = "dpo"
+STAGE1 = "stage1"
+
+
+class DPOError(RuntimeError):
+    """A DPO run that cannot start or continue; the message says why."""
+
+
+def dpo_velocities(transformer, batch: PairBatchTensors, noise: torch.Tensor, sigmas: torch.Tensor,
+                   guidance: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(policy, reference, target) velocities for the winners then the losers of a batch ([2B, L, C]).
+
+    One no-grad reference pass with the DPO LoRA off feeds both the policy and the reference forward.
+    """
+    b = batch.winners.shape[0]
+    s = sigmas.view(-1, 1, 1).to(noise.dtype)
+    tokens = torch.cat([(1 - s) * batch.winners + s * noise, (1 - s) * batch.losers + s * noise])
+    target = torch.cat([noise - batch.winners, noise - batch.losers])
+    sig2, text2 = torch.cat([sigmas, sigmas]), batch.text.cat(batch.text)
+    cache, index, grid = None, None, _grid(tokens, batch)
+    with torch.no_grad(), adapter_off(transformer, ADAPTER):
+        if batch.refs is not None:
+            n = batch.refs_per_pair
+            cache = write_grouped_reference_cache(transformer, batch.refs, n, guidance)
+            index = torch.arange(b * n, device=tokens.device).view(b, n).repeat(2, 1)
+        reference = predict(transformer, tokens, sig2, text2, grid, guidance, cache, index)
+    policy = predict(transformer, tokens, sig2, text2, grid, guidance, cache, index)
+    return policy, reference, target
+
+
+def _grid(tokens: torch.Tensor, batch: PairBatchTensors) -> tuple[int, int]:
+    if batch.refs is not None:
+        return batch.refs.grid
+    side = int(round(tokens.shape[1] ** 0.5))
+    return side, tokens.shape[1] // side
+
+
+def dpo_loss_for_batch(transformer, batch: PairBatchTensors, noise, sigmas, config: DPOConfig):
+    policy, reference, target = dpo_velocities(transformer, batch, noise, sigmas, config.guidance_scale)
+    b = batch.winners.shape[0]
+    err, ref_err = velocity_error(policy, target), velocity_error(reference, target)
+    return diffusion_dpo_loss(err[:b], err[b:], ref_err[:b], ref_err[b:], config.beta)
+
+
+@dataclass
+class RoundModel:
+    pipe: object
+    base: str
+    stage1_sha256: str | None
+
+
+def load_policy(rnd, config: DPOConfig, device, dtype) -> RoundModel:
+    """Base + frozen Stage-1 + a fresh zero-initialised DPO LoRA, with GSA installed."""
+    spec = config.model or rnd.base_model
+    if not spec:
+        raise DPOError(f"round {rnd.name!r} records no base model: set --model")
+    pipe = load_flux(spec, dtype=dtype, device=device)
+    base = base_fingerprint(spec)
+    transformer = pipe.transformer
+    adapters = []
+    if rnd.stage1_lora_path:
+        if sha256_path(rnd.stage1_lora_path) != rnd.stage1_lora_sha256:
+            raise DPOError(f"Stage-1 LoRA {rnd.stage1_lora_path} changed since round {rnd.name!r} was created")
+        load_lora(pipe, Path(rnd.stage1_lora_path), STAGE1, base, "stage1")
+        adapters.append(STAGE1)
+    torch.manual_seed(config.seed)
+    transformer.add_adapter(lora_config(config.rank, config.lora_alpha, init=True), adapter_name=ADAPTER)
+    transformer.set_adapters(adapters + [ADAPTER])
+    # set_adapters marks every active adapter trainable again: only the DPO LoRA may learn.
+    for name, p in transformer.named_parameters():
+        p.requires_grad_(f".{ADAPTER}." in name)
+    install_gsa(transformer)
+    return RoundModel(pipe, base, rnd.stage1_lora_sha256)
+
+
+class DPOTrainer:
+    def __init__(self, config: DPOConfig, settings: Settings):
+        self.config, self.settings = config, settings
+        self.out = Path(config.output_dir)
+
+    # -- setup -------------------------------------------------------------------------------------
+    def _open_run(self, resume: bool) -> None:
+        """Accelerator, pools and the run's DB row: from here on a failure is recorded on the run."""
+        c = self.config
+        self.accelerator = Accelerator(
+            mixed_precision=c.mixed_precision, gradient_accumulation_steps=c.gradient_accumulation_steps,
+            log_with=None if c.report_to == "none" else c.report_to,
+            project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")))
+        self.weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(c.mixed_precision, torch.float32)
+        with session_scope(self.settings.db_url) as session:
+            self.round = get_round(session, c.round)
+            self.pools = round_pools(session, c.round, AggregationPolicy(c.min_agreement, include_gold=c.include_gold))
+        self.sampler = PairSampler(self.pools, seed=c.seed, level_weights=c.level_weights)
+        self.run_id = self._start_run(resume)
+
+    def _load(self) -> None:
+        """Check the pairs, load the policy, encode what the pairs need."""
+        c = self.config
+        if self.sampler.epoch_size == 0:
+            reasons = ", ".join(f"{k}: {v}" for k, v in self.pools.scenarios_without_pairs.items() if v)
+            raise DPOError(f"round {c.round!r} has no usable pairs ({self.pools.judgments} judgment(s); "
+                           f"{reasons or 'no judgments'})")
+        with session_scope(self.settings.db_url) as session:
+            rnd = get_round(session, c.round)
+            self.model = load_policy(rnd, c, self.accelerator.device, self.weight_dtype)
+            cache = EncodingCache(self.out / "cache", f"{self.model.base}|{c.resolution}|{c.max_sequence_length}")
+            self.data: PairData = encode_pairs(session, self.model.pipe, self.settings.store_dir, self.pools,
+                                               cache, c.resolution, c.max_sequence_length)
+
+    def _start_run(self, resume: bool) -> int:
+        record = self.out / "run.json"
+        with session_scope(self.settings.db_url) as session:
+            if resume and record.exists():
+                run = session.get(DpoRun, json.loads(record.read_text())["run_id"])
+                if run is not None:
+                    if run.pair_set_sha256 != self.sampler.fingerprint():
+                        raise DPOError(f"the pairs of round {self.config.round!r} changed since run {run.id} "
+                                       "started: start a new run instead of --resume")
+                    run.status, run.failure_reason, run.finished_at = RunStatus.running, None, None
+                    return run.id
+            run = DpoRun(round_id=self.round.id, status=RunStatus.running, config=_jsonable(asdict(self.config)),
+                         pair_set_sha256=self.sampler.fingerprint(), code_version=code_version())
+            session.add(run)
+            session.flush()
+            run_id = run.id
+        self.out.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"run_id": run_id}))
+        return run_id
+
+    # -- training ----------------------------------------------------------------------------------
+    def train(self, resume: bool = False, progress: bool = True) -> Path:
+        self._open_run(resume)
+        try:
+            self._load()
+            return self._train(resume, progress)
+        except BaseException as exc:
+            self._finish(RunStatus.failed, reason=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+
+    def _train(self, resume: bool, progress: bool) -> Path:
+        c, acc = self.config, self.accelerator
+        transformer = self.model.pipe.transformer
+        if c.gradient_checkpointing:
+            transformer.enable_gradient_checkpointing()
+        cast_training_params(transformer, dtype=torch.float32)
+        transformer.train()
+        params = [p for p in transformer.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.adam_weight_decay)
+        step = 0
+        if resume and (ckpts := _checkpoints(self.out)):
+            state = torch.load(ckpts[-1] / "state.pt", map_location="cpu", weights_only=True)
+            set_peft_model_state_dict(transformer, state["lora"], adapter_name=ADAPTER)
+            optimizer.load_state_dict(state["optimizer"])
+            step = state["step"]
+        transformer, optimizer = acc.prepare(transformer, optimizer)
+        if acc.is_main_process and c.report_to != "none":
+            acc.init_trackers("dpo", config=_jsonable(asdict(c)))
+        sched_cfg = dict(self.model.pipe.scheduler.config)
+        num_tokens = self.data.grid[0] * self.data.grid[1]
+        bar = tqdm(total=c.max_steps, initial=step, desc="dpo", unit="step",
+                   disable=not (progress and acc.is_local_main_process))
+        while step < c.max_steps:
+            totals: dict[str, float] = {}
+            for micro in range(c.gradient_accumulation_steps):
+                first = (step * c.gradient_accumulation_steps + micro) * c.train_batch_size
+                pairs = [self.sampler.pair_at(first + i, acc.process_index, acc.num_processes)
+                         for i in range(c.train_batch_size)]
+                batch = assemble(self.data, pairs).to(acc.device, self.weight_dtype)
+                key = [c.seed, step, micro, acc.process_index]
+                gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+                sigmas = sample_sigmas(c.train_batch_size, num_tokens, sched_cfg, c, gen).to(acc.device)
+                noise = torch.randn(batch.winners.shape, generator=gen).to(acc.device, self.weight_dtype)
+                with acc.accumulate(transformer):
+                    loss, metrics = dpo_loss_for_batch(transformer, batch, noise, sigmas, c)
+                    acc.backward(loss)
+                    if acc.sync_gradients:
+                        grad_norm = acc.clip_grad_norm_(params, c.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                for k, v in metrics.items():
+                    totals[k] = totals.get(k, 0.0) + float(v) / c.gradient_accumulation_steps
+            step += 1
+            logs = {**totals, "grad_norm": float(grad_norm), "learning_rate": c.learning_rate,
+                    "epoch": step * c.gradient_accumulation_steps * c.train_batch_size / self.sampler.epoch_size}
+            if step % c.logging_steps == 0 or step == c.max_steps:
+                acc.log(logs, step=step)
+                self._log_metrics(step, logs)
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['rewards/accuracies']:.2f}")
+            if step % c.save_steps == 0 or step == c.max_steps:
+                self._save_checkpoint(transformer, optimizer, step)
+        bar.close()
+        acc.wait_for_everyone()
+        lora_dir = self.out / "lora"
+        if acc.is_main_process:
+            meta = LoraMeta("dpo", self.model.base, POSITION_SCHEME, c.rank, c.lora_alpha, step,
+                            extra={"stage1_sha256": self.model.stage1_sha256,
+                                   "pair_set_sha256": self.sampler.fingerprint(), "round": c.round,
+                                   "code_version": code_version(), "config": _jsonable(asdict(c))})
+            save_lora(acc.unwrap_model(transformer), ADAPTER, lora_dir, meta)
+        acc.end_training()
+        self._finish(RunStatus.completed, artifact=str(lora_dir.resolve()))
+        return lora_dir
+
+    # -- records -----------------------------------------------------------------------------------
+    def _log_metrics(self, step: int, logs: dict) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        with session_scope(self.settings.db_url) as session:
+            exists = session.scalar(select(DpoMetric.id).where(DpoMetric.run_id == self.run_id,
+                                                              DpoMetric.step == step))
+            if exists is None:  # a resumed run replays identical steps: keep the first record
+                session.add(DpoMetric(run_id=self.run_id, step=step, values=logs))
+
+    def _finish(self, status: RunStatus, reason: str | None = None, artifact: str | None = None) -> None:
+        if not hasattr(self, "run_id") or not self.accelerator.is_main_process:
+            return
+        with session_scope(self.settings.db_url) as session:
+            run = session.get(DpoRun, self.run_id)
+            run.status, run.failure_reason, run.finished_at = status, reason, utcnow()
+            if artifact:
+                run.artifact_path = artifact
+
+    def _save_checkpoint(self, transformer, optimizer, step: int) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        folder = self.out / "checkpoints" / f"step-{step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        lora = get_peft_model_state_dict(self.accelerator.unwrap_model(transformer), adapter_name=ADAPTER)
+        tmp = folder / "state.pt.tmp"
+        torch.save({"lora": lora, "optimizer": optimizer.state_dict(), "step": step}, tmp)
+        tmp.replace(folder / "state.pt")
+        for old in _checkpoints(self.out)[:-self.config.save_total_limit]:
+            shutil.rmtree(old)
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def _jsonable(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=list))
+
+
+def train_dpo(config: DPOConfig, settings: Settings, resume: bool = False, progress: bool = True) -> Path:
+    """Train the DPO LoRA for `config.round`; returns the saved LoRA folder."""
+    return DPOTrainer(config, settings).train(resume, progress)
+
+
+__all__ = ["DPOConfig", "DPOError", "DPOTrainer", "train_dpo", "dpo_velocities", "RoundError", "ModelError"]

@@ -1,0 +1,167 @@
+"""The Diffusion-DPO trainer on a tiny FLUX folder, a Stage-1 LoRA and a judged round (float32, CPU)."""
+
+import math
+
+import pytest
+import torch
+from sqlalchemy import select
+
+from storyloop.db import session_scope
+from storyloop.db.models import DpoMetric, DpoRun, RunStatus
+from storyloop.db.rounds import ModelSpec, create_round
+from storyloop.dpo.config import DPOConfig
+from storyloop.dpo.data import assemble
+from storyloop.dpo.trainer import DPOError, DPOTrainer, dpo_loss_for_batch, dpo_velocities
+from storyloop.generation.encoding_cache import CacheError
+from storyloop.generation.gsa import POSITION_SCHEME, install_gsa
+from storyloop.generation.lora import lora_config, save_lora
+from storyloop.generation.models import LoraMeta, ModelError, base_fingerprint, load_flux
+from storyloop.generation.tiny import tiny_flux_pipeline
+from tests.dpo.helpers import A, C, P, judge, judged_round
+
+WORDS = "a red fox reads sleeps 0 1 2 3".split()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dpo-models")
+    pipe = tiny_flux_pipeline(WORDS)
+    pipe.save_pretrained(root / "flux")
+    pipe.transformer.add_adapter(lora_config(4, 4, init="gaussian"), adapter_name="stage1")
+    save_lora(pipe.transformer, "stage1", root / "stage1",
+              LoraMeta("stage1", base_fingerprint(str(root / "flux")), POSITION_SCHEME, 4, 4, 1))
+    tiny_flux_pipeline(WORDS, seed=5).save_pretrained(root / "other")
+    return root
+
+
+@pytest.fixture
+def judged(settings, tmp_path, models):
+    sids, cands, users = judged_round(settings, tmp_path, scenarios=3, references=2)
+    with session_scope(settings.db_url) as s:  # record the model spec on the round
+        from storyloop.db.models import Round
+        rnd = s.scalar(select(Round).where(Round.name == "r1"))
+        cols = ModelSpec(str(models / "flux"), models / "stage1").columns()
+        for k, v in cols.items():
+            setattr(rnd, k, v)
+    for sid, cs in zip(sids, cands):
+        for u in users.values():
+            judge(settings, sid, cs, u, [P, A, C, P], ranks={0: 1, 3: 2})
+    return sids, cands
+
+
+def config(tmp_path, **kw):
+    base = dict(round="r1", output_dir=str(tmp_path / "dpo"), rank=4, lora_alpha=4, resolution=32,
+                max_sequence_length=16, max_steps=3, save_steps=2, report_to="none", learning_rate=1e-2,
+                beta=50.0, gradient_checkpointing=True)
+    return DPOConfig(**{**base, **kw})
+
+
+def loaded_trainer(settings, cfg):
+    trainer = DPOTrainer(cfg, settings)
+    trainer._open_run(resume=False)
+    trainer._load()
+    return trainer
+
+
+def first_batch(trainer):
+    batch = assemble(trainer.data, [trainer.sampler.pair_at(i) for i in range(2)])
+    g = torch.Generator().manual_seed(0)
+    return batch, torch.randn(batch.winners.shape, generator=g), torch.tensor([0.3, 0.8])
+
+
+def test_step0_loss_is_log2_and_accuracy_half(settings, judged, tmp_path):
+    trainer = loaded_trainer(settings, config(tmp_path, train_batch_size=2))
+    batch, noise, sigmas = first_batch(trainer)
+    loss, metrics = dpo_loss_for_batch(trainer.model.pipe.transformer, batch, noise, sigmas, trainer.config)
+    assert abs(loss.item() - math.log(2)) < 1e-6
+    assert metrics["rewards/accuracies"].item() == 0.5 and metrics["rewards/margins"].item() == 0.0
+
+
+def test_only_dpo_parameters_change(settings, judged, tmp_path):
+    trainer = DPOTrainer(config(tmp_path), settings)
+    trainer._open_run(False)
+    trainer._load()
+    before = {n: p.detach().clone() for n, p in trainer.model.pipe.transformer.named_parameters()}
+    trainer._train(resume=False, progress=False)
+    after = dict(trainer.model.pipe.transformer.named_parameters())
+    changed = {n for n in before if not torch.equal(before[n], after[n].detach())}
+    assert changed and all(".dpo." in n for n in changed)
+    assert any(".stage1." in n for n in before)  # Stage-1 is there, and frozen
+
+
+def test_run_is_recorded_with_trl_metric_names(settings, judged, tmp_path):
+    lora = DPOTrainer(config(tmp_path), settings).train(progress=False)
+    with session_scope(settings.db_url) as s:
+        run = s.scalar(select(DpoRun))
+        assert run.status is RunStatus.completed and run.artifact_path == str(lora.resolve())
+        assert len(run.pair_set_sha256) == 64 and run.code_version.startswith("0.1.0")
+        steps = s.scalars(select(DpoMetric).where(DpoMetric.run_id == run.id).order_by(DpoMetric.step)).all()
+        assert [m.step for m in steps] == [1, 2, 3]
+        for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                    "grad_norm", "learning_rate"):
+            assert key in steps[0].values
+        assert abs(steps[0].values["loss"] - math.log(2)) < 1e-5
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(settings, judged, tmp_path):
+    from safetensors.torch import load_file
+
+    straight = DPOTrainer(config(tmp_path / "a", max_steps=4), settings).train(progress=False)
+    DPOTrainer(config(tmp_path / "b", max_steps=2), settings).train(progress=False)  # "killed" after step 2
+    resumed = DPOTrainer(config(tmp_path / "b", max_steps=4), settings).train(resume=True, progress=False)
+    a, b = (load_file(p / "pytorch_lora_weights.safetensors") for p in (straight, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with session_scope(settings.db_url) as s:
+        runs = s.scalars(select(DpoRun).order_by(DpoRun.id)).all()
+        assert len(runs) == 2  # the resumed run continued its own row
+        assert [m.step for m in runs[1].metrics] == [1, 2, 3, 4]
+
+
+def test_diffusers_loader_reproduces_the_trained_policy(settings, judged, tmp_path, models):
+    trainer = loaded_trainer(settings, config(tmp_path, max_steps=3, train_batch_size=2))
+    lora = trainer._train(resume=False, progress=False)
+    batch, noise, sigmas = first_batch(trainer)
+    transformer = trainer.model.pipe.transformer.eval()
+    with torch.no_grad():
+        policy, reference, _ = dpo_velocities(transformer, batch, noise, sigmas, 3.5)
+    assert (policy - reference).abs().max() > 1e-4  # the DPO LoRA learned something
+
+    fresh = load_flux(str(models / "flux"))  # base, then diffusers' own LoRA loader for both adapters
+    fresh.load_lora_weights(str(models / "stage1"), adapter_name="stage1")
+    fresh.load_lora_weights(str(lora), adapter_name="dpo")
+    fresh.transformer.set_adapters(["stage1", "dpo"])
+    install_gsa(fresh.transformer)
+    with torch.no_grad():
+        again, again_ref, _ = dpo_velocities(fresh.transformer, batch, noise, sigmas, 3.5)
+    assert torch.allclose(again, policy, atol=1e-5) and torch.allclose(again_ref, reference, atol=1e-5)
+
+
+def failed_reason(url):
+    with session_scope(url) as s:
+        run = s.scalar(select(DpoRun).order_by(DpoRun.id.desc()))
+        return run.status, run.failure_reason
+
+
+def test_a_round_without_usable_pairs_is_a_clear_failed_run(settings, tmp_path, models):
+    judged_round(settings, tmp_path, scenarios=1)
+    with pytest.raises(DPOError, match="has no usable pairs"):
+        DPOTrainer(config(tmp_path, model=str(models / "flux")), settings).train(progress=False)
+    status, reason = failed_reason(settings.db_url)
+    assert status is RunStatus.failed and "no usable pairs" in reason
+
+
+def test_stage1_lora_for_another_base_is_refused(settings, judged, tmp_path, models):
+    with pytest.raises(ModelError, match="trained on base"):
+        DPOTrainer(config(tmp_path, model=str(models / "other")), settings).train(progress=False)
+    assert failed_reason(settings.db_url)[0] is RunStatus.failed
+
+
+def test_corrupt_cache_entry_is_a_clear_error(settings, judged, tmp_path):
+    cfg = config(tmp_path, max_steps=1)
+    DPOTrainer(cfg, settings).train(progress=False)
+    victim = next((tmp_path / "dpo" / "cache").glob("*.safetensors"))
+    victim.write_bytes(b"not a safetensors file")
+    with pytest.raises(CacheError, match="is corrupt"):
+        DPOTrainer(cfg, settings).train(progress=False)
+    status, reason = failed_reason(settings.db_url)
+    assert status is RunStatus.failed and "delete it" in reason
