@@ -10,8 +10,6 @@ PENDING = {
     # name: (one-line help, what it will do, issue)
     "annotate": ("Start the annotator web app (Streamlit).",
                  "the annotator app", 4),
-    "export": ("Export a round's preference set (parquet, HF datasets, JSONL).",
-               "the preference-set export", 5),
 }
 
 
