@@ -1,0 +1,87 @@
+"""Browser logins: a random token in a cookie, its sha256 in `login_sessions`, idle and absolute expiry.
+
+A Streamlit session dies with its websocket (a reload starts a new one), so the login lives in the
+database and the browser keeps only the token. Wrong name, wrong password and disabled account all
+read the same to the person at the keyboard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from storyloop.annotator.queue import aware
+from storyloop.db.models import LoginSession, Role, User, utcnow
+from storyloop.db.users import authenticate
+
+IDLE_TIMEOUT = timedelta(hours=2)
+MAX_AGE = timedelta(hours=12)
+TOUCH_EVERY = timedelta(minutes=1)  # write last_seen at most this often, not on every rerun
+COOKIE = "storyloop_session"
+LOGIN_FAILED = "Wrong username or password."
+
+
+@dataclass(frozen=True)
+class SessionUser:
+    """Who is logged in; what pages and data they may see follows from `role`."""
+
+    id: int
+    username: str
+    role: Role
+
+    @property
+    def is_researcher(self) -> bool:
+        return self.role in (Role.researcher, Role.admin)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def login(session: Session, username: str, password: str, now: datetime | None = None) -> tuple[str, SessionUser] | None:
+    """(token for the cookie, user) for good credentials of an active account, else None."""
+    user = authenticate(session, username.strip(), password)
+    if user is None:
+        return None
+    now = now or utcnow()
+    token = secrets.token_urlsafe(32)
+    session.add(LoginSession(token_sha256=_digest(token), user_id=user.id, created_at=now, last_seen_at=now,
+                             expires_at=now + min(IDLE_TIMEOUT, MAX_AGE)))
+    session.flush()
+    return token, SessionUser(user.id, user.username, Role(user.role))
+
+
+def resume(session: Session, token: str | None, now: datetime | None = None) -> SessionUser | None:
+    """The user behind a live token (and keep it alive), or None if expired, revoked, disabled or unknown."""
+    if not token:
+        return None
+    now = now or utcnow()
+    row = session.scalar(select(LoginSession).where(LoginSession.token_sha256 == _digest(token)))
+    if row is None or row.revoked_at is not None or aware(row.expires_at) <= now:
+        return None
+    user = session.get(User, row.user_id)
+    if user is None or not user.is_active:
+        return None
+    if now - aware(row.last_seen_at) >= TOUCH_EVERY:
+        row.last_seen_at = now
+        row.expires_at = min(now + IDLE_TIMEOUT, aware(row.created_at) + MAX_AGE)
+    return SessionUser(user.id, user.username, Role(user.role))
+
+
+def logout(session: Session, token: str | None, now: datetime | None = None) -> None:
+    if token:
+        session.execute(update(LoginSession).where(LoginSession.token_sha256 == _digest(token))
+                        .values(revoked_at=now or utcnow()))
+
+
+def current_user(session: Session, user_id: int) -> SessionUser | None:
+    """Re-read a logged-in user on every page run: a disabled account or a new role takes effect at once."""
+    user = session.get(User, user_id)
+    if user is None or not user.is_active:
+        return None
+    return SessionUser(user.id, user.username, Role(user.role))

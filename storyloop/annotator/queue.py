@@ -1,0 +1,259 @@
+"""Who judges what next: leases, the k-judgments target, the skip policy and gold items.
+
+An annotator gets, in the newest round that has work for them:
+1. the scenario they already hold an unexpired lease on (a reload or a second tab resumes it);
+2. a gold scenario they have not judged, while their share of gold is below the round's gold rate
+   (so gold comes first, then at that rate);
+3. otherwise the open scenario closest to done (most judgments, then story order) that they have not
+   judged. A scenario is open while its judgments plus other annotators' live leases are below k.
+Leases expire after a TTL, so a scenario someone walked away from goes back to the queue.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import and_, delete, exists, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storyloop.annotator.protocol import Draft
+from storyloop.db.models import (Candidate, GoldAnswer, Judgment, Lease, Outcome, Round, Scenario, SkipPolicy,
+                                 utcnow)
+
+LEASE_TTL = timedelta(minutes=20)
+
+
+def aware(dt: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything here is UTC."""
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class Task:
+    """One scenario shown to one annotator: what the page needs to judge it and to submit once."""
+
+    scenario_id: int
+    user_id: int
+    round_id: int
+    base_revision: int  # the annotator's latest revision of this scenario when shown (0: new)
+    shown_order: list[int]
+    shown_at: datetime
+    is_gold: bool = False
+    draft: Draft = field(init=False)
+    skipping: bool = False  # the skip-reason panel is open
+
+    def __post_init__(self):
+        self.draft = Draft(order=list(self.shown_order))
+
+    @property
+    def idempotency_key(self) -> str:
+        """Same for every tab and rerun that shows this revision of this scenario to this annotator.
+
+        Two tabs showing one task submit under one key, so the second submit is a no-op rather than
+        a second judgment; an edit is based on a later revision and so gets a new key.
+        """
+        return f"j-{self.user_id}-{self.scenario_id}-{self.base_revision + 1}"
+
+    @property
+    def is_edit(self) -> bool:
+        return self.base_revision > 0
+
+
+def shown_order(candidate_ids: list[int], user_id: int, scenario_id: int, base_revision: int) -> list[int]:
+    """A shuffled order (against position bias), stable for this annotator and revision, so a reload
+    shows the same grid."""
+    order = sorted(candidate_ids)
+    random.Random(f"{user_id}:{scenario_id}:{base_revision}").shuffle(order)
+    return order
+
+
+@dataclass
+class RoundQueue:
+    """The state of one round's queue as seen by one annotator."""
+
+    round: Round
+    user_id: int
+    scenario_ids: list[int]  # with at least one candidate, in story order
+    gold_ids: set[int]
+    done: Counter  # scenario -> judgments that count towards k
+    leased_by_others: Counter  # scenario -> live leases of other annotators
+    mine: dict[int, Outcome]  # scenario -> the annotator's latest outcome
+
+    @property
+    def k(self) -> int:
+        return self.round.judgments_per_scenario
+
+    @property
+    def gold_in_queue(self) -> bool:
+        """Gold items go to every annotator at the round's rate; with rate 0 they are ordinary items."""
+        return self.round.gold_rate > 0 and bool(self.gold_ids)
+
+    def is_regular(self, sid: int) -> bool:
+        return not (self.gold_in_queue and sid in self.gold_ids)
+
+    def open_for_me(self, sid: int) -> bool:
+        mine = self.mine.get(sid)
+        if mine is not None and (mine != Outcome.skipped or self.round.skip_policy != SkipPolicy.everyone_last):
+            return False
+        if not self.is_regular(sid):
+            return True
+        return self.done[sid] + self.leased_by_others[sid] < self.k
+
+    def gold_due(self) -> bool:
+        judged_gold = sum(1 for sid in self.mine if sid in self.gold_ids)
+        return self.gold_in_queue and judged_gold < self.round.gold_rate * (len(self.mine) + 1)
+
+    def candidates(self) -> list[int]:
+        """Scenarios this annotator may get, best first."""
+        open_ids = [sid for sid in self.scenario_ids if self.open_for_me(sid)]
+        gold = [sid for sid in open_ids if not self.is_regular(sid)]
+        position = {sid: i for i, sid in enumerate(self.scenario_ids)}
+        regular = sorted((sid for sid in open_ids if self.is_regular(sid)),
+                         key=lambda sid: (sid in self.mine, -self.done[sid], position[sid]))
+        # Gold first while due; leftover gold after the regular work, so everyone meets each gold item.
+        return gold + regular if self.gold_due() else regular + gold
+
+
+def round_queue(session: Session, rnd: Round, user_id: int, now: datetime | None = None) -> RoundQueue:
+    now = now or utcnow()
+    has_candidates = exists().where(Candidate.scenario_id == Scenario.id)
+    scenario_ids = list(session.scalars(select(Scenario.id).where(Scenario.round_id == rnd.id, has_candidates)
+                                        .order_by(Scenario.story_id, Scenario.frame_index, Scenario.id)))
+    gold_ids = set(session.scalars(select(GoldAnswer.scenario_id).join(Scenario)
+                                   .where(Scenario.round_id == rnd.id)))
+    counts_skips = rnd.skip_policy == SkipPolicy.counts
+    done: Counter = Counter()
+    mine: dict[int, Outcome] = {}
+    for sid, uid, outcome in _latest_outcomes(session, rnd.id):
+        if outcome != Outcome.skipped or counts_skips:
+            done[sid] += 1
+        if uid == user_id:
+            mine[sid] = Outcome(outcome)
+    leased = Counter(session.scalars(
+        select(Lease.scenario_id).join(Scenario)
+        .where(Scenario.round_id == rnd.id, Lease.user_id != user_id, Lease.expires_at > now)))
+    return RoundQueue(rnd, user_id, scenario_ids, gold_ids, done, leased, mine)
+
+
+def _latest_outcomes(session: Session, round_id: int, scenario_id: int | None = None):
+    """(scenario, annotator, outcome of their latest revision) for the round's judgments."""
+    latest = (select(Judgment.scenario_id, Judgment.user_id, func.max(Judgment.revision).label("rev"))
+              .join(Scenario, Scenario.id == Judgment.scenario_id).where(Scenario.round_id == round_id))
+    if scenario_id is not None:
+        latest = latest.where(Judgment.scenario_id == scenario_id)
+    latest = latest.group_by(Judgment.scenario_id, Judgment.user_id).subquery()
+    return session.execute(
+        select(Judgment.scenario_id, Judgment.user_id, Judgment.outcome)
+        .join(latest, and_(Judgment.scenario_id == latest.c.scenario_id, Judgment.user_id == latest.c.user_id,
+                           Judgment.revision == latest.c.rev))).all()
+
+
+def rounds_newest_first(session: Session) -> list[Round]:
+    return list(session.scalars(select(Round).order_by(Round.created_at.desc(), Round.id.desc())))
+
+
+def next_task(session: Session, user_id: int, round_id: int | None = None, now: datetime | None = None,
+              ttl: timedelta = LEASE_TTL) -> Task | None:
+    """The scenario this annotator should judge now, leased to them for `ttl`; None when nothing is left."""
+    now = now or utcnow()
+    held = _held_lease(session, user_id, round_id, now)
+    if held is not None:
+        return _task(session, held, user_id)
+    rounds = [session.get(Round, round_id)] if round_id is not None else rounds_newest_first(session)
+    for rnd in rounds:
+        if rnd is None:
+            continue
+        queue = round_queue(session, rnd, user_id, now)
+        for sid in queue.candidates():
+            if queue.is_regular(sid) and not _still_open(session, queue, sid, now):
+                continue  # taken meanwhile by someone else
+            return _task(session, _take_lease(session, sid, user_id, now, ttl), user_id)
+    return None
+
+
+def _held_lease(session: Session, user_id: int, round_id: int | None, now: datetime) -> Lease | None:
+    query = (select(Lease).join(Scenario).where(Lease.user_id == user_id, Lease.expires_at > now)
+             .order_by(Lease.leased_at))
+    if round_id is not None:
+        query = query.where(Scenario.round_id == round_id)
+    return session.scalars(query).first()
+
+
+def _still_open(session: Session, queue: RoundQueue, sid: int, now: datetime) -> bool:
+    # Lock the scenario row so that two annotators racing for its last slot are served one at a
+    # time on PostgreSQL (SQLite writers are already serialised by BEGIN IMMEDIATE).
+    session.execute(select(Scenario.id).where(Scenario.id == sid).with_for_update())
+    counts_skips = queue.round.skip_policy == SkipPolicy.counts
+    done = sum(1 for _, _, o in _latest_outcomes(session, queue.round.id, sid)
+               if o != Outcome.skipped or counts_skips)
+    leased = session.scalar(select(func.count()).select_from(Lease).where(
+        Lease.scenario_id == sid, Lease.user_id != queue.user_id, Lease.expires_at > now))
+    return done + leased < queue.k
+
+
+def _take_lease(session: Session, sid: int, user_id: int, now: datetime, ttl: timedelta) -> Lease:
+    lease = session.scalar(select(Lease).where(Lease.scenario_id == sid, Lease.user_id == user_id))
+    if lease is None:
+        try:
+            with session.begin_nested():
+                lease = Lease(scenario_id=sid, user_id=user_id, leased_at=now, expires_at=now + ttl)
+                session.add(lease)
+            return lease
+        except IntegrityError:  # the same annotator's other tab leased it a moment ago
+            lease = session.scalar(select(Lease).where(Lease.scenario_id == sid, Lease.user_id == user_id))
+    if aware(lease.expires_at) <= now:
+        lease.leased_at = now  # an expired lease starts afresh: the time shown is now
+    lease.expires_at = now + ttl
+    session.flush()
+    return lease
+
+
+def _task(session: Session, lease: Lease, user_id: int) -> Task:
+    scenario = session.get(Scenario, lease.scenario_id)
+    base = session.scalar(select(func.max(Judgment.revision)).where(
+        Judgment.scenario_id == scenario.id, Judgment.user_id == user_id)) or 0
+    is_gold = session.scalar(select(GoldAnswer.id).where(GoldAnswer.scenario_id == scenario.id)) is not None
+    cands = [c.id for c in scenario.candidates]
+    return Task(scenario.id, user_id, scenario.round_id, base, shown_order(cands, user_id, scenario.id, base),
+                aware(lease.leased_at), is_gold=is_gold and scenario.round.gold_rate > 0)
+
+
+def renew_lease(session: Session, user_id: int, scenario_id: int, now: datetime | None = None,
+                ttl: timedelta = LEASE_TTL) -> None:
+    """Keep the lease of a scenario the annotator is still looking at."""
+    now = now or utcnow()
+    lease = session.scalar(select(Lease).where(Lease.scenario_id == scenario_id, Lease.user_id == user_id))
+    if lease is not None and aware(lease.expires_at) > now:
+        lease.expires_at = now + ttl
+
+
+def release(session: Session, user_id: int, scenario_id: int) -> None:
+    """Drop the annotator's lease on a scenario (after a submit, a skip or a cancel)."""
+    session.execute(delete(Lease).where(Lease.scenario_id == scenario_id, Lease.user_id == user_id))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the annotator sees in the sidebar: their own counts, never anyone's labels."""
+
+    round_name: str
+    judged_by_me: int
+    left_for_me: int
+    round_done: int  # judgments counting towards k, capped at k per scenario
+    round_needed: int
+
+
+def annotator_progress(session: Session, user_id: int, round_id: int, now: datetime | None = None) -> Progress:
+    rnd = session.get(Round, round_id)
+    queue = round_queue(session, rnd, user_id, now)
+    regular = [sid for sid in queue.scenario_ids if queue.is_regular(sid)]
+    return Progress(
+        round_name=rnd.name,
+        judged_by_me=sum(1 for o in queue.mine.values() if o != Outcome.skipped),
+        left_for_me=len(queue.candidates()),
+        round_done=sum(min(queue.done[sid], queue.k) for sid in regular),
+        round_needed=queue.k * len(regular))

@@ -1,0 +1,59 @@
+"""Thumbnails of store images: made once, kept on disk beside the store and in memory.
+
+A 1024² PNG is a few MB; the grid shows eight of them at a few hundred pixels, so the page sends
+small JPEGs and keeps the original for the zoom. Store files are named by their sha256, so a
+thumbnail never goes stale.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image
+
+GRID_PX = 512  # candidate cards
+REFERENCE_PX = 768  # reference images, shown large
+
+
+def thumbs_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "cache" / "thumbs"
+
+
+def thumbnail(source: Path, cache_dir: Path, max_px: int) -> bytes | None:
+    """JPEG bytes of `source` fitted into max_px², or None when the source is missing or unreadable."""
+    try:
+        return _thumbnail(Path(source), Path(cache_dir), max_px)
+    except (OSError, SyntaxError, ValueError):
+        return None  # not cached: an image restored to the store shows up on the next run
+
+
+@lru_cache(maxsize=1024)
+def _thumbnail(source: Path, cache_dir: Path, max_px: int) -> bytes:
+    cached = cache_dir / f"{source.stem}-{max_px}.jpg"
+    try:
+        return cached.read_bytes()
+    except FileNotFoundError:
+        pass
+    with Image.open(source) as img:
+        img.load()
+        img.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        img.convert("RGB").save(buf, format="JPEG", quality=88)
+    data = buf.getvalue()
+    _write_atomically(cached, data)
+    return data
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".thumb-")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only data dir only costs speed: the thumbnail is rebuilt in the next process

@@ -1,0 +1,67 @@
+"""What the judging page shows for a scenario: prompt, references and candidates, with image bytes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session, selectinload
+
+from storyloop.annotator.thumbs import GRID_PX, REFERENCE_PX, thumbnail, thumbs_dir
+from storyloop.db.assets import asset_path
+from storyloop.db.models import Asset, Candidate, Scenario, ScenarioReference
+from storyloop.settings import Settings
+
+
+@dataclass(frozen=True)
+class ShownImage:
+    path: Path  # the original in the store (for the zoom)
+    sha256: str
+    width: int
+    height: int
+    thumb: bytes | None  # None: the file is missing from the store or unreadable
+
+    @property
+    def missing(self) -> bool:
+        return self.thumb is None
+
+
+@dataclass(frozen=True)
+class ShownCandidate:
+    candidate_id: int
+    position: int  # 1-based place in the grid; its number key
+    image: ShownImage
+
+
+@dataclass(frozen=True)
+class ScenarioView:
+    scenario_id: int
+    key: str
+    story_id: str
+    frame_index: int
+    prompt: str
+    round_name: str
+    references: list[ShownImage]
+    candidates: list[ShownCandidate]  # in the shown order
+
+    @property
+    def missing(self) -> list[ShownCandidate]:
+        return [c for c in self.candidates if c.image.missing]
+
+
+def _shown(settings: Settings, asset: Asset, max_px: int) -> ShownImage:
+    path = asset_path(settings.store_dir, asset)
+    return ShownImage(path, asset.sha256, asset.width, asset.height,
+                      thumbnail(path, thumbs_dir(settings.data_dir), max_px))
+
+
+def scenario_view(session: Session, settings: Settings, scenario_id: int, shown_order: list[int]) -> ScenarioView:
+    scenario = session.get(Scenario, scenario_id, options=[
+        selectinload(Scenario.references).selectinload(ScenarioReference.asset),
+        selectinload(Scenario.candidates).selectinload(Candidate.asset),
+        selectinload(Scenario.round)])
+    by_id = {c.id: c for c in scenario.candidates}
+    return ScenarioView(
+        scenario.id, scenario.key, scenario.story_id, scenario.frame_index, scenario.prompt, scenario.round.name,
+        [_shown(settings, r.asset, REFERENCE_PX) for r in scenario.references],
+        [ShownCandidate(cid, i + 1, _shown(settings, by_id[cid].asset, GRID_PX)) for i, cid in enumerate(shown_order)])

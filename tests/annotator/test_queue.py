@@ -1,0 +1,155 @@
+"""Next-task logic: leases, closest to done first, k judgments, skip policies, gold at its rate."""
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from storyloop.annotator.gold import set_gold
+from storyloop.annotator.queue import annotator_progress, next_task, shown_order
+from storyloop.annotator.submit import submit_task
+from storyloop.db import session_scope
+from storyloop.db.models import Lease, Outcome, SkipPolicy, utcnow
+from tests.annotator.conftest import build_round
+
+
+def take(url, user, **kw):
+    with session_scope(url) as s:
+        return next_task(s, user, **kw)
+
+
+def judge(url, task, best_position=1):
+    """Submit `task`: every candidate passes, the one at `best_position` is best."""
+    task.draft.advance(), task.draft.advance()
+    task.draft.toggle(best_position)
+    with session_scope(url) as s:
+        return submit_task(s, task)
+
+
+def skip(url, task, reason="cannot decide"):
+    with session_scope(url) as s:
+        return submit_task(s, task, skip_reason=reason)
+
+
+def test_reload_resumes_the_leased_scenario_with_the_same_grid(small_round):
+    url, ann = small_round.settings.db_url, small_round.users["ann"]
+    first = take(url, ann)
+    again = take(url, ann)
+    assert first.scenario_id == again.scenario_id == small_round.scenarios[0]
+    assert first.shown_order == again.shown_order and first.idempotency_key == again.idempotency_key
+    assert sorted(first.shown_order) == sorted(small_round.candidates[first.scenario_id])
+
+
+def test_shown_order_is_shuffled_per_annotator_and_stable():
+    orders = {tuple(shown_order(list(range(8)), user, 5, 0)) for user in range(20)}
+    assert len(orders) > 10
+    assert shown_order([3, 1, 2], 7, 5, 0) == shown_order([1, 2, 3], 7, 5, 0)
+
+
+def test_closest_to_done_comes_first_and_judged_scenarios_never_return(small_round):
+    url, u = small_round.settings.db_url, small_round.users
+    s0, s1, s2 = small_round.scenarios
+    assert take(url, u["cat"]).scenario_id == s0
+    assert take(url, u["bob"]).scenario_id == s0  # k = 2: s0 is now fully leased
+    rita = take(url, u["rita"])
+    assert rita.scenario_id == s1
+    judge(url, rita)
+    with session_scope(url) as s:  # cat and bob walk away without judging
+        s.query(Lease).delete()
+    ann = take(url, u["ann"])
+    assert ann.scenario_id == s1  # one judgment already: closest to done, ahead of s0 in story order
+    judge(url, ann)
+    assert take(url, u["cat"]).scenario_id == s0  # s1 has its k = 2 judgments
+    with session_scope(url) as s:
+        s.query(Lease).delete()
+    assert take(url, u["ann"]).scenario_id == s0  # never s1 again
+
+
+def test_live_leases_count_towards_k_until_they_expire(small_round):
+    url, u = small_round.settings.db_url, small_round.users
+    s0, s1, _ = small_round.scenarios
+    now = utcnow()
+    assert take(url, u["ann"], now=now).scenario_id == s0
+    assert take(url, u["bob"], now=now).scenario_id == s0  # k = 2: room for two
+    assert take(url, u["cat"], now=now).scenario_id == s1  # s0 is fully leased
+    later = now + timedelta(minutes=30)  # ann and bob walked away
+    assert take(url, u["rita"], now=later).scenario_id == s0
+
+
+def test_submit_releases_the_lease_and_is_idempotent(small_round):
+    url, ann = small_round.settings.db_url, small_round.users["ann"]
+    task = take(url, ann)
+    first = judge(url, task)
+    with session_scope(url) as s:
+        assert s.scalar(select(func.count()).select_from(Lease)) == 0
+        again = submit_task(s, task)  # a double click
+    assert first.created and not again.created and again.judgment_id == first.judgment_id
+
+
+def test_skip_policy_others_gives_the_scenario_to_someone_else_only(small_round):
+    url, u = small_round.settings.db_url, small_round.users
+    s0 = small_round.scenarios[0]
+    skip(url, take(url, u["ann"]))
+    assert take(url, u["ann"]).scenario_id != s0
+    assert take(url, u["bob"]).scenario_id == s0
+
+
+def test_skip_policy_everyone_last_brings_it_back_to_the_skipper_at_the_end(settings, tmp_path):
+    rf = build_round(settings, tmp_path / "src", scenarios=2, k=1, skip_policy=SkipPolicy.everyone_last)
+    url, ann = settings.db_url, rf.users["ann"]
+    s0, s1 = rf.scenarios
+    skipped = take(url, ann)
+    skip(url, skipped)
+    assert take(url, ann).scenario_id == s1
+    judge(url, take(url, ann))
+    again = take(url, ann)
+    assert again.scenario_id == s0 and again.base_revision == 1 and again.idempotency_key.endswith("-2")
+
+
+def test_skip_policy_counts_makes_a_skip_one_of_the_k(settings, tmp_path):
+    rf = build_round(settings, tmp_path / "src", scenarios=2, k=1, skip_policy=SkipPolicy.counts)
+    url, u = settings.db_url, rf.users
+    skip(url, take(url, u["ann"]))
+    assert take(url, u["bob"]).scenario_id == rf.scenarios[1]
+
+
+def test_gold_comes_first_then_at_the_round_rate(settings, tmp_path):
+    rf = build_round(settings, tmp_path / "src", scenarios=6, k=3, gold_rate=0.25)
+    url, ann = settings.db_url, rf.users["ann"]
+    gold = rf.scenarios[4:]
+    with session_scope(url) as s:
+        for sid in gold:
+            c = rf.candidates[sid]
+            set_gold(s, sid, Outcome.ranked, [c[0]], [])
+    seen = []
+    while (t := take(url, ann)) is not None:
+        seen.append(t.scenario_id)
+        assert t.is_gold == (t.scenario_id in gold)
+        judge(url, t)
+    # gold first; the second gold once ann's gold share fell below 1/4: after 3 regular items
+    assert seen[0] == gold[0] and seen[4] == gold[1] and sorted(seen) == sorted(rf.scenarios)
+
+
+def test_gold_goes_to_every_annotator_whatever_k(settings, tmp_path):
+    rf = build_round(settings, tmp_path / "src", scenarios=2, k=1, gold_rate=0.5)
+    url, u = settings.db_url, rf.users
+    with session_scope(url) as s:
+        set_gold(s, rf.scenarios[0], Outcome.all_bad, [], rf.candidates[rf.scenarios[0]])
+    for name in ("ann", "bob", "cat"):
+        t = take(url, u[name])
+        assert t.scenario_id == rf.scenarios[0] and t.is_gold
+        skip(url, t)
+
+
+def test_progress_counts_only_what_the_annotator_may_know(small_round):
+    url, u = small_round.settings.db_url, small_round.users
+    judge(url, take(url, u["bob"]))
+    judge(url, take(url, u["ann"]))
+    with session_scope(url) as s:
+        p = annotator_progress(s, u["ann"], small_round.round_id)
+    assert (p.judged_by_me, p.left_for_me, p.round_done, p.round_needed) == (1, 2, 2, 6)
+
+
+def test_empty_queue_gives_none(settings, tmp_path):
+    rf = build_round(settings, tmp_path / "src", scenarios=1, k=1)
+    judge(settings.db_url, take(settings.db_url, rf.users["ann"]))
+    assert take(settings.db_url, rf.users["bob"]) is None
