@@ -9,7 +9,7 @@ import typer
 
 from storyloop.cli.common import console, err_console, fail
 
-app = typer.Typer(no_args_is_help=True, help="Benchmarks: gsa, pairs (annotator and dpo arrive with #4 and #5).")
+app = typer.Typer(no_args_is_help=True, help="Benchmarks: gsa, dpo, pairs (annotator arrives with #4).")
 
 
 @app.command("gsa")
@@ -47,6 +47,28 @@ def pairs(
     print(json.dumps(result))
 
 
+@app.command("dpo")
+def dpo(
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON object on the last line.")] = False,
+    config: Annotated[str, typer.Option(help="mid (CPU-sized) or flux1-dev.")] = "mid",
+    refs: Annotated[int, typer.Option(min=1, help="References per pair.")] = 2,
+    steps: Annotated[int, typer.Option(min=1, help="Timed optimizer steps per variant.")] = 5,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")] = None,
+) -> None:
+    """One DPO optimizer step: ours (one cached reference pass) vs naive (four full forwards)."""
+    from storyloop.bench.dpo import run_dpo_bench
+    from storyloop.bench.gsa import CONFIGS
+
+    if config not in CONFIGS:
+        raise fail(f"--config must be one of {', '.join(CONFIGS)}")
+    result = run_dpo_bench(config, refs, steps, device)
+    if not as_json:
+        err_console.print(f"ours {result['ours_s'] * 1e3:.0f} ms/step ({result['ours_peak_mb']:.0f} MB), naive "
+                          f"{result['naive_s'] * 1e3:.0f} ms/step ({result['naive_peak_mb']:.0f} MB); "
+                          f"step-0 loss {result['loss_step0']:.7f} (log 2 = {result['log2']:.7f})")
+    print(json.dumps(result))
+
+
 def _later(name: str, issue: int) -> None:
     @app.command(name, help=f"Not available yet: lands with issue #{issue}.",
                  context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -55,4 +77,3 @@ def _later(name: str, issue: int) -> None:
 
 
 _later("annotator", 4)
-_later("dpo", 5)

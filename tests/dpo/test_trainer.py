@@ -1,13 +1,17 @@
 """The Diffusion-DPO trainer on a tiny FLUX folder, a Stage-1 LoRA and a judged round (float32, CPU)."""
 
 import math
+import shutil
 
 import pytest
 import torch
 from sqlalchemy import select
+from typer.testing import CliRunner
+
+from storyloop.cli.main import app
 
 from storyloop.db import session_scope
-from storyloop.db.models import DpoMetric, DpoRun, RunStatus
+from storyloop.db.models import DpoMetric, DpoRun, Round, RunStatus
 from storyloop.db.rounds import ModelSpec, create_round
 from storyloop.dpo.config import DPOConfig
 from storyloop.dpo.data import assemble
@@ -16,6 +20,7 @@ from storyloop.generation.encoding_cache import CacheError
 from storyloop.generation.gsa import POSITION_SCHEME, install_gsa
 from storyloop.generation.lora import lora_config, save_lora
 from storyloop.generation.models import LoraMeta, ModelError, base_fingerprint, load_flux
+from storyloop.generation.run import GenerateConfig, generate_round
 from storyloop.generation.tiny import tiny_flux_pipeline
 from tests.dpo.helpers import A, C, P, judge, judged_round
 
@@ -38,7 +43,6 @@ def models(tmp_path_factory):
 def judged(settings, tmp_path, models):
     sids, cands, users = judged_round(settings, tmp_path, scenarios=3, references=2)
     with session_scope(settings.db_url) as s:  # record the model spec on the round
-        from storyloop.db.models import Round
         rnd = s.scalar(select(Round).where(Round.name == "r1"))
         cols = ModelSpec(str(models / "flux"), models / "stage1").columns()
         for k, v in cols.items():
@@ -165,3 +169,23 @@ def test_corrupt_cache_entry_is_a_clear_error(settings, judged, tmp_path):
         DPOTrainer(cfg, settings).train(progress=False)
     status, reason = failed_reason(settings.db_url)
     assert status is RunStatus.failed and "delete it" in reason
+
+
+def test_next_round_generates_with_stage1_and_the_dpo_lora(settings, judged, tmp_path, models):
+    lora = DPOTrainer(config(tmp_path, max_steps=2), settings).train(progress=False)
+    scen = tmp_path / "next.jsonl"
+    ref = next(settings.store_dir.rglob("*.png"))
+    shutil.copy(ref, tmp_path / "ref.png")
+    scen.write_text('{"id": "n0", "story_id": "s", "frame_index": 0, "prompt": "a red fox", '
+                    '"references": ["ref.png"]}\n')
+    env = {"STORYLOOP_DB_URL": settings.db_url, "STORYLOOP_DATA_DIR": str(settings.data_dir)}
+    result = CliRunner().invoke(app, ["round", "create", "r2", "--parent", "r1", "--scenarios", str(scen),
+                                      "--base-model", str(models / "flux"), "--stage1-lora", str(models / "stage1"),
+                                      "--dpo-lora", str(lora)], env=env)
+    assert result.exit_code == 0, result.output
+    cfg = GenerateConfig(num_candidates=1, num_inference_steps=2, height=32, width=32, max_sequence_length=16)
+    summary = generate_round(settings, "r2", cfg, progress=False)
+    assert summary.generated == 1
+    with pytest.raises(ModelError, match="--no-cache is not available with a DPO LoRA"):
+        generate_round(settings, "r2", GenerateConfig(**{**cfg.__dict__, "num_candidates": 2,
+                                                          "use_reference_cache": False}), progress=False)
