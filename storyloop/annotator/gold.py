@@ -102,3 +102,7 @@ def gold_scores(session: Session, round_id: int) -> list[GoldScore]:
         judged[uid] = judged.get(uid, 0) + 1
         correct[uid] = correct.get(uid, 0) + matches_gold(golds[sid], j)
     return sorted((GoldScore(names[uid], n, correct[uid]) for uid, n in judged.items()), key=lambda s: s.username)
+
+
+def get_gold(session: Session, scenario_id: int) -> GoldAnswer | None:
+    return session.scalar(select(GoldAnswer).where(GoldAnswer.scenario_id == scenario_id))

@@ -238,7 +238,7 @@ def release(session: Session, user_id: int, scenario_id: int) -> None:
 
 @dataclass(frozen=True)
 class Progress:
-    """What the annotator sees in the sidebar: their own counts, never anyone's labels."""
+    """What the annotator sees of the queue: their own counts, never anyone's labels."""
 
     round_name: str
     judged_by_me: int

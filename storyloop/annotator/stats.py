@@ -192,3 +192,34 @@ def scenario_outcome(session: Session, scenario_id: int) -> ScenarioOutcome:
         else:
             t.verdict = "neither"
     return ScenarioOutcome(n, len(judgments) - n, outcomes, majority, list(tallies.values()))
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+EXPORT_COLUMNS = ["round", "scenario", "story", "frame", "annotator", "revision", "outcome", "skip_reason",
+                  "candidate_id", "candidate_index", "shown_position", "consistency_pass", "anatomy_pass",
+                  "aesthetics_rank", "shown_at", "submitted_at", "seconds"]
+
+
+def judgments_table(session: Session, round_id: int) -> pd.DataFrame:
+    """The round's current judgments, one row per judged candidate (one row for a skip): for a CSV."""
+    rnd = session.get(Round, round_id)
+    names = _usernames(session)
+    scenarios = {s.id: s for s in session.scalars(select(Scenario).where(Scenario.round_id == round_id))}
+    index = dict(session.execute(select(Candidate.id, Candidate.index).join(Scenario)
+                                 .where(Scenario.round_id == round_id)).all())
+    rows = []
+    for j in latest_judgments(session, round_id):
+        sc = scenarios[j.scenario_id]
+        base = {"round": rnd.name, "scenario": sc.key, "story": sc.story_id, "frame": sc.frame_index,
+                "annotator": names[j.user_id], "revision": j.revision, "outcome": Outcome(j.outcome).value,
+                "skip_reason": j.skip_reason, "shown_at": aware(j.shown_at), "submitted_at": aware(j.submitted_at),
+                "seconds": (aware(j.submitted_at) - aware(j.shown_at)).total_seconds()}
+        if not j.labels:
+            rows.append(base)
+        for lab in j.labels:
+            rows.append({**base, "candidate_id": lab.candidate_id, "candidate_index": index[lab.candidate_id],
+                         "shown_position": j.shown_order.index(lab.candidate_id) + 1,
+                         "consistency_pass": lab.consistency_pass, "anatomy_pass": lab.anatomy_pass,
+                         "aesthetics_rank": lab.aesthetics_rank})
+    return pd.DataFrame(rows, columns=EXPORT_COLUMNS)

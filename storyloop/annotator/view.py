@@ -65,3 +65,18 @@ def scenario_view(session: Session, settings: Settings, scenario_id: int, shown_
         scenario.id, scenario.key, scenario.story_id, scenario.frame_index, scenario.prompt, scenario.round.name,
         [_shown(settings, r.asset, REFERENCE_PX) for r in scenario.references],
         [ShownCandidate(cid, i + 1, _shown(settings, by_id[cid].asset, GRID_PX)) for i, cid in enumerate(shown_order)])
+
+
+def gallery_view(session: Session, settings: Settings, scenario_id: int) -> ScenarioView:
+    """A scenario with its candidates in generation order (for researchers, not shuffled)."""
+    order = [c.id for c in session.get(Scenario, scenario_id).candidates]
+    return scenario_view(session, settings, scenario_id, order)
+
+
+def scenario_choices(session: Session, round_id: int) -> list[tuple[int, str]]:
+    """(id, label) of the round's scenarios, in story order."""
+    from sqlalchemy import select
+
+    rows = session.execute(select(Scenario.id, Scenario.key, Scenario.prompt).where(Scenario.round_id == round_id)
+                           .order_by(Scenario.story_id, Scenario.frame_index, Scenario.id)).all()
+    return [(sid, f"{key} · {prompt[:60]}") for sid, key, prompt in rows]

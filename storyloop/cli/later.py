@@ -8,8 +8,6 @@ from storyloop.cli.common import fail
 
 PENDING = {
     # name: (one-line help, what it will do, issue)
-    "annotate": ("Start the annotator web app (Streamlit).",
-                 "the annotator app", 4),
 }
 
 

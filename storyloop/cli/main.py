@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from storyloop import __version__
-from storyloop.cli import bench, dpo, export, generate, later, pairs
+from storyloop.cli import annotate, bench, dpo, export, generate, later, pairs
 from storyloop.cli.common import (DataDirOpt, DbOpt, console, fail, read_password, ready_settings,
                                   settings, user_errors)
 from storyloop.db import session_scope
@@ -32,6 +32,7 @@ app.add_typer(round_app, name="round")
 app.add_typer(db_app, name="db")
 app.add_typer(generate.app, name="generate")
 app.add_typer(bench.app, name="bench")
+app.command("annotate")(annotate.annotate)
 app.add_typer(pairs.app, name="pairs")
 app.add_typer(dpo.app, name="dpo")
 app.command("export")(export.export)

@@ -37,6 +37,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table('rounds', schema=None) as batch_op:
+        batch_op.drop_constraint(op.f('ck_rounds_skip_policy'), type_='check')
         batch_op.drop_column('skip_policy')
 
     with op.batch_alter_table('login_sessions', schema=None) as batch_op:

@@ -1,0 +1,272 @@
+"""Annotate: one scenario at a time, keyboard first.
+
+Layout and key bindings only; the queue, the protocol and the write live in storyloop.annotator.
+Every button acts through a callback that carries the shown task's idempotency key, so a click that
+arrives after the page moved on (a double click, a queued rerun) changes nothing.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+import streamlit as st
+
+from storyloop.annotator import ui
+from storyloop.annotator.history import edit_task
+from storyloop.annotator.protocol import STEP_TITLES, Step
+from storyloop.annotator.queue import Task, annotator_progress, next_task, renew_lease, rounds_newest_first
+from storyloop.annotator.submit import SKIP_REASONS, submit_task
+from storyloop.annotator.view import ScenarioView, ShownCandidate, scenario_view
+from storyloop.db.judgments import JudgmentError
+from storyloop.db.models import Outcome
+
+KEYS = [("1-9", "toggle candidate N in the current step"), ("Enter", "next step; submit at the last"),
+        ("Backspace", "previous step"), ("A", "all bad (fail every candidate left)"), ("T", "tie among survivors"),
+        ("S", "skip, then 1-4 for a reason"), ("Shift+N", "zoom candidate N"), ("U", "reopen your last judgment"),
+        ("Esc", "cancel skip / edit")]
+
+
+# -- callbacks: each checks that the click belongs to the task still on screen ----------------------
+
+def _task(key: str) -> Task | None:
+    task = st.session_state.get(ui.TASK)
+    return task if task is not None and task.idempotency_key == key else None
+
+
+def _act(key: str, action: str, *args) -> None:
+    if (task := _task(key)) is not None:
+        getattr(task.draft, action)(*args)
+
+
+def _submit(key: str, skip_reason: str | None = None) -> None:
+    task = _task(key)
+    if task is None:
+        return  # already submitted: this is the second click of a double click
+    if skip_reason is None and not task.draft.ready():
+        task.draft.advance()
+        return
+    try:
+        with ui.db() as s:
+            done = submit_task(s, task, skip_reason=skip_reason)
+    except JudgmentError as exc:
+        ui.flash("error", f"Not saved: {exc}")
+        return
+    st.session_state[ui.TASK] = None
+    st.session_state[ui.LAST_SUBMITTED] = done.scenario_id
+    if done.created:
+        what = "skipped" if done.outcome is Outcome.skipped else done.outcome.value.replace("_", " ")
+        edit = f" (revision {done.revision})" if done.revision > 1 else ""
+        ui.flash("toast", f"Saved: {what}{edit}. Press U to change it.")
+    else:
+        ui.flash("warning", "This scenario was already submitted (another tab or a double click): "
+                            "the first submit is kept.")
+
+
+def _skip_text(key: str) -> None:
+    reason = st.session_state.get(f"skip-text-{key}", "").strip()
+    if not reason:
+        ui.flash("warning", "Type a reason, or pick one of the listed reasons.")
+        return
+    _submit(key, reason)
+
+
+def _set_skipping(key: str, on: bool) -> None:
+    if (task := _task(key)) is not None:
+        task.skipping = on
+
+
+def _cancel_edit(key: str) -> None:
+    if _task(key) is not None:
+        st.session_state[ui.TASK] = None
+
+
+def _reopen_last() -> None:
+    sid = st.session_state.get(ui.LAST_SUBMITTED)
+    if sid is None:
+        return
+    with ui.db() as s:
+        st.session_state[ui.TASK] = edit_task(s, ui.user().id, sid)
+
+
+# -- the page -------------------------------------------------------------------------------------
+
+def _card_state(task: Task, cid: int) -> str:
+    d = task.draft
+    if cid not in d.active() and d.step is not Step.consistency:
+        return "fail" if d.status(cid) in ("inconsistent", "bad anatomy") else "out"
+    if not d.consistency[cid] or (d.step is not Step.consistency and not d.anatomy[cid]):
+        return "fail"
+    if d.step in (Step.consistency, Step.anatomy):
+        return "pass"
+    if d.tie or (d.ranking and d.ranking[0] == cid):
+        return "best"
+    return "ranked" if cid in d.ranking else "open"
+
+
+# status -> (button label, material icon)
+BUTTON = {"consistent": ("consistent", "check"), "inconsistent": ("inconsistent", "close"),
+          "anatomy ok": ("anatomy ok", "check"), "bad anatomy": ("bad anatomy", "close"),
+          "best": ("best", "star"), "tie": ("tie", "drag_handle"), "unranked": ("pick", "touch_app")}
+
+
+@st.dialog("Zoom", width="large")
+def _zoom(cand: ShownCandidate) -> None:
+    st.image(cand.image.path.read_bytes(), caption=f"Candidate {cand.position} · {cand.image.width}×{cand.image.height}",
+             width="stretch")
+
+
+def _candidate_card(task: Task, cand: ShownCandidate) -> None:
+    d, key, pos = task.draft, task.idempotency_key, cand.position
+    state = _card_state(task, cand.candidate_id)
+    with st.container(border=True, key=f"card-{pos}-{state}"):
+        if cand.image.missing:
+            st.markdown(f'<div class="sl-missing">Image missing from the store<br>'
+                        f'<code>{cand.image.sha256[:16]}…</code></div>', unsafe_allow_html=True)
+        else:
+            st.image(cand.image.thumb, width="stretch")
+        status = d.status(cand.candidate_id)
+        active = cand.candidate_id in d.active() and not task.skipping
+        label, icon = BUTTON.get(status, (status, "format_list_numbered"))
+        with st.container(horizontal=True, gap="small", vertical_alignment="center", wrap=False):
+            st.button(label, icon=f":material/{icon}:", key=f"toggle-{key}-{pos}", on_click=_act, args=(key, "toggle", pos),
+                      disabled=not active, shortcut=str(pos) if active and pos <= 9 else None,
+                      type="primary" if state in ("best", "ranked") else "secondary", width="stretch")
+            if st.button("", icon=":material/zoom_in:", key=f"zoom-{key}-{pos}", help=f"Zoom (Shift+{pos})",
+                         type="tertiary",
+                         disabled=cand.image.missing, shortcut=f"Shift+{pos}" if pos <= 9 else None):
+                _zoom(cand)
+
+
+def _steps(task: Task) -> str:
+    order = [Step.consistency, Step.anatomy, Step.aesthetics]
+    current = task.draft.step
+    at = order.index(current) if current in order else len(order)
+    spans = []
+    for i, step in enumerate(order):
+        cls = "on" if i == at else ("done" if i < at else "")
+        spans.append(f'<span class="sl-step {cls}">{i + 1} · {STEP_TITLES[step]}</span>')
+    if current is Step.all_bad:
+        spans.append('<span class="sl-step on">→ all bad</span>')
+    return '<div class="sl-steps">' + "".join(spans) + "</div>"
+
+
+def _actions(task: Task) -> None:
+    d, key = task.draft, task.idempotency_key
+    with st.container(horizontal=True, gap="small"):
+        st.button("Back", icon=":material/arrow_back:", key=f"back-{key}", on_click=_act, args=(key, "back"),
+                  disabled=d.step is Step.consistency or task.skipping, shortcut="Backspace")
+        st.button("All bad", key=f"allbad-{key}", on_click=_act, args=(key, "mark_all_bad"), shortcut="A",
+                  disabled=d.step not in (Step.consistency, Step.anatomy) or task.skipping)
+        st.button("Tie", key=f"tie-{key}", on_click=_act, args=(key, "toggle_tie"), shortcut="T",
+                  disabled=d.step is not Step.aesthetics or len(d.survivors()) < 2 or task.skipping)
+        st.button("Skip…", key=f"skip-{key}", on_click=_set_skipping, args=(key, True), shortcut="S",
+                  disabled=task.skipping)
+        if task.is_edit:
+            st.button("Cancel edit", key=f"cancel-{key}", on_click=_cancel_edit, args=(key,), shortcut="Esc")
+        st.button("Submit" if d.ready() else "Next step", icon=":material/keyboard_return:", key=f"enter-{key}",
+                  on_click=_submit, args=(key,), type="primary", shortcut="Enter", disabled=task.skipping)
+        st.space("stretch")
+        if st.session_state.get(ui.LAST_SUBMITTED) is not None and not task.is_edit:
+            st.button("Change last", icon=":material/undo:", key="undo", on_click=_reopen_last, shortcut="U")
+        _keyboard_help()
+
+
+def _skip_panel(task: Task, view: ScenarioView) -> None:
+    key = task.idempotency_key
+    with st.container(border=True, key="skip-panel"):
+        st.markdown("**Skip this scenario. Why?** Your reason goes to the researchers; the scenario goes "
+                    "back to the queue.")
+        with st.container(horizontal=True, gap="small"):
+            for i, reason in enumerate(SKIP_REASONS, start=1):
+                st.button(reason, key=f"reason-{key}-{i}", on_click=_submit, args=(key, reason), shortcut=str(i),
+                          type="primary" if view.missing and i == 1 else "secondary")
+        with st.container(horizontal=True, gap="small", vertical_alignment="bottom"):
+            st.text_input("Another reason", key=f"skip-text-{key}", placeholder="e.g. the references show two people")
+            st.button("Skip with this reason", key=f"skiptext-{key}", on_click=_skip_text, args=(key,))
+            st.button("Cancel", key=f"skipcancel-{key}", on_click=_set_skipping, args=(key, False), shortcut="Esc")
+
+
+@st.fragment
+def judge(view: ScenarioView) -> None:
+    """The part that changes on every key press; reruns alone, without the database."""
+    task: Task | None = st.session_state.get(ui.TASK)
+    if task is None or task.scenario_id != view.scenario_id:
+        st.rerun(scope="app")  # submitted: fetch the next scenario
+    st.markdown(_steps(task), unsafe_allow_html=True)
+    _actions(task)
+    st.caption(task.draft.hint() if not task.skipping else "Pick a reason: 1-4, or type one. Esc cancels.")
+    if task.skipping:
+        _skip_panel(task, view)
+    if view.missing:
+        st.warning(f"{len(view.missing)} candidate image(s) are missing from the store (placeholders below). "
+                   "Judge what you can see, or press S and 1 to skip: an image is missing.",
+                   icon=":material/broken_image:")
+    per_row = 4 if len(view.candidates) > 4 else max(len(view.candidates), 2)
+    for start in range(0, len(view.candidates), per_row):
+        cols = st.columns(per_row, gap="small")
+        for col, cand in zip(cols, view.candidates[start:start + per_row]):
+            with col:
+                _candidate_card(task, cand)
+
+
+def _progress(progress) -> None:
+    """The annotator's own counts, top right: never anyone else's labels."""
+    if progress is None:
+        return
+    done = progress.round_done / progress.round_needed if progress.round_needed else 1.0
+    st.markdown(f'<div class="sl-meta" style="text-align:right">Round <b>{escape(progress.round_name)}</b> · '
+                f'judged by you <b>{progress.judged_by_me}</b> · left for you <b>{progress.left_for_me}</b></div>',
+                unsafe_allow_html=True)
+    st.progress(min(done, 1.0), text=f"Round: {progress.round_done} of {progress.round_needed} judgments")
+
+
+def _keyboard_help() -> None:
+    with st.popover("Keys", icon=":material/keyboard:"):
+        rows = "".join(f"<tr><td><kbd>{k}</kbd></td><td>{what}</td></tr>" for k, what in KEYS)
+        st.markdown(f'<table class="sl-keys">{rows}</table>', unsafe_allow_html=True)
+
+
+def page() -> None:
+    who, settings = ui.user(), ui.app_settings()
+    task: Task | None = st.session_state.get(ui.TASK)
+    with ui.db() as s:
+        if task is None or task.user_id != who.id:
+            task = next_task(s, who.id)
+            st.session_state[ui.TASK] = task
+        elif not task.is_edit:
+            renew_lease(s, who.id, task.scenario_id)
+        view = scenario_view(s, settings, task.scenario_id, task.shown_order) if task else None
+        round_id = task.round_id if task else next((r.id for r in rounds_newest_first(s)), None)
+        progress = annotator_progress(s, who.id, round_id) if round_id is not None else None
+    if (item := st.session_state.pop(ui.FLASH, None)) is not None:
+        kind, message = item
+        st.toast(message, icon=":material/check_circle:") if kind == "toast" else ui.flash(kind, message)
+    ui.show_flash()
+    head, side = st.columns([3, 1], vertical_alignment="top")
+    with side:
+        _progress(progress)
+    with head:
+        if task is None:
+            st.success("Nothing left for you to judge right now. Thank you!", icon=":material/done_all:")
+            if st.session_state.get(ui.LAST_SUBMITTED) is not None:
+                st.button("Change last", icon=":material/undo:", key="undo", on_click=_reopen_last, shortcut="U")
+            return
+        if task.is_edit:
+            st.info(f"Editing your judgment (revision {task.base_revision}); submitting stores revision "
+                    f"{task.base_revision + 1} and keeps the old one.", icon=":material/edit:")
+        st.markdown(f'<div class="sl-meta">{escape(view.round_name)} · story {escape(view.story_id)} · frame '
+                    f'{view.frame_index} · scenario {escape(view.key)}</div>'
+                    f'<div class="sl-prompt">{escape(view.prompt)}</div>', unsafe_allow_html=True)
+    refs, grid = st.columns([1, 3.3], gap="medium")
+    with refs:
+        st.markdown("**References**")
+        for i, ref in enumerate(view.references, start=1):
+            if ref.missing:
+                st.markdown('<div class="sl-missing">Reference image missing</div>', unsafe_allow_html=True)
+            else:
+                st.image(ref.thumb, width="stretch", caption=f"reference {i}" if len(view.references) > 1 else None)
+    with grid:
+        judge(view)
+
+
+page()

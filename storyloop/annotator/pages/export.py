@@ -1,0 +1,25 @@
+"""Export: download a round's judgments as CSV, and the command for the DPO preference set."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from storyloop.annotator import ui
+from storyloop.annotator.stats import judgments_table
+
+st.header("Export")
+round_id = ui.pick_round()
+if round_id is None:
+    st.stop()
+with ui.db() as s:
+    table = judgments_table(s, round_id)
+name = table["round"].iloc[0] if len(table) else f"round-{round_id}"
+st.markdown(f"**{table[['scenario', 'annotator']].drop_duplicates().shape[0]}** current judgments in this round, "
+            "one row per judged candidate (a skip is one row). Edits are folded in: the latest revision counts.")
+st.download_button("Download judgments (CSV)", table.to_csv(index=False).encode(), file_name=f"{name}-judgments.csv",
+                   mime="text/csv", icon=":material/download:", type="primary", disabled=table.empty)
+st.dataframe(table.head(200), hide_index=True)
+st.subheader("Preference set for Diffusion-DPO")
+st.markdown("Winner × loser pairs with their reference images are exported from the command line:")
+st.code(f"storyloop pairs stats --round {name}\nstoryloop export --round {name} --out {name}-prefs --user {ui.user().username}",
+        language="bash")

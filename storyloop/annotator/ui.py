@@ -1,0 +1,135 @@
+"""Streamlit plumbing shared by the pages: settings, the DB session, the logged-in user, styling."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import streamlit as st
+from sqlalchemy.orm import Session
+
+from storyloop.annotator.auth import COOKIE, MAX_AGE, SessionUser
+from storyloop.db import SchemaError, require_current_schema, session_scope
+from storyloop.settings import Settings
+
+# Session-state keys, named in one place so the pages agree on them.
+TOKEN = "auth_token"  # the login token of this browser session
+USER = "user"  # SessionUser, re-checked against the DB on every run
+LOGGED_OUT = "logged_out"  # set by logout: ignore the (stale) cookie this session connected with
+COOKIE_ACTION = "cookie_action"  # ("set", token) or ("clear",): written into the browser on the next run
+TASK = "task"  # the annotator's current Task (with its draft), or None
+LAST_SUBMITTED = "last_submitted"  # scenario id of the annotator's last submit, for undo
+FLASH = "flash"  # (kind, message) shown once at the top of the next run
+ROUND = "research_round"  # round id the research pages look at
+
+PAGES_DIR = Path(__file__).parent / "pages"
+
+
+@st.cache_resource(show_spinner=False)
+def _checked_settings(data_dir: str, db_url: str) -> Settings:
+    # Raises (and so is not cached) while the schema is behind; checked once per process otherwise.
+    require_current_schema(db_url)
+    return Settings(Path(data_dir), db_url)
+
+
+def app_settings() -> Settings:
+    """Where the data is (from the environment `storyloop annotate` sets); stops the page on a bad schema."""
+    s = Settings.resolve()
+    try:
+        return _checked_settings(str(s.data_dir), s.db_url)
+    except SchemaError as exc:
+        st.error(f"The annotator cannot start: {exc}")
+        st.stop()
+
+
+@contextmanager
+def db() -> Iterator[Session]:
+    with session_scope(app_settings().db_url) as session:
+        yield session
+
+
+def user() -> SessionUser:
+    return st.session_state[USER]
+
+
+def flash(kind: str, message: str) -> None:
+    st.session_state[FLASH] = (kind, message)
+
+
+def show_flash() -> None:
+    if (item := st.session_state.pop(FLASH, None)) is not None:
+        kind, message = item
+        {"success": st.success, "warning": st.warning, "error": st.error, "info": st.info}[kind](message)
+
+
+def write_cookie() -> None:
+    """Carry out a pending cookie change in the browser (Streamlit has no server-side Set-Cookie)."""
+    action = st.session_state.pop(COOKIE_ACTION, None)
+    if action is None:
+        return
+    if action[0] == "set":
+        value, max_age = action[1], int(MAX_AGE.total_seconds())
+    else:
+        value, max_age = "", 0
+    st.html(f"<script>document.cookie = '{COOKIE}={value}; path=/; max-age={max_age}; SameSite=Strict';</script>",
+            unsafe_allow_javascript=True)
+
+
+def text(value: str) -> str:
+    """User-supplied text made safe for st.markdown (no markdown, no HTML)."""
+    escaped = html.escape(value)
+    for ch in "\\`*_{}[]()#+-.!|~<>$:":
+        escaped = escaped.replace(ch, "\\" + ch)
+    return escaped
+
+
+CSS = """
+<style>
+.block-container { padding-top: 2.2rem; padding-bottom: 1rem; max-width: 100%; }
+[data-testid="stSidebarContent"] { padding-top: 0.5rem; }
+.sl-prompt { font-size: 1.35rem; font-weight: 600; line-height: 1.35; margin: 0 0 .35rem 0; }
+.sl-meta { color: #6b7280; font-size: .85rem; margin-bottom: .2rem; }
+.sl-missing { height: 220px; display: flex; flex-direction: column; align-items: center; justify-content: center;
+  background: repeating-linear-gradient(45deg, #f3f4f6, #f3f4f6 10px, #e5e7eb 10px, #e5e7eb 20px);
+  border-radius: .4rem; color: #991b1b; font-weight: 600; text-align: center; padding: .5rem; }
+.sl-missing code { color: #374151; font-weight: 400; font-size: .75rem; }
+/* candidate cards: the state in the key becomes a CSS class (st-key-card-<pos>-<state>) */
+div[class*="st-key-card-"] { border-width: 3px !important; border-radius: .6rem; }
+div[class*="st-key-card-"][class*="-pass"] { border-color: #16a34a !important; }
+div[class*="st-key-card-"][class*="-fail"] { border-color: #dc2626 !important; background: #fef2f2; }
+div[class*="st-key-card-"][class*="-fail"] img { opacity: .45; filter: grayscale(60%); }
+div[class*="st-key-card-"][class*="-out"] { border-color: #e5e7eb !important; }
+div[class*="st-key-card-"][class*="-out"] img { opacity: .3; filter: grayscale(90%); }
+div[class*="st-key-card-"][class*="-best"] { border-color: #d97706 !important; background: #fffbeb; }
+div[class*="st-key-card-"][class*="-ranked"] { border-color: #2563eb !important; }
+div[class*="st-key-card-"][class*="-open"] { border-color: #9ca3af !important; }
+.sl-steps { display: flex; gap: .4rem; margin: .2rem 0 .3rem 0; flex-wrap: wrap; }
+.sl-step { padding: .15rem .6rem; border-radius: 999px; background: #f3f4f6; color: #6b7280; font-size: .85rem; }
+.sl-step.on { background: #1d4ed8; color: white; font-weight: 600; }
+.sl-step.done { background: #dbeafe; color: #1e3a8a; }
+.sl-keys td { padding: 1px 6px; font-size: .8rem; } .sl-keys kbd { font-size: .75rem; }
+</style>
+"""
+
+
+def style() -> None:
+    st.markdown(CSS, unsafe_allow_html=True)
+
+
+def pick_round() -> int | None:
+    """The round the research pages look at, chosen at the top of the page (newest first); None if none exist."""
+    from storyloop.annotator.rounds import list_rounds
+
+    with db() as s:
+        rounds = list_rounds(s)
+    if not rounds:
+        st.info("No rounds yet: create one with `storyloop round create`.")
+        return None
+    names = {r.id: r.name for r in rounds}
+    current = st.session_state.get(ROUND)
+    chosen = st.selectbox("Round", list(names), format_func=names.get, key="round-picker", width=320,
+                          index=list(names).index(current) if current in names else 0)
+    st.session_state[ROUND] = chosen
+    return chosen

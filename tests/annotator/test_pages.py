@@ -1,0 +1,169 @@
+"""Each page's logic through Streamlit's AppTest: login, roles, judging, skips, edits, research pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from streamlit.testing.v1 import AppTest
+
+import storyloop.annotator
+from storyloop.annotator.auth import LOGIN_FAILED
+from storyloop.db import session_scope
+from storyloop.db.migrate import alembic_config
+from storyloop.db.models import Asset, Candidate, Judgment, Outcome
+from storyloop.db.assets import asset_path
+from tests.annotator.conftest import PASSWORD
+
+APP = str(Path(storyloop.annotator.__file__).parent / "app.py")
+RESEARCH_PAGES = ["rounds", "progress", "agreement", "gallery", "export"]
+
+
+@pytest.fixture
+def app(small_round, monkeypatch):
+    monkeypatch.setenv("STORYLOOP_DATA_DIR", str(small_round.settings.data_dir))
+    monkeypatch.setenv("STORYLOOP_DB_URL", small_round.settings.db_url)
+
+    def start(username: str | None = None, password: str = PASSWORD) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=30).run()
+        if username is not None:
+            login(at, username, password)
+        return at
+    return start
+
+
+def login(at: AppTest, username: str, password: str = PASSWORD) -> AppTest:
+    at.text_input(key="login_username").input(username)
+    at.text_input(key="login_password").input(password)
+    return next(b for b in at.button if b.label == "Log in").click().run()
+
+
+def press(at: AppTest, key: str) -> AppTest:
+    return at.button(key=key).click().run()
+
+
+def task_key(at: AppTest) -> str:
+    return next(b.key for b in at.button if b.key and b.key.startswith("enter-"))[len("enter-"):]
+
+
+def judgments(url: str) -> list[Judgment]:
+    with session_scope(url) as s:
+        rows = list(s.scalars(select(Judgment).order_by(Judgment.id)))
+        for j in rows:
+            j.labels  # load while the session is open
+        return rows
+
+
+def test_wrong_password_and_unknown_user_get_the_same_refusal(app):
+    for name, password in (("ann", "not-the-password"), ("nobody", PASSWORD)):
+        at = app(name, password)
+        assert [e.value for e in at.error] == [LOGIN_FAILED]
+        assert not any(b.key and b.key.startswith("enter-") for b in at.button)
+
+
+def test_annotator_judges_a_scenario_with_the_keys_and_it_is_stored_once(app, small_round):
+    at = app("ann")
+    key = task_key(at)
+    sid = small_round.scenarios[0]
+    assert any("frame 0: Mia waves" in m.value for m in at.markdown)
+    press(at, f"toggle-{key}-2")          # candidate #2 fails consistency
+    press(at, f"enter-{key}")             # -> anatomy
+    press(at, f"enter-{key}")             # -> aesthetics
+    press(at, f"toggle-{key}-3")          # #3 is the best
+    assert at.button(key=f"enter-{key}").label == "Submit"
+    press(at, f"enter-{key}")
+    [j] = judgments(small_round.settings.db_url)
+    assert (j.scenario_id, j.outcome, j.revision, j.idempotency_key) == (sid, Outcome.ranked, 1, key)
+    by_pos = {j.shown_order.index(l.candidate_id) + 1: l for l in j.labels}
+    assert by_pos[2].consistency_pass is False and by_pos[3].aesthetics_rank == 1
+    assert task_key(at) != key  # the next scenario is on screen
+    assert any("frame 1" in m.value for m in at.markdown)
+
+
+def test_annotator_sees_only_the_annotate_and_history_pages(app):
+    at = app("ann")
+    for page in RESEARCH_PAGES:
+        with pytest.raises(Exception):
+            at.switch_page(f"pages/{page}.py").run()
+
+
+def test_researcher_pages_render_tables_for_the_round(app, small_round):
+    at = app("ann")
+    key = task_key(at)
+    press(at, f"enter-{key}"), press(at, f"enter-{key}"), press(at, f"toggle-{key}-1"), press(at, f"enter-{key}")
+    at = app("rita")
+    for page in RESEARCH_PAGES:
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, at.exception)
+    at.switch_page("pages/progress.py").run()
+    assert at.metric[0].value == "1 / 6"
+    assert at.dataframe[1].value.annotator.tolist() == ["ann"]
+    at.switch_page("pages/agreement.py").run()
+    assert at.dataframe[0].value.criterion.tolist() == ["consistency", "anatomy", "best pick", "outcome"]
+    at.switch_page("pages/gallery.py").run()
+    assert any("Aggregated outcome: ranked" in m.value for m in at.markdown)
+    assert len(at.image) == 4  # one reference, three candidates
+    at.switch_page("pages/export.py").run()
+    assert len(at.dataframe[0].value) == 3  # one judgment, three candidates
+
+
+def test_missing_candidate_image_shows_a_placeholder_and_can_be_skipped(app, small_round):
+    settings = small_round.settings
+    with session_scope(settings.db_url) as s:
+        asset = s.get(Asset, s.get(Candidate, small_round.candidates[small_round.scenarios[0]][1]).asset_id)
+        asset_path(settings.store_dir, asset).unlink()
+    at = app("ann")
+    assert any("missing from the store" in w.value for w in at.warning)
+    assert any("Image missing from the store" in m.value for m in at.markdown)
+    key = task_key(at)
+    press(at, f"skip-{key}")
+    press(at, f"reason-{key}-1")
+    [j] = judgments(settings.db_url)
+    assert j.outcome == Outcome.skipped and j.skip_reason == "an image is missing or broken"
+
+
+def test_skip_with_a_typed_reason(app, small_round):
+    at = app("ann")
+    key = task_key(at)
+    press(at, f"skip-{key}")
+    at.text_input(key=f"skip-text-{key}").input("two people in the reference").run()
+    press(at, f"skiptext-{key}")
+    assert judgments(small_round.settings.db_url)[0].skip_reason == "two people in the reference"
+
+
+def test_undo_reopens_the_last_judgment_and_stores_a_new_revision(app, small_round):
+    at = app("ann")
+    key = task_key(at)
+    press(at, f"toggle-{key}-1"), press(at, f"toggle-{key}-2"), press(at, f"toggle-{key}-3")
+    press(at, f"enter-{key}"), press(at, f"enter-{key}")  # all bad
+    press(at, "undo")
+    assert any("Editing your judgment" in i.value for i in at.info)
+    edit = task_key(at)
+    assert edit.endswith("-2")
+    press(at, f"back-{edit}")
+    press(at, f"toggle-{edit}-1")  # #1 was consistent after all
+    press(at, f"enter-{edit}"), press(at, f"enter-{edit}"), press(at, f"enter-{edit}")
+    first, second = judgments(small_round.settings.db_url)
+    assert (first.revision, first.outcome, second.revision, second.outcome) == (1, Outcome.all_bad, 2, Outcome.ranked)
+
+
+def test_history_lists_own_judgments_and_opens_one_for_editing(app, small_round):
+    at = app("bob")
+    key = task_key(at)
+    press(at, f"enter-{key}"), press(at, f"enter-{key}"), press(at, f"toggle-{key}-2"), press(at, f"enter-{key}")
+    at = app("ann")
+    at.switch_page("pages/history.py").run()
+    assert any("not judged anything" in i.value for i in at.info)  # bob's judgment is not ann's
+    at = app("bob")
+    at.switch_page("pages/history.py").run()
+    assert len(at.dataframe[0].value) == 1
+    press(at, "edit-judgment")
+    assert any("Editing your judgment" in i.value for i in at.info)
+
+
+def test_app_refuses_to_start_on_a_schema_that_is_behind(app, small_round):
+    from alembic import command
+    command.downgrade(alembic_config(small_round.settings.db_url), "0001")
+    at = app()
+    assert any("storyloop db upgrade" in e.value for e in at.error)
