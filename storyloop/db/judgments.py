@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -86,6 +86,7 @@ def submit_judgment(session: Session, judgment: JudgmentIn, max_attempts: int = 
     Returns (row, created). A resubmission with the same idempotency key returns the stored row
     and created=False, whatever else it carries: a rerun or a double click is a no-op.
     """
+    _lock_revisions(session, judgment.scenario_id, judgment.user_id)
     if (done := _by_key(session, judgment.idempotency_key)) is not None:
         return done, False
     scenario = session.get(Scenario, judgment.scenario_id)
@@ -115,6 +116,16 @@ def submit_judgment(session: Session, judgment: JudgmentIn, max_attempts: int = 
             if (done := _by_key(session, judgment.idempotency_key)) is not None:
                 return done, False
     raise JudgmentError("could not store the judgment: too many concurrent edits of this scenario")
+
+
+def _lock_revisions(session: Session, scenario_id: int, user_id: int) -> None:
+    """Serialise writers of one (scenario, annotator) until commit, so revision numbers never collide.
+
+    SQLite already serialises writers (BEGIN IMMEDIATE); PostgreSQL takes a transaction-scoped
+    advisory lock on the pair.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:s, :u)"), {"s": scenario_id, "u": user_id})
 
 
 def _by_key(session: Session, key: str) -> Judgment | None:
