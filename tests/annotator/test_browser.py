@@ -1,0 +1,168 @@
+"""The annotator in a real Chromium: `storyloop annotate` in a subprocess, driven by Playwright.
+
+Judges a scenario with the keyboard, double-clicks submit, reloads, and checks the database holds
+exactly one judgment with the right winners and losers; then a second annotator gets the right next
+scenario without a trace of the first one's labels.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from storyloop.annotator.gold import winners_and_losers
+from storyloop.annotator.queue import shown_order
+from storyloop.db import session_scope, upgrade
+from storyloop.db.models import Judgment
+from storyloop.settings import Settings
+from tests.annotator.conftest import PASSWORD, build_round
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+STORYLOOP = Path(sys.executable).parent / "storyloop"
+
+pytestmark = pytest.mark.slow
+
+
+def _require_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    if os.environ.get("CI"):
+        pytest.fail("Debian's chromium is missing: .ci/run must install it (apt-get install chromium)")
+    pytest.skip("no /usr/bin/chromium: apt-get install chromium to run the browser test")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A round of two scenarios (three 256² candidates each, k = 2) served by `storyloop annotate`."""
+    _require_chromium()
+    settings = Settings.resolve(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'storyloop.db'}")
+    settings.data_dir.mkdir(parents=True)
+    upgrade(settings.db_url)
+    rf = build_round(settings, tmp_path / "src", scenarios=2, candidates=3, k=2, size=(256, 256))
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen([str(STORYLOOP), "annotate", "--port", str(port), "--data-dir", str(settings.data_dir),
+                             "--db", settings.db_url], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("the annotator did not start:\n" + (tmp_path / "server.log").read_text())
+            time.sleep(0.2)
+    yield url, rf
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+def _login(page, url: str, username: str, password: str = PASSWORD) -> None:
+    page.goto(url)
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def _step(page, title: str) -> None:
+    """Wait until the page shows `title` as the current step and its keys are live."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(".sl-step.on")).to_contain_text(title)
+    expect(page.get_by_role("button", name="Next step").or_(page.get_by_role("button", name="Submit"))).to_be_enabled()
+    page.wait_for_load_state("networkidle")
+
+
+def test_keyboard_judgment_double_submit_reload_and_a_second_annotator(server, browser):
+    from playwright.sync_api import expect
+
+    url, rf = server
+    s0, s1 = rf.scenarios
+    ann, bob = rf.users["ann"], rf.users["bob"]
+    order = shown_order(rf.candidates[s0], ann, s0, 0)  # the grid ann sees, left to right
+
+    page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+    _login(page, url, "ann", "not-the-password")
+    expect(page.get_by_text("Wrong username or password.")).to_be_visible()
+
+    _login(page, url, "ann")
+    expect(page.locator(".sl-prompt")).to_have_text("frame 0: Mia waves")
+    _step(page, "Character consistency")
+    page.keyboard.press("2")  # candidate #2 is not the character of the references
+    expect(page.locator('[class*="st-key-card-2-fail"]')).to_be_visible()
+    page.keyboard.press("Shift+1")  # zoom #1 at full resolution
+    expect(page.get_by_text("Candidate 1 · 256×256")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.get_by_text("Candidate 1 · 256×256")).to_be_hidden()
+    page.keyboard.press("Enter")
+    _step(page, "Anatomical integrity")
+    page.keyboard.press("Enter")
+    _step(page, "Aesthetics")
+    page.keyboard.press("3")  # #3 is the best of the survivors #1 and #3
+    expect(page.locator('[class*="st-key-card-3-best"]')).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "annotator.png"))
+    page.get_by_role("button", name="Submit").dblclick()
+    expect(page.locator(".sl-prompt")).to_have_text("frame 1: Mia waves")  # ann moves on to s1
+
+    page.reload()  # a new Streamlit session: the login cookie brings ann back to her leased s1
+    expect(page.locator(".sl-prompt")).to_have_text("frame 1: Mia waves")
+    expect(page.get_by_text("judged by you 1", exact=False)).to_be_visible()
+
+    with session_scope(rf.settings.db_url) as s:
+        rows = list(s.scalars(select(Judgment)))
+        assert len(rows) == 1
+        j = rows[0]
+        assert (j.scenario_id, j.user_id, j.revision, j.shown_order) == (s0, ann, 1, order)
+        winners, losers = winners_and_losers(j.outcome, j.labels)
+        assert winners == {order[2]} and losers == {order[1]}
+
+    # bob: s0 has one of its k = 2 judgments, so it is closest to done; none of ann's labels show
+    page2 = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+    _login(page2, url, "bob")
+    expect(page2.locator(".sl-prompt")).to_have_text("frame 0: Mia waves")
+    _step(page2, "Character consistency")
+    expect(page2.locator('[class*="st-key-card-"][class*="-fail"]')).to_have_count(0)
+    expect(page2.locator('[class*="st-key-card-"][class*="-pass"]')).to_have_count(3)
+    expect(page2.get_by_text("judged by you 0", exact=False)).to_be_visible()
+    expect(page2.get_by_text("Round: 1 of 4 judgments")).to_be_visible()
+    page2.wait_for_function("Array.from(document.images).length >= 4 && "
+                            "Array.from(document.images).every(i => i.complete)")
+    page2.screenshot(path=str(ARTIFACTS / "annotator-second.png"))
+
+    page.goto(f"{url}/logout")  # the navigation's "Log out": back to the form, and a reload stays out
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    page.reload()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
