@@ -9,7 +9,7 @@ import typer
 
 from storyloop.cli.common import console, err_console, fail
 
-app = typer.Typer(no_args_is_help=True, help="Benchmarks: gsa, dpo, pairs (annotator arrives with #4).")
+app = typer.Typer(no_args_is_help=True, help="Benchmarks: gsa, annotator, dpo, pairs.")
 
 
 @app.command("gsa")
@@ -30,6 +30,29 @@ def gsa(
         print(json.dumps(result))
     else:
         console.print_json(json.dumps(result))
+
+
+@app.command("annotator")
+def annotator(
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON object on the last line.")] = False,
+    pg_url: Annotated[str | None, typer.Option("--pg-url", envvar="STORYLOOP_TEST_PG_URL", show_envvar=True,
+                                               help="PostgreSQL server to measure on (a throwaway database "
+                                                    "is created and dropped).")] = None,
+    writers: Annotated[int, typer.Option(min=1, help="Concurrent writer processes.")] = 20,
+    per_writer: Annotated[int, typer.Option(min=1, help="Judgments each writer submits.")] = 100,
+    page_runs: Annotated[int, typer.Option(min=5, help="Timed runs of the judging page.")] = 50,
+) -> None:
+    """Judging-page build time (8 candidates of 1024²) and judgments/s with 20 writers on SQLite and PostgreSQL."""
+    from storyloop.bench.annotator import run_annotator_bench
+
+    result = run_annotator_bench(pg_url, writers, per_writer, page_runs,
+                                 log=lambda m: err_console.print(m, highlight=False))
+    if not as_json:
+        rates = ", ".join(f"{k} {v:.0f}/s" if v is not None else f"{k} -" for k, v in result["judgments_per_s"].items())
+        err_console.print(f"page p50 {result['page_ms_p50']:.1f} ms, p95 {result['page_ms_p95']:.1f} ms "
+                          f"(cold {result['page_ms_cold']:.0f} ms); judgments {rates}; "
+                          f"lost {result['lost']}, duplicates {result['duplicates']}")
+    print(json.dumps(result))
 
 
 @app.command("pairs")
@@ -76,4 +99,3 @@ def _later(name: str, issue: int) -> None:
         raise fail(f"`storyloop bench {name}` is not available yet: it lands with issue #{issue}.", code=2)
 
 
-_later("annotator", 4)
