@@ -151,7 +151,7 @@ class CandidateTally:
     anatomy_pass: int = 0
     anatomy_asked: int = 0
     best: int = 0
-    verdict: str = "undecided"  # winner / loser / neither, by majority of the judgments
+    verdict: str = "undecided"  # winner / loser / survived / split, by majority of the judgments
 
 
 @dataclass
@@ -189,8 +189,10 @@ def scenario_outcome(session: Session, scenario_id: int) -> ScenarioOutcome:
             t.verdict = "winner"
         elif (n - t.anatomy_pass) * 2 > n:  # failed consistency or anatomy for most annotators
             t.verdict = "loser"
+        elif t.anatomy_pass * 2 > n:  # passed both checks for most, best for too few
+            t.verdict = "survived"
         else:
-            t.verdict = "neither"
+            t.verdict = "split"
     return ScenarioOutcome(n, len(judgments) - n, outcomes, majority, list(tallies.values()))
 
 

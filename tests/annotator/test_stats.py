@@ -105,8 +105,10 @@ def test_scenario_outcome_aggregates_by_majority(judged):
         split = scenario_outcome(s, s1)
     assert agg.outcome == "ranked" and agg.judgments == 2
     verdicts = {t.candidate_id: t.verdict for t in agg.candidates}
-    assert verdicts == {c[s0][0]: "winner", c[s0][1]: "neither", c[s0][2]: "loser"}
-    assert {t.candidate_id: t.verdict for t in split.candidates}[c[s1][0]] == "neither"
+    assert verdicts == {c[s0][0]: "winner", c[s0][1]: "survived", c[s0][2]: "loser"}
+    # s1: ann failed the third candidate, bob did not; each picked another best
+    assert {t.candidate_id: t.verdict for t in split.candidates} == {
+        c[s1][0]: "survived", c[s1][1]: "survived", c[s1][2]: "split"}
 
 
 def test_history_shows_only_ones_own_judgments_and_edits_are_new_revisions(judged):

@@ -12,8 +12,8 @@ from storyloop.annotator.stats import scenario_outcome
 from storyloop.annotator.view import gallery_view, scenario_choices
 from storyloop.db.models import Outcome
 
-VERDICT = {"winner": ("best", "best"), "loser": ("failed a check", "fail"), "neither": ("survived", "pass"),
-           "undecided": ("not judged yet", "open")}
+VERDICT = {"winner": ("best", "best"), "loser": ("failed a check", "fail"), "survived": ("survived", "pass"),
+           "split": ("annotators split", "open"), "undecided": ("not judged yet", "open")}
 
 st.header("Gallery")
 round_id = ui.pick_round()
