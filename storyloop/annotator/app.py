@@ -110,4 +110,8 @@ def main() -> None:
     page.run()
 
 
-main()
+# Streamlit runs this file as __main__. The guard keeps multiprocessing's spawn children (which
+# re-run the parent's __main__ under another name) from starting the app when it was run in-process,
+# as AppTest and the benchmark do.
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from storyloop.annotator.agreement import krippendorff_alpha, pairwise_agreement
 from storyloop.annotator.gold import gold_scores
 from storyloop.annotator.queue import aware
-from storyloop.db.models import (Candidate, GoldAnswer, Judgment, JudgmentLabel, Lease, Outcome, Round, Scenario,
+from storyloop.db.models import (Candidate, GoldAnswer, Judgment, Lease, Outcome, Round, Scenario,
                                  SkipPolicy, User, utcnow)
 
 

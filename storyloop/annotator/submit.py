@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from storyloop.annotator.queue import Task, release
 from storyloop.db.judgments import JudgmentIn, submit_judgment
 from storyloop.db.models import Outcome
-from sqlalchemy.orm import Session
 
 # Offered as one-key reasons on the skip panel; any other text is accepted too.
 SKIP_REASONS = ("an image is missing or broken", "references are unclear", "prompt is unclear", "cannot decide")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,14 +74,6 @@ def write_cookie() -> None:
         value, max_age = "", 0
     st.html(f"<script>document.cookie = '{COOKIE}={value}; path=/; max-age={max_age}; SameSite=Strict';</script>",
             unsafe_allow_javascript=True)
-
-
-def text(value: str) -> str:
-    """User-supplied text made safe for st.markdown (no markdown, no HTML)."""
-    escaped = html.escape(value)
-    for ch in "\\`*_{}[]()#+-.!|~<>$:":
-        escaped = escaped.replace(ch, "\\" + ch)
-    return escaped
 
 
 CSS = """

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from storyloop.annotator.thumbs import GRID_PX, REFERENCE_PX, thumbnail, thumbs_dir
@@ -75,8 +76,6 @@ def gallery_view(session: Session, settings: Settings, scenario_id: int) -> Scen
 
 def scenario_choices(session: Session, round_id: int) -> list[tuple[int, str]]:
     """(id, label) of the round's scenarios, in story order."""
-    from sqlalchemy import select
-
     rows = session.execute(select(Scenario.id, Scenario.key, Scenario.prompt).where(Scenario.round_id == round_id)
                            .order_by(Scenario.story_id, Scenario.frame_index, Scenario.id)).all()
     return [(sid, f"{key} · {prompt[:60]}") for sid, key, prompt in rows]
