@@ -167,3 +167,37 @@ def test_app_refuses_to_start_on_a_schema_that_is_behind(app, small_round):
     command.downgrade(alembic_config(small_round.settings.db_url), "0001")
     at = app()
     assert any("storyloop db upgrade" in e.value for e in at.error)
+
+
+def test_rounds_page_changes_k_gold_rate_and_skip_policy(app, small_round):
+    from storyloop.db.models import Round, SkipPolicy
+
+    at = app("rita")
+    at.switch_page("pages/rounds.py").run()
+    at.number_input[0].set_value(3)
+    at.slider[0].set_value(0.2)
+    at.radio[0].set_value(SkipPolicy.counts)
+    next(b for b in at.button if b.label == "Save").click().run()
+    assert any("Saved: k = 3" in s.value for s in at.success)
+    with session_scope(small_round.settings.db_url) as s:
+        rnd = s.get(Round, small_round.round_id)
+        assert (rnd.judgments_per_scenario, rnd.gold_rate, rnd.skip_policy) == (3, 0.2, SkipPolicy.counts)
+
+
+def test_gallery_sets_a_gold_answer_and_refuses_a_bad_one(app, small_round):
+    from storyloop.db.models import GoldAnswer
+
+    at = app("rita")
+    at.switch_page("pages/gallery.py").run()
+    save = next(b for b in at.button if b.label == "Save gold")
+    save.click().run()  # nobody judged yet: no winner picked
+    assert any("exactly one winner" in e.value for e in at.error)
+    sid = small_round.scenarios[0]
+    first, _, last = small_round.candidates[sid]
+    at.multiselect[0].set_value([first])
+    at.multiselect[1].set_value([last])
+    next(b for b in at.button if b.label == "Save gold").click().run()
+    assert any("Gold answer saved" in s.value for s in at.success)
+    with session_scope(small_round.settings.db_url) as s:
+        gold = s.scalar(select(GoldAnswer))
+        assert (gold.scenario_id, gold.winner_candidate_ids, gold.loser_candidate_ids) == (sid, [first], [last])
