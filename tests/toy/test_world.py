@@ -1,0 +1,70 @@
+"""The toy world: deterministic rendering, captions within the vocabulary, an exact codec, exact metrics."""
+
+import random
+
+import numpy as np
+import torch
+
+from storyloop.generation.tiny import word_tokenizer
+from storyloop.toy.codec import PixelUnshuffleCodec
+from storyloop.toy.judge import assess, prefer
+from storyloop.toy.metrics import Evaluated, story_metrics
+from storyloop.toy.render import render
+from storyloop.toy.world import (IDENTITY, STYLES, caption, make_stories, random_frame, split_characters,
+                                 vocabulary)
+
+
+def test_held_out_characters_never_meet_training_characters():
+    train, held = split_characters()
+    assert len(train) == 96 and len(held) == 24 and not set(train) & set(held)
+
+
+def test_rendering_is_deterministic_and_attributes_show():
+    train, _ = split_characters()
+    frame = random_frame(random.Random(1), train[0], "flat", train, two_prob=0)
+    a, b = np.asarray(render(frame)), np.asarray(render(frame))
+    assert a.shape == (64, 64, 3) and np.array_equal(a, b)
+    other = random_frame(random.Random(1), train[1], "flat", train, two_prob=0)
+    assert not np.array_equal(a, np.asarray(render(other)))
+
+
+def test_a_story_keeps_its_protagonist_and_style():
+    train, _ = split_characters()
+    for story in make_stories(train, 10, seed=3, prefix="s"):
+        assert 4 <= len(story.frames) <= 8
+        assert {f.protagonist for f in story.frames} == {story.protagonist}
+        assert {f.style for f in story.frames} == {story.style} and story.style in STYLES
+
+
+def test_every_caption_word_is_in_the_vocabulary():
+    train, _ = split_characters()
+    tok = word_tokenizer(vocabulary(), 64)
+    unk = tok.convert_tokens_to_ids("[UNK]")
+    rng = random.Random(0)
+    for _ in range(2000):
+        frame = random_frame(rng, rng.choice(train), rng.choice(STYLES), train, two_prob=0.5)
+        ids = tok(caption(frame, rng, rng.choice(["full", "partial", "none"])))["input_ids"]
+        assert unk not in ids and len(ids) <= 48
+
+
+def test_codec_is_lossless():
+    codec = PixelUnshuffleCodec()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    z = codec.encode(x).latent_dist.mode()
+    assert z.shape == (2, 48, 16, 16)
+    assert torch.equal(codec.decode(z).sample, x)
+
+
+def truth_reading(frame):
+    return {**frame.truth(), **{f"{k}_p": 1.0 for k in (*IDENTITY, "style", "sky", "ground", "count")}}
+
+
+def test_metrics_and_judge_on_ground_truth_are_perfect():
+    train, _ = split_characters()
+    story = make_stories(train, 1, seed=5, prefix="s")[0]
+    items = [Evaluated(story.story_id, f, truth_reading(f)) for f in story.frames]
+    assert set(story_metrics(items).values()) == {100.0}
+    good = assess(truth_reading(story.frames[0]), story.frames[0])
+    wrong = dict(truth_reading(story.frames[0]), style="flat" if story.style != "flat" else "pastel")
+    bad = assess(wrong, story.frames[0])
+    assert good.level == 2 and bad.level == 0 and prefer(good, bad) == 1.0 and prefer(good, good) == 0.5
