@@ -90,12 +90,3 @@ def dpo(
                           f"{result['naive_s'] * 1e3:.0f} ms/step ({result['naive_peak_mb']:.0f} MB); "
                           f"step-0 loss {result['loss_step0']:.7f} (log 2 = {result['log2']:.7f})")
     print(json.dumps(result))
-
-
-def _later(name: str, issue: int) -> None:
-    @app.command(name, help=f"Not available yet: lands with issue #{issue}.",
-                 context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def _refuse() -> None:
-        raise fail(f"`storyloop bench {name}` is not available yet: it lands with issue #{issue}.", code=2)
-
-

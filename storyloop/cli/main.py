@@ -13,9 +13,9 @@ import typer
 from rich.table import Table
 
 from storyloop import __version__
-from storyloop.cli import annotate, bench, dpo, export, generate, later, pairs
-from storyloop.cli.common import (DataDirOpt, DbOpt, console, fail, read_password, ready_settings,
-                                  settings, user_errors)
+from storyloop.cli import annotate, bench, dpo, export, generate, pairs, toy
+from storyloop.cli.common import (DataDirOpt, DbOpt, console, err_console, fail, read_password,
+                                  ready_settings, settings, user_errors)
 from storyloop.db import session_scope
 from storyloop.db import migrate as db_migrate
 from storyloop.db import users as db_users
@@ -35,8 +35,8 @@ app.add_typer(bench.app, name="bench")
 app.command("annotate")(annotate.annotate)
 app.add_typer(pairs.app, name="pairs")
 app.add_typer(dpo.app, name="dpo")
+app.add_typer(toy.app, name="toy")
 app.command("export")(export.export)
-later.register(app)
 
 
 def _version(value: bool) -> None:
@@ -213,19 +213,42 @@ def round_show(name: str, data_dir: DataDirOpt = None, db: DbOpt = None) -> None
 
 
 @app.command()
-def demo(data_dir: Annotated[Path, typer.Option(help="Demo data directory; wiped and recreated.")] = Path("demo-data")) -> None:
-    """Set up a fresh demo: SQLite database, an admin and an annotator, and a first round."""
-    from storyloop.demo import DemoError, setup_demo
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="Demo data directory; wiped and recreated.")] = Path("demo-data"),
+    loop: Annotated[bool, typer.Option("--loop", help="Run the whole loop headless and print Table 2.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --loop: end with one JSON object.")] = False,
+    port: Annotated[int, typer.Option(help="Annotator port.")] = 8501,
+    serve: Annotated[bool, typer.Option(help="Start the annotator when the round is ready.")] = True,
+) -> None:
+    """The toy world end to end: a judged round in the browser, or (--loop) the whole loop headless."""
+    import json
+
+    from storyloop.demo import DemoError, run_demo_loop, setup_demo
 
     try:
+        if loop:
+            result = run_demo_loop(data_dir, log=lambda m: err_console.print(m, highlight=False))
+            from storyloop.toy.loop import table
+            from storyloop.toy.picture import story_sheet
+
+            sheet = story_sheet(result["_scenarios"], result["_images"], result["_scenarios"][0].story_id,
+                                data_dir / "held-out-story.png")
+            console.print(table(result), highlight=False)
+            console.print(f"One held-out story, references then each row's frames: {sheet}")
+            public = {k: v for k, v in result.items() if not k.startswith("_")}
+            print(json.dumps(public) if as_json else "")
+            return
         setup = setup_demo(data_dir)
-    except DemoError as exc:
+    except (DemoError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
-    console.print(f"Demo data in {setup.settings.data_dir.resolve()} (round {setup.round_name!r}, empty).")
+    console.print(f"Demo data in {setup.settings.data_dir.resolve()}: round {setup.round_name!r} with "
+                  f"{setup.candidates} candidates from the toy Stage-1 model.")
     for user, password in setup.credentials.items():
         console.print(f"  log in as [bold]{user}[/] / [bold]{password}[/]")
-    console.print("The annotator app and the toy-world candidates land with issues #4 and #6; until then "
-                  f"try: storyloop round list --data-dir {data_dir}")
+    if serve:
+        from storyloop.cli.annotate import annotate
+
+        annotate(port=port, host="127.0.0.1", data_dir=setup.settings.data_dir, db=setup.settings.db_url)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from diffusers import FluxPipeline
 from PIL import Image
 from transformers.utils import logging as hf_logging
 
+import storyloop.toy.codec  # noqa: F401  (our own VAE-interface codec: diffusers loads only imported modules)
 from storyloop.generation.flux import TextEmbeds, pack_latents, unpack_latents
 from storyloop.hashing import sha256_path
 

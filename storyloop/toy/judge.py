@@ -19,6 +19,7 @@ from storyloop.toy.metrics import identity_match
 from storyloop.toy.world import Frame
 
 CONFIDENCE = 0.5  # below this on any identity head, the character is not well formed
+CONSISTENT = 0.6  # share of identity attributes that must match the references (3 of 5)
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Verdict:
     consistency: bool
     anatomy: bool | None  # only asked after consistency passed
     score: float  # aesthetics/prompt score, higher is better (survivors are ranked by it)
+    likeness: float = 0.0  # identity attributes matched, plus the style (0..2): how close to the references
 
     @property
     def level(self) -> int:
@@ -37,8 +39,8 @@ def assess(reading: dict, asked: Frame, rng: random.Random | None = None, noise:
     def flip(x: bool) -> bool:
         return (not x) if rng is not None and rng.random() < noise else x
 
-    consistent = identity_match(reading, asked.protagonist) == 1.0 and reading["style"] == asked.style
-    consistent = flip(consistent)
+    likeness = identity_match(reading, asked.protagonist) + (reading["style"] == asked.style)
+    consistent = flip(identity_match(reading, asked.protagonist) >= CONSISTENT and reading["style"] == asked.style)
     anatomy = None
     if consistent:
         sure = min(reading[f"{a}_p"] for a in ("shape", "color", "hat", "accessory")) >= CONFIDENCE
@@ -47,13 +49,16 @@ def assess(reading: dict, asked: Frame, rng: random.Random | None = None, noise:
         0.5 * reading["ground_p"] + 0.25 * reading["shape_p"]
     if rng is not None and noise:
         score += rng.gauss(0, noise)
-    return Verdict(consistent, anatomy, score)
+    return Verdict(consistent, anatomy, score, likeness)
 
 
 def prefer(a: Verdict, b: Verdict) -> float:
-    """1 if a is preferred to b by the hierarchy, 0 if b is, 0.5 for a tie."""
-    if a.level != b.level:
-        return float(a.level > b.level)
-    if a.level < 2 or a.score == b.score:
-        return 0.5
-    return float(a.score > b.score)
+    """Pairwise preference by the hierarchy: 1 if a is preferred, 0 if b is, 0.5 for a tie.
+
+    Level first (consistency, then anatomy); two frames that fail at the same level are compared by
+    how close they come to the references (likeness), then by the aesthetics/prompt score.
+    """
+    for x, y in ((a.level, b.level), (a.likeness, b.likeness), (a.score, b.score)):
+        if x != y:
+            return float(x > y)
+    return 0.5

@@ -47,12 +47,12 @@ def test_every_caption_word_is_in_the_vocabulary():
         assert unk not in ids and len(ids) <= 48
 
 
-def test_codec_is_lossless():
+def test_codec_is_exact_for_2px_detail():
     codec = PixelUnshuffleCodec()
-    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 32, 32) * 2 - 1, scale_factor=2, mode="nearest")
     z = codec.encode(x).latent_dist.mode()
-    assert z.shape == (2, 48, 16, 16)
-    assert torch.equal(codec.decode(z).sample, x)
+    assert z.shape == (2, 12, 16, 16)
+    assert torch.allclose(codec.decode(z).sample, x, atol=1e-6)
 
 
 def truth_reading(frame):

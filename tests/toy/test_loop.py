@@ -1,0 +1,41 @@
+"""The loop end to end on the committed toy weights, shrunk to seconds (figures are not asserted)."""
+
+import json
+
+from sqlalchemy import func, select
+
+from storyloop.db import session_scope
+from storyloop.db.models import Candidate, DpoRun, Judgment, Round, RunStatus
+from storyloop.demo import setup_demo
+from storyloop.toy.loop import METRIC_NAMES, LoopConfig, run_loop, table
+from storyloop.toy.picture import story_sheet
+
+SMALL = LoopConfig(round1_stories=6, eval_stories=2, candidates=3, steps=10,
+                   dpo=dict(max_steps=2, learning_rate=1e-4, beta=2000.0, rank=4, lora_alpha=4, train_batch_size=2,
+                            save_steps=1, gradient_checkpointing=False, report_to="none"))
+
+
+def test_the_whole_loop_runs_through_the_real_code_paths(tmp_path):
+    result = run_loop(tmp_path / "loop", SMALL, log=lambda m: None, progress=False)
+    assert set(result["rows"]) == {"w/o GSA", "w/o DPO", "full"}
+    assert all(set(row) == set(METRIC_NAMES) for row in result["rows"].values())
+    assert 0 <= result["dpo_win_rate"] <= 1 and len(result["dpo_win_rate_ci95"]) == 2
+    json.dumps({k: v for k, v in result.items() if not k.startswith("_")})
+    assert "DPO win rate" in table(result)
+    url = f"sqlite:///{(tmp_path / 'loop' / 'storyloop.db').resolve()}"
+    with session_scope(url) as s:
+        assert [r.name for r in s.scalars(select(Round).order_by(Round.id))] == ["round-1", "round-2"]
+        assert s.scalar(select(func.count()).select_from(Judgment)) == 3 * result["round1_scenarios"]
+        assert s.scalar(select(DpoRun)).status is RunStatus.completed
+        round2 = s.scalar(select(Round).where(Round.name == "round-2"))
+        assert round2.parent.name == "round-1" and round2.dpo_lora_sha256
+    sheet = story_sheet(result["_scenarios"], result["_images"], result["_scenarios"][0].story_id,
+                        tmp_path / "sheet.png")
+    assert sheet.stat().st_size > 0
+
+
+def test_demo_sets_up_accounts_and_a_generated_round(tmp_path):
+    setup = setup_demo(tmp_path / "demo", stories=1, candidates=2, steps=2, progress=False)
+    assert set(setup.credentials) == {"admin", "annotator"}
+    with session_scope(setup.settings.db_url) as s:
+        assert s.scalar(select(func.count()).select_from(Candidate)) == setup.candidates > 0
