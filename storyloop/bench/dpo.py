@@ -60,7 +60,7 @@ def _measure(config_name: str, variant: str, refs: int, steps: int, device: str,
         return TextEmbeds(rand(n, cfg["text_len"], t["joint_attention_dim"]), rand(n, t["pooled_projection_dim"]))
 
     batch = PairBatchTensors(rand(1, tokens, t["in_channels"]), rand(1, tokens, t["in_channels"]), text(1),
-                             References(rand(refs, tokens, t["in_channels"]), text(refs), grid), refs)
+                             References(rand(refs, tokens, t["in_channels"]), text(refs), grid), refs, grid)
     noise, sigmas, beta = rand(1, tokens, t["in_channels"]), torch.tensor([0.6], device=device), 2000.0
 
     def step() -> float:

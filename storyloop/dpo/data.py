@@ -41,6 +41,7 @@ class PairBatchTensors:
     text: TextEmbeds  # B rows
     refs: References | None  # B groups of n references (None when the scenarios have none)
     refs_per_pair: int
+    grid: tuple[int, int]  # token grid of every image in the batch
 
     def to(self, device, dtype) -> PairBatchTensors:
         def t(x):
@@ -49,7 +50,7 @@ class PairBatchTensors:
         refs = None if self.refs is None else References(self.refs.tokens.to(device, dtype), t(self.refs.text),
                                                          self.refs.grid)
         return PairBatchTensors(self.winners.to(device, dtype), self.losers.to(device, dtype), t(self.text), refs,
-                                self.refs_per_pair)
+                                self.refs_per_pair, self.grid)
 
 
 def encode_pairs(session: Session, pipe, store_dir: Path, pools: Pools, cache: EncodingCache, resolution: int,
@@ -101,4 +102,4 @@ def assemble(data: PairData, pairs: list[tuple[int, int, int]]) -> PairBatchTens
     if n:
         tokens = torch.cat([data.scenarios[s].refs for s, _, _ in pairs])
         refs = References(tokens, data.empty.expand(tokens.shape[0]), data.grid)
-    return PairBatchTensors(winners, losers, text, refs, n)
+    return PairBatchTensors(winners, losers, text, refs, n, data.grid)

@@ -63,7 +63,7 @@ def dpo_velocities(transformer, batch: PairBatchTensors, noise: torch.Tensor, si
     tokens = torch.cat([(1 - s) * batch.winners + s * noise, (1 - s) * batch.losers + s * noise])
     target = torch.cat([noise - batch.winners, noise - batch.losers])
     sig2, text2 = torch.cat([sigmas, sigmas]), batch.text.cat(batch.text)
-    cache, index, grid = None, None, _grid(tokens, batch)
+    cache, index, grid = None, None, batch.grid
     with torch.no_grad(), adapter_off(transformer, ADAPTER):
         if batch.refs is not None:
             n = batch.refs_per_pair
@@ -72,13 +72,6 @@ def dpo_velocities(transformer, batch: PairBatchTensors, noise: torch.Tensor, si
         reference = predict(transformer, tokens, sig2, text2, grid, guidance, cache, index)
     policy = predict(transformer, tokens, sig2, text2, grid, guidance, cache, index)
     return policy, reference, target
-
-
-def _grid(tokens: torch.Tensor, batch: PairBatchTensors) -> tuple[int, int]:
-    if batch.refs is not None:
-        return batch.refs.grid
-    side = int(round(tokens.shape[1] ** 0.5))
-    return side, tokens.shape[1] // side
 
 
 def dpo_loss_for_batch(transformer, batch: PairBatchTensors, noise, sigmas, config: DPOConfig):
@@ -214,7 +207,8 @@ class DPOTrainer:
                 batch = assemble(self.data, pairs).to(acc.device, self.weight_dtype)
                 key = [c.seed, step, micro, acc.process_index]
                 gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-                sigmas = sample_sigmas(c.train_batch_size, num_tokens, sched_cfg, c, gen).to(acc.device)
+                sigmas = sample_sigmas(c.train_batch_size, num_tokens, sched_cfg, c.logit_mean, c.logit_std,
+                                       gen).to(acc.device)
                 noise = torch.randn(batch.winners.shape, generator=gen).to(acc.device, self.weight_dtype)
                 with acc.accumulate(transformer):
                     loss, metrics = dpo_loss_for_batch(transformer, batch, noise, sigmas, c)

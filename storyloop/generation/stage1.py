@@ -129,10 +129,10 @@ def make_batch(data: EncodedDataset, config: Stage1Config, rng: np.random.Genera
     return Stage1Batch(data.latents[target_ids], TextEmbeds(embeds, pooled), refs)
 
 
-def sample_sigmas(n: int, num_tokens: int, scheduler_config, config: Stage1Config,
+def sample_sigmas(n: int, num_tokens: int, scheduler_config, logit_mean: float, logit_std: float,
                   generator: torch.Generator) -> torch.Tensor:
     """Noise levels: logit-normal u, then FLUX's resolution shift (the `mu` of its sampler)."""
-    u = torch.sigmoid(config.logit_mean + config.logit_std * torch.randn(n, generator=generator))
+    u = torch.sigmoid(logit_mean + logit_std * torch.randn(n, generator=generator))
     if scheduler_config.get("use_dynamic_shifting", False):
         c = scheduler_config
         slope = (c["max_shift"] - c["base_shift"]) / (c["max_image_seq_len"] - c["base_image_seq_len"])
@@ -201,7 +201,8 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
             rng = np.random.default_rng(key)
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
             batch = make_batch(data, config, rng)
-            sigmas = sample_sigmas(config.train_batch_size, num_tokens, sched_cfg, config, gen)
+            sigmas = sample_sigmas(config.train_batch_size, num_tokens, sched_cfg, config.logit_mean,
+                                   config.logit_std, gen)
             noise = torch.randn(batch.target.shape, generator=gen)
             batch = _to(batch, accelerator.device, weight_dtype)
             with accelerator.accumulate(transformer):

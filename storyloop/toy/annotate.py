@@ -19,7 +19,7 @@ from storyloop.annotator.queue import next_task
 from storyloop.annotator.submit import submit_task
 from storyloop.db import session_scope
 from storyloop.db.assets import asset_path
-from storyloop.db.models import Candidate, Role, Scenario
+from storyloop.db.models import Candidate, Role, Scenario, User
 from storyloop.db.rounds import get_round
 from storyloop.db.users import add_user
 from storyloop.settings import Settings
@@ -36,8 +36,6 @@ class ScriptedAnnotator:
 
 
 def ensure_annotators(settings: Settings, annotators: list[ScriptedAnnotator]) -> dict[str, int]:
-    from storyloop.db.models import User
-
     ids = {}
     with session_scope(settings.db_url) as session:
         for a in annotators:

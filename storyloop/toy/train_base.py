@@ -64,7 +64,7 @@ def train_base(out: Path, config: BaseTrainConfig = BaseTrainConfig(), progress:
         idx = torch.randint(0, len(tokens), (config.batch_size,), generator=g)
         x0 = tokens[idx]
         noise = torch.randn(x0.shape, generator=g)
-        sigmas = sample_sigmas(config.batch_size, x0.shape[1], sched_cfg, _Logit(), g)
+        sigmas = sample_sigmas(config.batch_size, x0.shape[1], sched_cfg, 0.0, 1.0, g)
         s = sigmas.view(-1, 1, 1)
         pred = predict(model, (1 - s) * x0 + s * noise, sigmas, TextEmbeds(text.prompt_embeds[idx], text.pooled[idx]),
                        (8, 8))
@@ -86,7 +86,3 @@ def train_base(out: Path, config: BaseTrainConfig = BaseTrainConfig(), progress:
         "config": asdict(config), "final_loss_ema50": sum(losses[-50:]) / 50, "seconds": time.perf_counter() - start,
         "command": "storyloop toy train-base"}, indent=2))
     return out
-
-
-class _Logit:  # the noise-level knobs sample_sigmas reads
-    logit_mean, logit_std = 0.0, 1.0
