@@ -35,12 +35,13 @@ METRIC_NAMES = ("identity_cross", "identity_self", "style_cross", "style_self", 
 
 @dataclass
 class LoopConfig:
-    round1_stories: int = 40  # x 3 target frames, training characters
+    round1_stories: int = 120  # x up to 3 target frames, training characters (334 scenarios)
     eval_stories: int = 24  # x 3 target frames, held-out characters
     candidates: int = 4
     steps: int = 20  # Euler steps per image
     annotator_noise: tuple[float, ...] = (0.05, 0.1, 0.15)
-    dpo: dict = field(default_factory=lambda: dict(max_steps=300, learning_rate=5e-5, beta=2000.0, rank=16,
+    # ~2 passes over the round's pairs: with fewer pairs and more passes DPO fitted the judges' noise.
+    dpo: dict = field(default_factory=lambda: dict(max_steps=250, learning_rate=5e-5, beta=2000.0, rank=16,
                                                    lora_alpha=16, train_batch_size=4, save_steps=100,
                                                    gradient_checkpointing=False, report_to="none"))
     seed: int = 0
