@@ -58,6 +58,19 @@ def ready_settings(data_dir: Path | None, db: str | None) -> Settings:
     return s
 
 
+def parse_overrides(items: list[str] | None) -> dict:
+    """`--set KEY=VALUE` options as a dict; values are read as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    overrides = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise fail(f"--set takes KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
 def read_password(env_var: str, prompt: str) -> str:
     """From `env_var`, else a hidden prompt with confirmation; never echoed or logged."""
     password = os.environ.get(env_var)

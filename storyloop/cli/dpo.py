@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from storyloop.cli.common import DataDirOpt, DbOpt, console, fail, ready_settings, user_errors
+from storyloop.cli.common import DataDirOpt, DbOpt, console, fail, parse_overrides, ready_settings, user_errors
 from storyloop.db import session_scope
 
 app = typer.Typer(no_args_is_help=True, help="Train the Diffusion-DPO refinement LoRA.")
@@ -31,8 +31,6 @@ def train(
     data_dir: DataDirOpt = None, db: DbOpt = None,
 ) -> None:
     """Train a zero-initialised DPO LoRA on the round's preference pairs (Stage-1 LoRA frozen)."""
-    import yaml
-
     from storyloop.dpo.config import DPOConfig
     from storyloop.dpo.trainer import DPOError, train_dpo
     from storyloop.generation.encoding_cache import CacheError
@@ -40,11 +38,7 @@ def train(
 
     s = ready_settings(data_dir, db)
     overrides = {"round": round_name, "model": model, "output_dir": output_dir, "max_steps": max_steps}
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise fail(f"--set takes KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides.update(parse_overrides(set_))
     with user_errors():
         try:
             cfg = DPOConfig.from_sources(config, **overrides)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from storyloop.cli.common import DataDirOpt, DbOpt, console, fail, ready_settings, user_errors
+from storyloop.cli.common import DataDirOpt, DbOpt, console, fail, parse_overrides, ready_settings, user_errors
 
 app = typer.Typer(no_args_is_help=True, help="Stage-1 GSA training and candidate generation for a round.")
 
@@ -69,18 +69,12 @@ def train_stage1_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: KEY=VALUE.")] = None,
 ) -> None:
     """Train the Stage-1 GSA LoRA on groups of images (target + N clean references)."""
-    import yaml
-
     from storyloop.generation.models import ModelError
     from storyloop.generation.config import Stage1Config
     from storyloop.generation.stage1 import train_stage1
 
     overrides = {"model": model, "dataset": dataset, "output_dir": output_dir, "max_train_steps": max_train_steps}
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise fail(f"--set takes KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides.update(parse_overrides(set_))
     try:
         cfg = Stage1Config.from_sources(config, **overrides)
         if not cfg.model or not cfg.dataset:

@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.exc import OperationalError
 
 from storyloop.db.engine import get_engine, normalize_url
 
@@ -31,8 +32,12 @@ def head_revision() -> str:
 
 
 def current_revision(url: str) -> str | None:
-    with get_engine(url).connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+    try:
+        with get_engine(url).connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:  # no such file or folder, server down, wrong credentials
+        raise SchemaError(f"cannot open the database at {_safe(url)} ({str(exc.orig).splitlines()[0]}): "
+                          "check --db / --data-dir, or run `storyloop init`") from None
 
 
 def upgrade(url: str, revision: str = "head") -> None:

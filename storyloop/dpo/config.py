@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
-from storyloop.generation.config import knob
+from storyloop.generation.config import ConfigSources, knob
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(ConfigSources):
     """Flow-matching Diffusion-DPO on a frozen base + frozen Stage-1 LoRA (paper section 4.4, eqs. 7-8)."""
 
     round: str = knob("", "The judged round whose pairs train the LoRA.")
@@ -54,21 +53,3 @@ class DPOConfig:
                      "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-
-    @classmethod
-    def from_sources(cls, yaml_path: Path | None = None, **overrides) -> DPOConfig:
-        """Defaults, then a YAML file, then explicit overrides (None means 'not given')."""
-        import yaml
-
-        values: dict = {}
-        if yaml_path is not None:
-            values = yaml.safe_load(Path(yaml_path).read_text()) or {}
-            unknown = set(values) - {f.name for f in fields(cls)}
-            if unknown:
-                raise ValueError(f"{yaml_path}: unknown key(s) {', '.join(sorted(unknown))}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    @classmethod
-    def describe(cls) -> str:
-        return "\n".join(f"{f.name} ({f.default!r}): {f.metadata['help']}" for f in fields(cls))

@@ -14,8 +14,30 @@ def knob(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+class ConfigSources:
+    """For config dataclasses: build from defaults, a YAML file and overrides; describe every knob."""
+
+    @classmethod
+    def from_sources(cls, yaml_path: Path | None = None, **overrides):
+        """Defaults, then a YAML file, then explicit overrides (None means 'not given')."""
+        import yaml
+
+        values: dict = {}
+        if yaml_path is not None:
+            values = yaml.safe_load(Path(yaml_path).read_text()) or {}
+            unknown = set(values) - {f.name for f in fields(cls)}
+            if unknown:
+                raise ValueError(f"{yaml_path}: unknown key(s) {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> str:
+        return "\n".join(f"{f.name} ({f.default!r}): {f.metadata['help']}" for f in fields(cls))
+
+
 @dataclass
-class Stage1Config:
+class Stage1Config(ConfigSources):
     """Every knob of Stage-1 training, in the naming of diffusers' FLUX LoRA training scripts."""
 
     model: str = knob("", "FLUX.1 base: diffusers-format folder or hub id.")
@@ -54,21 +76,3 @@ class Stage1Config:
                      "rank"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-
-    @classmethod
-    def from_sources(cls, yaml_path: Path | None = None, **overrides) -> Stage1Config:
-        """Defaults, then a YAML file, then explicit overrides (None means 'not given')."""
-        import yaml
-
-        values: dict = {}
-        if yaml_path is not None:
-            values = yaml.safe_load(Path(yaml_path).read_text()) or {}
-            unknown = set(values) - {f.name for f in fields(cls)}
-            if unknown:
-                raise ValueError(f"{yaml_path}: unknown key(s) {', '.join(sorted(unknown))}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    @classmethod
-    def describe(cls) -> str:
-        return "\n".join(f"{f.name} ({f.default!r}): {f.metadata['help']}" for f in fields(cls))

@@ -89,3 +89,8 @@ def test_every_subcommand_has_help():
                     "bench", "toy"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0, (command, result.output)
+
+
+def test_an_unreachable_database_is_one_clear_error(tmp_path):
+    result = CliRunner().invoke(app, ["round", "list", "--data-dir", str(tmp_path / "missing" / "deeper")])
+    assert result.exit_code == 1 and "cannot open the database" in result.output
