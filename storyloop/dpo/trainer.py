@@ -13,7 +13,6 @@ same way. `storyloop bench dpo` measures what that saves against four full forwa
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from diffusers.training_utils import cast_training_params
-from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from sqlalchemy import select
 from tqdm.auto import tqdm
 
@@ -34,6 +32,7 @@ from storyloop.dpo.data import PairBatchTensors, PairData, assemble, encode_pair
 from storyloop.dpo.loss import diffusion_dpo_loss, velocity_error
 from storyloop.dpo.pools import AggregationPolicy, round_pools
 from storyloop.dpo.sampler import PairSampler
+from storyloop.generation.checkpoints import resume_latest, save_checkpoint
 from storyloop.generation.encoding_cache import EncodingCache
 from storyloop.generation.flux import predict, write_grouped_reference_cache
 from storyloop.generation.gsa import POSITION_SCHEME, install_gsa
@@ -185,12 +184,7 @@ class DPOTrainer:
         transformer.train()
         params = [p for p in transformer.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.adam_weight_decay)
-        step = 0
-        if resume and (ckpts := _checkpoints(self.out)):
-            state = torch.load(ckpts[-1] / "state.pt", map_location="cpu", weights_only=True)
-            set_peft_model_state_dict(transformer, state["lora"], adapter_name=ADAPTER)
-            optimizer.load_state_dict(state["optimizer"])
-            step = state["step"]
+        step = resume_latest(transformer, ADAPTER, optimizer, self.out) if resume else 0
         transformer, optimizer = acc.prepare(transformer, optimizer)
         if acc.is_main_process and c.report_to != "none":
             acc.init_trackers("dpo", config=_jsonable(asdict(c)))
@@ -228,7 +222,9 @@ class DPOTrainer:
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['rewards/accuracies']:.2f}")
             if step % c.save_steps == 0 or step == c.max_steps:
-                self._save_checkpoint(transformer, optimizer, step)
+                if acc.is_main_process:
+                    save_checkpoint(acc.unwrap_model(transformer), ADAPTER, optimizer, self.out, step,
+                                    c.save_total_limit)
         bar.close()
         acc.wait_for_everyone()
         lora_dir = self.out / "lora"
@@ -260,22 +256,6 @@ class DPOTrainer:
             run.status, run.failure_reason, run.finished_at = status, reason, utcnow()
             if artifact:
                 run.artifact_path = artifact
-
-    def _save_checkpoint(self, transformer, optimizer, step: int) -> None:
-        if not self.accelerator.is_main_process:
-            return
-        folder = self.out / "checkpoints" / f"step-{step}"
-        folder.mkdir(parents=True, exist_ok=True)
-        lora = get_peft_model_state_dict(self.accelerator.unwrap_model(transformer), adapter_name=ADAPTER)
-        tmp = folder / "state.pt.tmp"
-        torch.save({"lora": lora, "optimizer": optimizer.state_dict(), "step": step}, tmp)
-        tmp.replace(folder / "state.pt")
-        for old in _checkpoints(self.out)[:-self.config.save_total_limit]:
-            shutil.rmtree(old)
-
-
-def _checkpoints(out: Path) -> list[Path]:
-    return sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
 
 def _jsonable(d: dict) -> dict:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,10 +24,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from diffusers.training_utils import cast_training_params
-from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from PIL import Image
 from tqdm.auto import tqdm
 
+from storyloop.generation.checkpoints import resume_latest, save_checkpoint
 from storyloop.generation.config import Stage1Config
 from storyloop.generation.encoding_cache import EncodingCache
 from storyloop.generation.flux import References, TextEmbeds, predict_with_references
@@ -154,10 +153,6 @@ def flow_matching_loss(transformer, batch: Stage1Batch, sigmas: torch.Tensor, no
 
 # -- training ---------------------------------------------------------------------------------------
 
-def _checkpoints(out: Path) -> list[Path]:
-    return sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-
-
 def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = True) -> Path:
     """Train the Stage-1 GSA LoRA; returns the folder of the saved LoRA."""
     out = Path(config.output_dir)
@@ -180,12 +175,7 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
     params = [p for p in transformer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.adam_weight_decay)
 
-    step = 0
-    if resume and (ckpts := _checkpoints(out)):
-        state = torch.load(ckpts[-1] / "state.pt", map_location="cpu", weights_only=True)
-        set_peft_model_state_dict(transformer, state["lora"], adapter_name=ADAPTER)
-        optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
+    step = resume_latest(transformer, ADAPTER, optimizer, out) if resume else 0
     transformer, optimizer = accelerator.prepare(transformer, optimizer)
     if accelerator.is_main_process and config.report_to != "none":
         accelerator.init_trackers("stage1", config=asdict(config))
@@ -219,7 +209,9 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
         bar.update(1)
         bar.set_postfix(loss=f"{logs['loss']:.4f}")
         if step % config.checkpointing_steps == 0 or step == config.max_train_steps:
-            _save_checkpoint(accelerator, transformer, optimizer, out, step, config)
+            if accelerator.is_main_process:
+                save_checkpoint(accelerator.unwrap_model(transformer), ADAPTER, optimizer, out, step,
+                                config.checkpoints_total_limit)
     bar.close()
     accelerator.wait_for_everyone()
     lora_dir = out / "lora"
@@ -237,17 +229,3 @@ def _to(batch: Stage1Batch, device, dtype) -> Stage1Batch:
 
     refs = References(batch.refs.tokens.to(device, dtype), text(batch.refs.text), batch.refs.grid)
     return Stage1Batch(batch.target.to(device, dtype), text(batch.text), refs)
-
-
-def _save_checkpoint(accelerator, transformer, optimizer, out: Path, step: int, config: Stage1Config) -> None:
-    """LoRA + optimizer + step only: the frozen base is never copied into a checkpoint."""
-    if not accelerator.is_main_process:
-        return
-    folder = out / "checkpoints" / f"step-{step}"
-    folder.mkdir(parents=True, exist_ok=True)
-    lora = get_peft_model_state_dict(accelerator.unwrap_model(transformer), adapter_name=ADAPTER)
-    tmp = folder / "state.pt.tmp"
-    torch.save({"lora": lora, "optimizer": optimizer.state_dict(), "step": step}, tmp)
-    tmp.replace(folder / "state.pt")  # a kill mid-save never leaves a half checkpoint
-    for old in _checkpoints(out)[:-config.checkpoints_total_limit]:
-        shutil.rmtree(old)

@@ -1,0 +1,40 @@
+"""Resumable LoRA checkpoints shared by the Stage-1 and DPO trainers.
+
+A checkpoint holds one adapter's weights, the optimizer state and the step: the frozen base is never
+copied. Each is written under a temporary name and renamed, so a kill mid-save leaves no half file.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """Checkpoint folders under `out`, oldest first."""
+    return sorted((Path(out) / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(transformer, adapter: str, optimizer, out: Path, step: int, keep: int) -> None:
+    folder = Path(out) / "checkpoints" / f"step-{step}"
+    folder.mkdir(parents=True, exist_ok=True)
+    lora = get_peft_model_state_dict(transformer, adapter_name=adapter)
+    tmp = folder / "state.pt.tmp"
+    torch.save({"lora": lora, "optimizer": optimizer.state_dict(), "step": step}, tmp)
+    tmp.replace(folder / "state.pt")
+    for old in checkpoints(out)[:-keep]:
+        shutil.rmtree(old)
+
+
+def resume_latest(transformer, adapter: str, optimizer, out: Path) -> int:
+    """Load the newest checkpoint into the adapter and optimizer; the step to continue from (0: none)."""
+    found = checkpoints(out)
+    if not found:
+        return 0
+    state = torch.load(found[-1] / "state.pt", map_location="cpu", weights_only=True)
+    set_peft_model_state_dict(transformer, state["lora"], adapter_name=adapter)
+    optimizer.load_state_dict(state["optimizer"])
+    return state["step"]
