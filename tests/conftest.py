@@ -64,3 +64,20 @@ def make_image(path: Path, color=(200, 40, 40), size=(32, 24), fmt: str | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, color).save(path, format=fmt)
     return path
+
+
+def save_tiny_models(root: Path, words: list[str]) -> Path:
+    """root/flux: a saved tiny FLUX pipeline; root/stage1: a Stage-1 LoRA for it (random, non-zero B);
+    root/other: a second base the LoRA does not fit."""
+    from storyloop.generation.gsa import POSITION_SCHEME
+    from storyloop.generation.lora import lora_config, save_lora
+    from storyloop.generation.models import LoraMeta, base_fingerprint
+    from storyloop.generation.tiny import tiny_flux_pipeline
+
+    pipe = tiny_flux_pipeline(words)
+    pipe.save_pretrained(root / "flux")
+    pipe.transformer.add_adapter(lora_config(4, 4, init="gaussian"), adapter_name="stage1")
+    save_lora(pipe.transformer, "stage1", root / "stage1",
+              LoraMeta("stage1", base_fingerprint(str(root / "flux")), POSITION_SCHEME, 4, 4, 1))
+    tiny_flux_pipeline(words, seed=1).save_pretrained(root / "other")
+    return root

@@ -12,16 +12,15 @@ from storyloop.cli.main import app
 
 from storyloop.db import session_scope
 from storyloop.db.models import DpoMetric, DpoRun, Round, RunStatus
-from storyloop.db.rounds import ModelSpec, create_round
+from storyloop.db.rounds import ModelSpec
 from storyloop.dpo.config import DPOConfig
 from storyloop.dpo.data import assemble
 from storyloop.dpo.trainer import DPOError, DPOTrainer, dpo_loss_for_batch, dpo_velocities
 from storyloop.generation.encoding_cache import CacheError
-from storyloop.generation.gsa import POSITION_SCHEME, install_gsa
-from storyloop.generation.lora import lora_config, save_lora
-from storyloop.generation.models import LoraMeta, ModelError, base_fingerprint, load_flux
+from storyloop.generation.gsa import install_gsa
+from storyloop.generation.models import ModelError, load_flux
 from storyloop.generation.run import GenerateConfig, generate_round
-from storyloop.generation.tiny import tiny_flux_pipeline
+from tests.conftest import save_tiny_models
 from tests.dpo.helpers import A, C, P, judge, judged_round
 
 WORDS = "a red fox reads sleeps 0 1 2 3".split()
@@ -29,14 +28,7 @@ WORDS = "a red fox reads sleeps 0 1 2 3".split()
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dpo-models")
-    pipe = tiny_flux_pipeline(WORDS)
-    pipe.save_pretrained(root / "flux")
-    pipe.transformer.add_adapter(lora_config(4, 4, init="gaussian"), adapter_name="stage1")
-    save_lora(pipe.transformer, "stage1", root / "stage1",
-              LoraMeta("stage1", base_fingerprint(str(root / "flux")), POSITION_SCHEME, 4, 4, 1))
-    tiny_flux_pipeline(WORDS, seed=5).save_pretrained(root / "other")
-    return root
+    return save_tiny_models(tmp_path_factory.mktemp("dpo-models"), WORDS)
 
 
 @pytest.fixture

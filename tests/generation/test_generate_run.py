@@ -8,12 +8,9 @@ from sqlalchemy import func, select
 from storyloop.db import session_scope
 from storyloop.db.models import Candidate
 from storyloop.db.rounds import ModelSpec, RoundError, create_round
-from storyloop.generation.gsa import POSITION_SCHEME
-from storyloop.generation.lora import lora_config, save_lora
-from storyloop.generation.models import LoraMeta, ModelError, base_fingerprint
+from storyloop.generation.models import ModelError
 from storyloop.generation.run import GenerateConfig, generate_round
-from storyloop.generation.tiny import tiny_flux_pipeline
-from tests.conftest import make_image
+from tests.conftest import make_image, save_tiny_models
 
 WORDS = "a the red blue fox cat reads sleeps book in forest".split()
 CONFIG = GenerateConfig(num_candidates=2, num_inference_steps=3, height=32, width=32, max_sequence_length=16)
@@ -22,15 +19,7 @@ CONFIG = GenerateConfig(num_candidates=2, num_inference_steps=3, height=32, widt
 @pytest.fixture(scope="module")
 def flux_folder(tmp_path_factory):
     """A saved tiny FLUX pipeline and a Stage-1 LoRA trained for it (random, non-zero B)."""
-    root = tmp_path_factory.mktemp("models")
-    pipe = tiny_flux_pipeline(WORDS)
-    pipe.save_pretrained(root / "flux")
-    pipe.transformer.add_adapter(lora_config(4, 4, init="gaussian"), adapter_name="stage1")
-    save_lora(pipe.transformer, "stage1", root / "stage1",
-              LoraMeta("stage1", base_fingerprint(str(root / "flux")), POSITION_SCHEME, 4, 4, 1))
-    other = tiny_flux_pipeline(WORDS, seed=1)
-    other.save_pretrained(root / "other")
-    return root
+    return save_tiny_models(tmp_path_factory.mktemp("models"), WORDS)
 
 
 @pytest.fixture
