@@ -34,6 +34,7 @@ def run(
     max_sequence_length: Annotated[int, typer.Option(help="T5 prompt tokens.")] = 512,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute reference K/V at every step.")] = False,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    batch_size: Annotated[int, typer.Option(min=1, help="Candidates of a scenario denoised together.")] = 4,
     data_dir: DataDirOpt = None, db: DbOpt = None,
 ) -> None:
     """Generate K candidates per scenario of a round (resumable: existing candidates are kept)."""
@@ -41,7 +42,8 @@ def run(
     from storyloop.generation.run import GenerateConfig, generate_round
 
     s = ready_settings(data_dir, db)
-    config = GenerateConfig(num_candidates, steps, guidance, height, width, seed, max_sequence_length, not no_cache)
+    config = GenerateConfig(num_candidates, steps, guidance, height, width, seed, max_sequence_length, not no_cache,
+                            batch_size)
     with user_errors():
         try:
             summary = generate_round(s, round_name, config, model, dtype=torch_dtype(dtype))

@@ -38,6 +38,9 @@ class DPOConfig(ConfigSources):
     logging_steps: int = knob(1, "Log metrics (trackers and the DB run row) every this many steps.")
     save_steps: int = knob(100, "Save a resumable checkpoint every this many steps.")
     save_total_limit: int = knob(3, "Keep at most this many checkpoints.")
+    eval_steps: int = knob(0, "Score the policy with the run's `evaluate` callback every this many steps "
+                              "(0: never; Python API only, e.g. the toy loop's validation judge).")
+    load_best_model_at_end: bool = knob(False, "Save the best-scoring evaluated adapter as the LoRA, not the last.")
     report_to: str = knob("tensorboard", "accelerate tracker: tensorboard, wandb, ... or none.")
     seed: int = knob(0, "Seed of pairs, noise and timesteps.")
 
@@ -49,6 +52,10 @@ class DPOConfig(ConfigSources):
             raise ValueError("min_agreement must be in (0.5, 1]")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError("mixed_precision must be no, bf16 or fp16")
+        if self.eval_steps < 0:
+            raise ValueError("eval_steps must be 0 (never) or positive")
+        if self.load_best_model_at_end and not self.eval_steps:
+            raise ValueError("load_best_model_at_end needs eval_steps")
         for name in ("max_steps", "train_batch_size", "gradient_accumulation_steps", "rank", "logging_steps",
                      "save_steps"):
             if getattr(self, name) < 1:

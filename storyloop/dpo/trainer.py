@@ -13,6 +13,7 @@ same way. `storyloop bench dpo` measures what that saves against four full forwa
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from diffusers.training_utils import cast_training_params
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from sqlalchemy import select
 from tqdm.auto import tqdm
 
@@ -111,10 +113,16 @@ def load_policy(rnd, config: DPOConfig, device, dtype) -> RoundModel:
     return RoundModel(pipe, base, rnd.stage1_lora_sha256)
 
 
+Evaluator = Callable[[object, int], float]  # (transformer with the DPO adapter active, step) -> score, higher is better
+
+
 class DPOTrainer:
-    def __init__(self, config: DPOConfig, settings: Settings):
-        self.config, self.settings = config, settings
+    def __init__(self, config: DPOConfig, settings: Settings, evaluate: Evaluator | None = None):
+        if config.eval_steps and evaluate is None:
+            raise DPOError("eval_steps is set but no evaluate callback was given")
+        self.config, self.settings, self.evaluate = config, settings, evaluate
         self.out = Path(config.output_dir)
+        self.best: tuple[float, int, dict] | None = None  # (score, step, adapter state)
 
     # -- setup -------------------------------------------------------------------------------------
     def _open_run(self, resume: bool) -> None:
@@ -216,7 +224,9 @@ class DPOTrainer:
             step += 1
             logs = {**totals, "grad_norm": float(grad_norm), "learning_rate": c.learning_rate,
                     "epoch": step * c.gradient_accumulation_steps * c.train_batch_size / self.sampler.epoch_size}
-            if step % c.logging_steps == 0 or step == c.max_steps:
+            if c.eval_steps and (step % c.eval_steps == 0 or step == c.max_steps):
+                logs["eval/score"] = self._evaluate(acc.unwrap_model(transformer), step)
+            if step % c.logging_steps == 0 or step == c.max_steps or "eval/score" in logs:
                 acc.log(logs, step=step)
                 self._log_metrics(step, logs)
             bar.update(1)
@@ -228,15 +238,31 @@ class DPOTrainer:
         bar.close()
         acc.wait_for_everyone()
         lora_dir = self.out / "lora"
+        if c.load_best_model_at_end and self.best is not None:
+            _, step, state = self.best
+            set_peft_model_state_dict(acc.unwrap_model(transformer), state, adapter_name=ADAPTER)
         if acc.is_main_process:
             meta = LoraMeta("dpo", self.model.base, POSITION_SCHEME, c.rank, c.lora_alpha, step,
                             extra={"stage1_sha256": self.model.stage1_sha256,
                                    "pair_set_sha256": self.sampler.fingerprint(), "round": c.round,
-                                   "code_version": code_version(), "config": _jsonable(asdict(c))})
+                                   "code_version": code_version(), "config": _jsonable(asdict(c)),
+                                   "best_eval": None if self.best is None else
+                                   {"score": self.best[0], "step": self.best[1]}})
             save_lora(acc.unwrap_model(transformer), ADAPTER, lora_dir, meta)
         acc.end_training()
         self._finish(RunStatus.completed, artifact=str(lora_dir.resolve()))
         return lora_dir
+
+    def _evaluate(self, transformer, step: int) -> float:
+        """Score the current adapter (eval mode, no grad) and remember the best state (first on ties)."""
+        transformer.eval()
+        with torch.no_grad():
+            score = float(self.evaluate(transformer, step))
+        transformer.train()
+        if self.best is None or score > self.best[0]:
+            state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(transformer, adapter_name=ADAPTER).items()}
+            self.best = (score, step, state)
+        return score
 
     # -- records -----------------------------------------------------------------------------------
     def _log_metrics(self, step: int, logs: dict) -> None:
@@ -262,9 +288,10 @@ def _jsonable(d: dict) -> dict:
     return json.loads(json.dumps(d, default=list))
 
 
-def train_dpo(config: DPOConfig, settings: Settings, resume: bool = False, progress: bool = True) -> Path:
+def train_dpo(config: DPOConfig, settings: Settings, resume: bool = False, progress: bool = True,
+              evaluate: Evaluator | None = None) -> Path:
     """Train the DPO LoRA for `config.round`; returns the saved LoRA folder."""
-    return DPOTrainer(config, settings).train(resume, progress)
+    return DPOTrainer(config, settings, evaluate).train(resume, progress)
 
 
 __all__ = ["DPOConfig", "DPOError", "DPOTrainer", "train_dpo", "dpo_velocities", "RoundError", "ModelError"]

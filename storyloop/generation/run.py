@@ -48,10 +48,11 @@ class GenerateConfig:
     seed: int = 0  # base seed; each (scenario, index) derives its own
     max_sequence_length: int = 512  # T5 tokens
     use_reference_cache: bool = True
+    batch_size: int = 4  # candidates of one scenario denoised together (same images as one at a time)
 
     def __post_init__(self):
-        if self.num_candidates < 1 or self.num_inference_steps < 1:
-            raise ValueError("num_candidates and num_inference_steps must be at least 1")
+        if self.num_candidates < 1 or self.num_inference_steps < 1 or self.batch_size < 1:
+            raise ValueError("num_candidates, num_inference_steps and batch_size must be at least 1")
 
 
 @dataclass
@@ -132,7 +133,7 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
     if rnd_has_dpo and not config.use_reference_cache:
         raise ModelError("--no-cache is not available with a DPO LoRA: references must go through the "
                          "Stage-1 model only, as in DPO training")
-    params = {k: v for k, v in asdict(config).items() if k not in ("num_candidates", "seed")}
+    params = {k: v for k, v in asdict(config).items() if k not in ("num_candidates", "seed", "batch_size")}
     params["position_scheme"] = POSITION_SCHEME
 
     mine = scenarios[state.process_index::state.num_processes]
@@ -158,23 +159,27 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
             # References go through the Stage-1 model only, as in DPO training (see dpo/trainer.py).
             with torch.no_grad(), adapter_off(pipe.transformer, "dpo"):
                 cache = write_reference_cache(pipe.transformer, refs, config.guidance_scale)
-        for index in todo[sc.id]:
-            seed = candidate_seed(config.seed, round_name, sc.key, index)
-            tokens = sample(pipe.transformer, pipe.scheduler, text, grid, [seed], refs,
+        for chunk in _chunks(todo[sc.id], config.batch_size):
+            seeds = [candidate_seed(config.seed, round_name, sc.key, index) for index in chunk]
+            tokens = sample(pipe.transformer, pipe.scheduler, text.expand(len(chunk)), grid, seeds, refs,
                             config.num_inference_steps, config.guidance_scale, config.use_reference_cache,
                             reference_cache=cache)
-            image = decode_tokens(pipe, tokens, grid)[0]
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
-            if _store_candidate(settings, sc.id, index, buf.getvalue(), seed, params, loaded.fingerprint):
-                done += 1
-            else:
-                skipped += 1
-            bar.update(1)
+            for index, seed, image in zip(chunk, seeds, decode_tokens(pipe, tokens, grid)):
+                buf = io.BytesIO()
+                image.save(buf, format="PNG")
+                if _store_candidate(settings, sc.id, index, buf.getvalue(), seed, params, loaded.fingerprint):
+                    done += 1
+                else:
+                    skipped += 1
+                bar.update(1)
             bar.set_postfix(img_per_s=f"{(done + 1e-9) / (time.perf_counter() - start):.2f}")
         skipped += config.num_candidates - len(todo[sc.id])
     bar.close()
     return GenerateSummary(done, skipped, len(mine), time.perf_counter() - start, loaded.fingerprint)
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _store_candidate(settings: Settings, scenario_id: int, index: int, png: bytes, seed: int, params: dict,

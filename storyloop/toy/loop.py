@@ -8,6 +8,7 @@ the DPO model's frames judged against Stage-1's.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from storyloop.generation.run import GenerateConfig, generate_round
 from storyloop.settings import Settings
 from storyloop.toy.annotate import ScriptedAnnotator, judge_round
 from storyloop.toy.assets import BASE, READERS, STAGE1, require
-from storyloop.toy.evaluate import evaluate_variants, win_rate
+from storyloop.toy.evaluate import ValidationJudge, evaluate_variants, win_rate
 from storyloop.toy.model import IMAGE_SIZE, MAX_SEQUENCE_LENGTH
 from storyloop.toy.readers import load_readers
 from storyloop.toy.scenarios import make_scenarios, write_scenarios_file
@@ -35,21 +36,25 @@ METRIC_NAMES = ("identity_cross", "identity_self", "style_cross", "style_self", 
 
 @dataclass
 class LoopConfig:
-    round1_stories: int = 120  # x up to 3 target frames, training characters (334 scenarios)
+    round1_stories: int = 240  # x up to 3 target frames, training characters (~670 scenarios)
     eval_stories: int = 24  # x 3 target frames, held-out characters
-    candidates: int = 4
+    eval_samples: int = 3  # seeds per held-out scenario, for every variant (a tighter interval)
+    val_stories: int = 30  # training characters, new stories: the DPO step is chosen on these
+    candidates: int = 4  # one winner per scenario at most, so more scenarios beat more candidates
     steps: int = 20  # Euler steps per image
     annotator_noise: tuple[float, ...] = (0.05, 0.1, 0.15)
-    # ~2 passes over the round's pairs: with fewer pairs and more passes DPO fitted the judges' noise.
-    dpo: dict = field(default_factory=lambda: dict(max_steps=250, learning_rate=5e-5, beta=2000.0, rank=16,
+    # ~2.5 passes over the round's pairs; the step kept is the best on the validation stories.
+    dpo: dict = field(default_factory=lambda: dict(max_steps=500, learning_rate=1e-4, beta=500.0, rank=16,
                                                    lora_alpha=16, train_batch_size=4, save_steps=100,
+                                                   eval_steps=100, load_best_model_at_end=True,
                                                    gradient_checkpointing=False, report_to="none"))
     seed: int = 0
 
 
 def generate_config(config: LoopConfig) -> GenerateConfig:
     return GenerateConfig(num_candidates=config.candidates, num_inference_steps=config.steps, height=IMAGE_SIZE,
-                          width=IMAGE_SIZE, max_sequence_length=MAX_SEQUENCE_LENGTH, seed=config.seed)
+                          width=IMAGE_SIZE, max_sequence_length=MAX_SEQUENCE_LENGTH, seed=config.seed,
+                          batch_size=config.candidates)
 
 
 def new_round(settings: Settings, name: str, scenarios, folder: Path, parent: str | None = None,
@@ -93,7 +98,9 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
     dpo_cfg = DPOConfig(**{**config.dpo, "round": "round-1", "output_dir": str(data_dir / "dpo-round-1"),
                            "resolution": IMAGE_SIZE, "max_sequence_length": MAX_SEQUENCE_LENGTH,
                            "seed": config.seed})
-    dpo_lora = train_dpo(dpo_cfg, settings, progress=progress)
+    validation = make_scenarios(train_chars, config.val_stories, seed=config.seed + 303, prefix="val")
+    judge = ValidationJudge(load_flux(str(BASE)), readers, validation, config.seed, config.steps, log=log)
+    dpo_lora = train_dpo(dpo_cfg, settings, progress=progress, evaluate=judge)
     t = lap("train DPO", t)
 
     log("round 2: held-out characters, Stage-1 + DPO")
@@ -107,13 +114,19 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
     pipe.load_lora_weights(str(dpo_lora), adapter_name="dpo")
     pipe.transformer.set_adapters(["stage1", "dpo"])
     install_gsa(pipe.transformer)
-    metrics, readings, images = evaluate_variants(pipe, readers, evaluation, seed=config.seed, steps=config.steps)
+    metrics, readings, images = evaluate_variants(pipe, readers, evaluation, seed=config.seed, steps=config.steps,
+                                                  samples=config.eval_samples)
     rate, ci, counts = win_rate(evaluation, readings["full"], readings["w/o DPO"], seed=config.seed)
     t = lap("evaluate", t)
     return {"rows": metrics, "dpo_win_rate": round(rate, 4), "dpo_win_rate_ci95": [round(ci[0], 4), round(ci[1], 4)],
             "dpo_judgements": counts, "seconds": round(time.perf_counter() - start, 1), "timings": timings,
             "held_out_scenarios": len(evaluation), "round1_scenarios": len(round1), "config": asdict(config),
+            "dpo_validation_win_rate": judge.history, "dpo_step_kept": _kept_step(dpo_lora),
             "_images": images, "_scenarios": evaluation}
+
+
+def _kept_step(lora: Path) -> int:
+    return json.loads((lora / "storyloop_lora.json").read_text())["steps"]
 
 
 def table(result: dict) -> str:

@@ -181,3 +181,36 @@ def test_next_round_generates_with_stage1_and_the_dpo_lora(settings, judged, tmp
     with pytest.raises(ModelError, match="--no-cache is not available with a DPO LoRA"):
         generate_round(settings, "r2", GenerateConfig(**{**cfg.__dict__, "num_candidates": 2,
                                                           "use_reference_cache": False}), progress=False)
+
+
+def test_load_best_model_at_end_saves_the_best_evaluated_adapter(settings, judged, tmp_path):
+    """The evaluate callback sees the adapter of each eval step; the LoRA written is the best one's."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    seen, scores = {}, {1: 0.2, 2: 0.9, 3: 0.5, 4: 0.9}  # a tie with a later step keeps the earlier
+
+    def evaluate(transformer, step):
+        assert not transformer.training and not torch.is_grad_enabled()
+        seen[step] = {k: v.clone() for k, v in get_peft_model_state_dict(transformer, adapter_name="dpo").items()}
+        return scores[step]
+
+    cfg = config(tmp_path, max_steps=4, eval_steps=1, load_best_model_at_end=True)
+    lora = DPOTrainer(cfg, settings, evaluate).train(progress=False)
+    assert sorted(seen) == [1, 2, 3, 4]
+    saved = load_file(lora / "pytorch_lora_weights.safetensors")
+    best, last = seen[2], seen[4]
+    assert any(not torch.equal(best[k], last[k]) for k in best)
+    assert len(saved) == len(best)
+    assert all(torch.equal(v, best[k]) for k, v in zip(sorted(best), (saved[k] for k in sorted(saved))))
+    assert '"step": 2' in (lora / "storyloop_lora.json").read_text()
+    with session_scope(settings.db_url) as s:
+        logged = {m.step: m.values["eval/score"] for m in s.scalars(select(DpoMetric)) if "eval/score" in m.values}
+    assert logged == scores
+
+
+def test_eval_knobs_without_a_callback_are_refused(settings, judged, tmp_path):
+    with pytest.raises(ValueError, match="needs eval_steps"):
+        config(tmp_path, load_best_model_at_end=True)
+    with pytest.raises(DPOError, match="no evaluate callback"):
+        DPOTrainer(config(tmp_path, eval_steps=2), settings)

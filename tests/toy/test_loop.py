@@ -10,9 +10,10 @@ from storyloop.demo import setup_demo
 from storyloop.toy.loop import METRIC_NAMES, LoopConfig, run_loop, table
 from storyloop.toy.picture import story_sheet
 
-SMALL = LoopConfig(round1_stories=6, eval_stories=2, candidates=3, steps=10,
+SMALL = LoopConfig(round1_stories=6, eval_stories=2, eval_samples=2, val_stories=1, candidates=3, steps=10,
                    dpo=dict(max_steps=2, learning_rate=1e-4, beta=2000.0, rank=4, lora_alpha=4, train_batch_size=2,
-                            save_steps=1, gradient_checkpointing=False, report_to="none"))
+                            save_steps=1, eval_steps=1, load_best_model_at_end=True, gradient_checkpointing=False,
+                            report_to="none"))
 
 
 def test_the_whole_loop_runs_through_the_real_code_paths(tmp_path):
@@ -20,6 +21,8 @@ def test_the_whole_loop_runs_through_the_real_code_paths(tmp_path):
     assert set(result["rows"]) == {"w/o GSA", "w/o DPO", "full"}
     assert all(set(row) == set(METRIC_NAMES) for row in result["rows"].values())
     assert 0 <= result["dpo_win_rate"] <= 1 and len(result["dpo_win_rate_ci95"]) == 2
+    assert sorted(result["dpo_validation_win_rate"]) == [1, 2] and result["dpo_step_kept"] in (1, 2)
+    assert sum(result["dpo_judgements"].values()) == 2 * result["held_out_scenarios"]  # every sample judged
     json.dumps({k: v for k, v in result.items() if not k.startswith("_")})
     assert "DPO win rate" in table(result)
     url = f"sqlite:///{(tmp_path / 'loop' / 'storyloop.db').resolve()}"
