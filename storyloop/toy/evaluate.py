@@ -9,7 +9,6 @@ Variants, all from the same seeds:
 
 from __future__ import annotations
 
-import math
 import random
 from contextlib import ExitStack
 
@@ -87,12 +86,18 @@ def evaluate_variants(pipe: FluxPipeline, readers: AttributeReader, scenarios: l
         if variant == "full" and "dpo" not in (getattr(pipe.transformer, "peft_config", None) or {}):
             continue
         made = generate_variant(pipe, scenarios, variant, seeds, steps)
-        flat = read(readers, [im for ims in made for im in ims])
-        readings[variant] = [flat[i * samples:(i + 1) * samples] for i in range(len(scenarios))]
+        readings[variant] = read_nested(readers, made)
         images[variant] = [ims[0] for ims in made]
         metrics[variant] = story_metrics([Evaluated(f"{sc.story_id}#{j}", sc.asked, r)
                                           for sc, rs in zip(scenarios, readings[variant]) for j, r in enumerate(rs)])
     return metrics, readings, images
+
+
+def read_nested(readers: AttributeReader, images: list[list]) -> list[list[dict]]:
+    """Readings shaped like the images ([scenario][sample]), read in one batch."""
+    flat = read(readers, [im for ims in images for im in ims])
+    sizes = np.cumsum([0] + [len(ims) for ims in images])
+    return [flat[a:b] for a, b in zip(sizes[:-1], sizes[1:])]
 
 
 def win_rate(scenarios: list[ToyScenario], challenger: list[list[dict]], incumbent: list[list[dict]],
@@ -122,8 +127,8 @@ class ValidationJudge:
         self.history: dict[int, float] = {}
 
     def _read(self, transformer, variant: str) -> list[list[dict]]:
-        made = generate_variant(self.pipe, self.scenarios, variant, self.seeds, self.steps, transformer)
-        return [read(self.readers, ims) for ims in made]
+        return read_nested(self.readers, generate_variant(self.pipe, self.scenarios, variant, self.seeds, self.steps,
+                                                          transformer))
 
     def __call__(self, transformer, step: int) -> float:
         if self.stage1 is None:  # the DPO adapter off: exactly the Stage-1 model
@@ -133,10 +138,3 @@ class ValidationJudge:
         if self.log:
             self.log(f"  validation win rate at step {step}: {100 * rate:.1f} %")
         return rate
-
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return centre - half, centre + half

@@ -8,7 +8,6 @@ the DPO model's frames judged against Stage-1's.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from storyloop.db.rounds import ModelSpec, create_round
 from storyloop.db.users import add_user
 from storyloop.dpo.config import DPOConfig
 from storyloop.dpo.trainer import train_dpo
-from storyloop.generation.models import load_flux
+from storyloop.generation.models import LoraMeta, load_flux
 from storyloop.generation.gsa import install_gsa
 from storyloop.generation.run import GenerateConfig, generate_round
 from storyloop.settings import Settings
@@ -109,7 +108,7 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
     generate_round(settings, "round-2", generate_config(config), progress=progress)
     t = lap("generate round 2", t)
 
-    pipe = load_flux(str(BASE))
+    pipe = judge.pipe  # the base pipeline the validation judge loaded (its transformer has no adapters yet)
     pipe.load_lora_weights(str(STAGE1), adapter_name="stage1")
     pipe.load_lora_weights(str(dpo_lora), adapter_name="dpo")
     pipe.transformer.set_adapters(["stage1", "dpo"])
@@ -121,12 +120,8 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
     return {"rows": metrics, "dpo_win_rate": round(rate, 4), "dpo_win_rate_ci95": [round(ci[0], 4), round(ci[1], 4)],
             "dpo_judgements": counts, "seconds": round(time.perf_counter() - start, 1), "timings": timings,
             "held_out_scenarios": len(evaluation), "round1_scenarios": len(round1), "config": asdict(config),
-            "dpo_validation_win_rate": judge.history, "dpo_step_kept": _kept_step(dpo_lora),
+            "dpo_validation_win_rate": judge.history, "dpo_step_kept": LoraMeta.read(dpo_lora).steps,
             "_images": images, "_scenarios": evaluation}
-
-
-def _kept_step(lora: Path) -> int:
-    return json.loads((lora / "storyloop_lora.json").read_text())["steps"]
 
 
 def table(result: dict) -> str:
