@@ -119,7 +119,8 @@ Evaluator = Callable[[object, int], float]  # (transformer with the DPO adapter 
 class DPOTrainer:
     def __init__(self, config: DPOConfig, settings: Settings, evaluate: Evaluator | None = None):
         if config.eval_steps and evaluate is None:
-            raise DPOError("eval_steps is set but no evaluate callback was given")
+            raise DPOError("eval_steps is set but no evaluate callback was given: it is for the Python API "
+                           "(train_dpo(..., evaluate=fn)); the CLI has no evaluator yet")
         self.config, self.settings, self.evaluate = config, settings, evaluate
         self.out = Path(config.output_dir)
         self.best: tuple[float, int, dict] | None = None  # (score, step, adapter state)
