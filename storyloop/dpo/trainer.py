@@ -13,6 +13,7 @@ same way. `storyloop bench dpo` measures what that saves against four full forwa
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -201,6 +202,7 @@ class DPOTrainer:
         num_tokens = self.data.grid[0] * self.data.grid[1]
         bar = tqdm(total=c.max_steps, initial=step, desc="dpo", unit="step",
                    disable=not (progress and acc.is_local_main_process))
+        recent = deque(maxlen=50)  # the bar shows running means: one micro-batch's accuracy is too noisy
         while step < c.max_steps:
             totals: dict[str, float] = {}
             for micro in range(c.gradient_accumulation_steps):
@@ -231,7 +233,8 @@ class DPOTrainer:
                 acc.log(logs, step=step)
                 self._log_metrics(step, logs)
             bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['rewards/accuracies']:.2f}")
+            recent.append((logs["loss"], logs["rewards/accuracies"]))
+            bar.set_postfix(loss=f"{np.mean([r[0] for r in recent]):.4f}", acc=f"{np.mean([r[1] for r in recent]):.2f}")
             if step % c.save_steps == 0 or step == c.max_steps:
                 if acc.is_main_process:
                     save_checkpoint(acc.unwrap_model(transformer), ADAPTER, optimizer, self.out, step,
