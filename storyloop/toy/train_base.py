@@ -2,6 +2,10 @@
 
 Plain flow matching (the same noise-level sampling as Stage-1), full-weight AdamW with an EMA of
 the weights, which is what gets saved. Deterministic for a seed on a CPU.
+
+The forward runs under bf16 autocast by default (weights, optimizer and EMA stay fp32): on this
+2-core CPU a step takes 0.27 s instead of 0.42 s, and the base is step-limited (its loss still falls
+steeply at the end), so the same 15-minute budget buys about 1.6x the steps.
 """
 
 from __future__ import annotations
@@ -27,13 +31,18 @@ from storyloop.toy.world import split_characters
 
 @dataclass
 class BaseTrainConfig:
-    steps: int = 1600
+    steps: int = 3000
     batch_size: int = 32
     learning_rate: float = 5e-4
     warmup_steps: int = 100
     ema_decay: float = 0.998
     frames: int = 12000  # rendered training frames (training characters only)
     seed: int = 0
+    mixed_precision: str = "bf16"  # "bf16" (autocast) or "no"
+
+    def __post_init__(self):
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError("mixed_precision must be no or bf16")
 
 
 def _encode_captions(pipe, captions: list[str], batch: int = 512) -> TextEmbeds:
@@ -66,9 +75,10 @@ def train_base(out: Path, config: BaseTrainConfig = BaseTrainConfig(), progress:
         noise = torch.randn(x0.shape, generator=g)
         sigmas = sample_sigmas(config.batch_size, x0.shape[1], sched_cfg, 0.0, 1.0, g)
         s = sigmas.view(-1, 1, 1)
-        pred = predict(model, (1 - s) * x0 + s * noise, sigmas, TextEmbeds(text.prompt_embeds[idx], text.pooled[idx]),
-                       (8, 8))
-        loss = torch.nn.functional.mse_loss(pred, noise - x0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"):
+            pred = predict(model, (1 - s) * x0 + s * noise, sigmas,
+                           TextEmbeds(text.prompt_embeds[idx], text.pooled[idx]), (8, 8))
+        loss = torch.nn.functional.mse_loss(pred.float(), noise - x0)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -83,6 +93,6 @@ def train_base(out: Path, config: BaseTrainConfig = BaseTrainConfig(), progress:
     out.mkdir(parents=True, exist_ok=True)
     save_toy_pipeline(pipe, out)
     (out / "training.json").write_text(json.dumps({
-        "config": asdict(config), "final_loss_ema50": sum(losses[-50:]) / 50, "seconds": time.perf_counter() - start,
+        "config": asdict(config), "final_loss_ema50": sum(losses[-50:]) / len(losses[-50:]), "seconds": time.perf_counter() - start,
         "command": "storyloop toy train-base"}, indent=2))
     return out

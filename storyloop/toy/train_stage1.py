@@ -14,10 +14,10 @@ from storyloop.toy.data import stage1_stories, write_story_dataset
 from storyloop.toy.model import IMAGE_SIZE, MAX_SEQUENCE_LENGTH
 from storyloop.toy.world import split_characters
 
-STAGE1_DEFAULTS = dict(rank=16, lora_alpha=16, learning_rate=5e-4, max_train_steps=1500, train_batch_size=8,
+STAGE1_DEFAULTS = dict(rank=16, lora_alpha=16, learning_rate=5e-4, max_train_steps=2200, train_batch_size=8,
                        num_references=2, resolution=IMAGE_SIZE, caption_dropout=0.1,
                        max_sequence_length=MAX_SEQUENCE_LENGTH, gradient_checkpointing=False,
-                       checkpointing_steps=500, report_to="none", seed=0)
+                       checkpointing_steps=500, report_to="none", mixed_precision="bf16", seed=0)
 
 
 def train_toy_stage1(base: Path, out: Path, stories: int = 600, progress: bool = True, **overrides) -> Path:
