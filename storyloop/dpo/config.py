@@ -38,8 +38,10 @@ class DPOConfig(ConfigSources):
     logging_steps: int = knob(1, "Log metrics (trackers and the DB run row) every this many steps.")
     save_steps: int = knob(100, "Save a resumable checkpoint every this many steps.")
     save_total_limit: int = knob(3, "Keep at most this many checkpoints.")
-    eval_steps: int = knob(0, "Score the policy with the run's `evaluate` callback every this many steps "
-                              "(0: never; Python API only, e.g. the toy loop's validation judge).")
+    eval_steps: int = knob(0, "Score the policy every this many steps (0: never): on the eval_split pairs, "
+                              "or with an `evaluate` callback from the Python API (the toy loop's judge).")
+    eval_split: float = knob(0.0, "Share of the round's scenarios with pairs kept out of training; eval_steps "
+                                  "scores the policy by its DPO loss on their pairs (eval/loss).")
     load_best_model_at_end: bool = knob(False, "Save the best-scoring evaluated adapter as the LoRA, not the last.")
     report_to: str = knob("tensorboard", "accelerate tracker: tensorboard, wandb, ... or none.")
     seed: int = knob(0, "Seed of pairs, noise and timesteps.")
@@ -54,6 +56,10 @@ class DPOConfig(ConfigSources):
             raise ValueError("mixed_precision must be no, bf16 or fp16")
         if self.eval_steps < 0:
             raise ValueError("eval_steps must be 0 (never) or positive")
+        if not 0 <= self.eval_split < 1:
+            raise ValueError("eval_split must be in [0, 1)")
+        if self.eval_split and not self.eval_steps:
+            raise ValueError("eval_split needs eval_steps (how often to score the held-out pairs)")
         if self.load_best_model_at_end and not self.eval_steps:
             raise ValueError("load_best_model_at_end needs eval_steps")
         for name in ("max_steps", "train_batch_size", "gradient_accumulation_steps", "rank", "logging_steps",

@@ -14,7 +14,7 @@ code serves a round of a few hundred judgments and the 10^6-judgment benchmark.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -167,3 +167,26 @@ def round_pools(session: Session, round_name: str, policy: AggregationPolicy | N
     if rnd is None:
         raise RoundError(f"no round named {round_name!r}")
     return aggregate(*labels_frame(session, rnd.id, policy), policy)
+
+
+def split_scenarios(pools: Pools, share: float, seed: int) -> tuple[Pools, Pools]:
+    """(training, held-out) pools: a seeded `share` of the scenarios with pairs (at least one, never
+    all) is held out with all its candidates, so no held-out scenario ever reaches training."""
+    scenarios = np.unique(pools.members.scenario_id.to_numpy())
+    held_n = max(1, round(share * len(scenarios))) if share > 0 else 0
+    if held_n and held_n >= len(scenarios):
+        raise RoundError(f"eval_split {share} would hold out all {len(scenarios)} scenario(s) with pairs: "
+                         "lower it or judge more scenarios")
+    held = np.random.default_rng(seed).permutation(scenarios)[:held_n]
+    mask = pools.members.scenario_id.isin(held).to_numpy()
+    members = pools.members
+    return (replace(pools, members=members[~mask].reset_index(drop=True)),
+            replace(pools, members=members[mask].reset_index(drop=True)))
+
+
+def every_pair(pools: Pools) -> list[tuple[int, int, int]]:
+    """Every (scenario, winner, loser) pair of the pools, in a fixed order."""
+    pairs = pools.winners[["scenario_id", "candidate_id"]].merge(
+        pools.losers[["scenario_id", "candidate_id"]], on="scenario_id", suffixes=("_w", "_l"))
+    pairs = pairs.sort_values(["scenario_id", "candidate_id_w", "candidate_id_l"])
+    return [tuple(int(v) for v in row) for row in pairs.itertuples(index=False)]

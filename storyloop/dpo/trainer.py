@@ -33,7 +33,7 @@ from storyloop.db.rounds import RoundError, get_round
 from storyloop.dpo.config import DPOConfig
 from storyloop.dpo.data import PairBatchTensors, PairData, assemble, encode_pairs
 from storyloop.dpo.loss import diffusion_dpo_loss, velocity_error
-from storyloop.dpo.pools import AggregationPolicy, round_pools
+from storyloop.dpo.pools import AggregationPolicy, every_pair, round_pools, split_scenarios
 from storyloop.dpo.sampler import PairSampler
 from storyloop.generation.checkpoints import resume_latest, save_checkpoint
 from storyloop.generation.encoding_cache import EncodingCache
@@ -117,11 +117,44 @@ def load_policy(rnd, config: DPOConfig, device, dtype) -> RoundModel:
 Evaluator = Callable[[object, int], float]  # (transformer with the DPO adapter active, step) -> score, higher is better
 
 
+class HeldOutPairs:
+    """The evaluator behind eval_split: the DPO loss on every pair of the held-out scenarios.
+
+    Each batch of pairs has its own fixed noise and noise levels, so scores at different steps differ
+    only through the policy; at step 0 the loss is exactly log 2. The score is minus the loss (higher
+    is better, as `load_best_model_at_end` expects); `metrics` adds eval/loss and the reward accuracy.
+    """
+
+    def __init__(self, data: PairData, pairs: list[tuple[int, int, int]], config: DPOConfig, device, dtype,
+                 scheduler_config: dict):
+        self.data, self.pairs, self.config, self.device, self.dtype = data, pairs, config, device, dtype
+        self.scheduler_config = scheduler_config
+        self.metrics: dict[str, float] = {}
+
+    def __call__(self, transformer, step: int) -> float:
+        c, n = self.config, len(self.pairs)
+        num_tokens = self.data.grid[0] * self.data.grid[1]
+        loss = accuracy = 0.0
+        for start in range(0, n, c.train_batch_size):
+            chunk = self.pairs[start:start + c.train_batch_size]
+            batch = assemble(self.data, chunk).to(self.device, self.dtype)
+            gen = torch.Generator().manual_seed(int(np.random.SeedSequence([c.seed, start]).generate_state(1)[0]))
+            sigmas = sample_sigmas(len(chunk), num_tokens, self.scheduler_config, c.logit_mean, c.logit_std, gen)
+            noise = torch.randn(batch.winners.shape, generator=gen).to(self.device, self.dtype)
+            value, metrics = dpo_loss_for_batch(transformer, batch, noise, sigmas.to(self.device), c)
+            loss += float(value) * len(chunk) / n
+            accuracy += float(metrics["rewards/accuracies"]) * len(chunk) / n
+        self.metrics = {"eval/loss": loss, "eval/rewards/accuracies": accuracy}
+        return -loss
+
+
 class DPOTrainer:
     def __init__(self, config: DPOConfig, settings: Settings, evaluate: Evaluator | None = None):
-        if config.eval_steps and evaluate is None:
-            raise DPOError("eval_steps is set but no evaluate callback was given: it is for the Python API "
-                           "(train_dpo(..., evaluate=fn)); the CLI has no evaluator yet")
+        if config.eval_steps and evaluate is None and not config.eval_split:
+            raise DPOError("eval_steps needs something to score: set eval_split (held-out pairs) or pass an "
+                           "evaluate callback (Python API)")
+        if config.eval_split and evaluate is not None:
+            raise DPOError("eval_split and an evaluate callback would both score the policy: choose one")
         self.config, self.settings, self.evaluate = config, settings, evaluate
         self.out = Path(config.output_dir)
         self.best: tuple[float, int, dict] | None = None  # (score, step, adapter state)
@@ -138,7 +171,8 @@ class DPOTrainer:
         with session_scope(self.settings.db_url) as session:
             self.round = get_round(session, c.round)
             self.pools = round_pools(session, c.round, AggregationPolicy(c.min_agreement, include_gold=c.include_gold))
-        self.sampler = PairSampler(self.pools, seed=c.seed, level_weights=c.level_weights)
+        self.train_pools, self.eval_pools = split_scenarios(self.pools, c.eval_split, c.seed)
+        self.sampler = PairSampler(self.train_pools, seed=c.seed, level_weights=c.level_weights)
         self.run_id = self._start_run(resume)
 
     def _load(self) -> None:
@@ -154,6 +188,9 @@ class DPOTrainer:
             cache = EncodingCache(self.out / "cache", f"{self.model.base}|{c.resolution}|{c.max_sequence_length}")
             self.data: PairData = encode_pairs(session, self.model.pipe, self.settings.store_dir, self.pools,
                                                cache, c.resolution, c.max_sequence_length)
+        if c.eval_split:
+            self.evaluate = HeldOutPairs(self.data, every_pair(self.eval_pools), c, self.accelerator.device,
+                                         self.weight_dtype, dict(self.model.pipe.scheduler.config))
 
     def _start_run(self, resume: bool) -> int:
         record = self.out / "run.json"
@@ -229,6 +266,7 @@ class DPOTrainer:
                     "epoch": step * c.gradient_accumulation_steps * c.train_batch_size / self.sampler.epoch_size}
             if c.eval_steps and (step % c.eval_steps == 0 or step == c.max_steps):
                 logs["eval/score"] = self._evaluate(acc.unwrap_model(transformer), step)
+                logs.update(getattr(self.evaluate, "metrics", {}))
             if step % c.logging_steps == 0 or step == c.max_steps or "eval/score" in logs:
                 acc.log(logs, step=step)
                 self._log_metrics(step, logs)
@@ -249,6 +287,7 @@ class DPOTrainer:
             meta = LoraMeta("dpo", self.model.base, POSITION_SCHEME, c.rank, c.lora_alpha, step,
                             extra={"stage1_sha256": self.model.stage1_sha256,
                                    "pair_set_sha256": self.sampler.fingerprint(), "round": c.round,
+                                   "eval_pairs": len(getattr(self.evaluate, "pairs", ())),
                                    "code_version": code_version(), "config": _jsonable(asdict(c)),
                                    "best_eval": None if self.best is None else
                                    {"score": self.best[0], "step": self.best[1]}})

@@ -15,6 +15,7 @@ from storyloop.db.models import DpoMetric, DpoRun, Round, RunStatus
 from storyloop.db.rounds import ModelSpec
 from storyloop.dpo.config import DPOConfig
 from storyloop.dpo.data import assemble
+from storyloop.db.rounds import RoundError
 from storyloop.dpo.trainer import DPOError, DPOTrainer, dpo_loss_for_batch, dpo_velocities
 from storyloop.generation.encoding_cache import CacheError
 from storyloop.generation.gsa import install_gsa
@@ -212,5 +213,50 @@ def test_load_best_model_at_end_saves_the_best_evaluated_adapter(settings, judge
 def test_eval_knobs_without_a_callback_are_refused(settings, judged, tmp_path):
     with pytest.raises(ValueError, match="needs eval_steps"):
         config(tmp_path, load_best_model_at_end=True)
-    with pytest.raises(DPOError, match="no evaluate callback"):
+    with pytest.raises(DPOError, match="set eval_split"):
         DPOTrainer(config(tmp_path, eval_steps=2), settings)
+    with pytest.raises(ValueError, match="eval_split needs eval_steps"):
+        config(tmp_path, eval_split=0.3)
+    with pytest.raises(ValueError, match=r"eval_split must be in \[0, 1\)"):
+        config(tmp_path, eval_split=1.0, eval_steps=1)
+    with pytest.raises(DPOError, match="choose one"):
+        DPOTrainer(config(tmp_path, eval_split=0.3, eval_steps=1), settings, lambda t, s: 0.0)
+
+
+def test_eval_split_keeps_scenarios_out_of_training_and_scores_their_pairs(settings, judged, tmp_path):
+    trainer = loaded_trainer(settings, config(tmp_path / "a", eval_split=0.3, eval_steps=1))
+    held = set(trainer.eval_pools.members.scenario_id)
+    assert len(held) == 1 and len(set(trainer.pools.members.scenario_id)) == 3
+    assert not held & set(trainer.sampler.epoch(0).scenario_id.tolist()) and trainer.sampler.epoch_size == 6
+    assert {p[0] for p in trainer.evaluate.pairs} == held and len(trainer.evaluate.pairs) == 3  # 1 winner x 3 losers
+    # Before any step the policy is its reference: the held-out loss is exactly log 2.
+    with torch.no_grad():
+        assert trainer.evaluate(trainer.model.pipe.transformer, 0) == pytest.approx(-math.log(2), abs=1e-6)
+    assert trainer.evaluate.metrics["eval/rewards/accuracies"] == 0.5
+
+    lora = DPOTrainer(config(tmp_path / "b", max_steps=3, eval_split=0.3, eval_steps=1,
+                             load_best_model_at_end=True), settings).train(progress=False)
+    with session_scope(settings.db_url) as s:
+        run = s.scalars(select(DpoRun).order_by(DpoRun.id.desc())).first()
+        logged = {m.step: m.values for m in s.scalars(select(DpoMetric).where(DpoMetric.run_id == run.id))}
+    assert all(logged[k]["eval/score"] == -logged[k]["eval/loss"] for k in (1, 2, 3))
+    best = max((1, 2, 3), key=lambda k: (logged[k]["eval/score"], -k))
+    meta = (lora / "storyloop_lora.json").read_text()
+    assert f'"step": {best}' in meta and '"eval_pairs": 3' in meta
+
+
+def test_eval_split_that_would_hold_out_everything_is_refused(settings, judged, tmp_path):
+    with pytest.raises(RoundError, match="would hold out all 3"):
+        DPOTrainer(config(tmp_path, eval_split=0.9, eval_steps=1), settings).train(progress=False)
+
+
+def test_the_cli_trains_with_held_out_pairs_and_keeps_the_best_step(settings, judged, tmp_path):
+    sets = dict(rank=4, lora_alpha=4, resolution=32, max_sequence_length=16, max_steps=2, save_steps=2,
+                report_to="none", eval_split=0.3, eval_steps=1, load_best_model_at_end="true")
+    args = ["dpo", "train", "--round", "r1", "--output-dir", str(tmp_path / "cli")]
+    args += [part for key, value in sets.items() for part in ("--set", f"{key}={value}")]
+    env = {"STORYLOOP_DB_URL": settings.db_url, "STORYLOOP_DATA_DIR": str(settings.data_dir)}
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    meta = (tmp_path / "cli" / "lora" / "storyloop_lora.json").read_text()
+    assert '"eval_pairs": 3' in meta and '"best_eval": {' in meta
