@@ -16,6 +16,8 @@ class DPOConfig(ConfigSources):
     output_dir: str = knob("dpo-out", "Where the LoRA, checkpoints, cache and logs go.")
     beta: float = knob(2000.0, "DPO temperature (Wallace et al. 2023) for per-element *mean* velocity MSE; "
                                "a sum over elements would need beta / element count.")
+    rpo_alpha: float = knob(0.0, "Weight of the winners' own velocity MSE added to the DPO loss (trl's rpo_alpha, "
+                                 "Pang et al. 2024); 0: pure DPO.")
     learning_rate: float = knob(2e-5, "AdamW learning rate (constant).")
     adam_weight_decay: float = knob(0.0, "AdamW weight decay.")
     max_grad_norm: float = knob(1.0, "Gradient clipping norm.")
@@ -50,6 +52,8 @@ class DPOConfig(ConfigSources):
         self.level_weights = tuple(float(w) for w in self.level_weights)
         if self.beta <= 0:
             raise ValueError("beta must be positive")
+        if self.rpo_alpha < 0:
+            raise ValueError("rpo_alpha must be >= 0")
         if not 0.5 < self.min_agreement <= 1:
             raise ValueError("min_agreement must be in (0.5, 1]")
         if self.mixed_precision not in ("no", "bf16", "fp16"):

@@ -80,7 +80,11 @@ def dpo_loss_for_batch(transformer, batch: PairBatchTensors, noise, sigmas, conf
     policy, reference, target = dpo_velocities(transformer, batch, noise, sigmas, config.guidance_scale)
     b = batch.winners.shape[0]
     err, ref_err = velocity_error(policy, target), velocity_error(reference, target)
-    return diffusion_dpo_loss(err[:b], err[b:], ref_err[:b], ref_err[b:], config.beta)
+    loss, metrics = diffusion_dpo_loss(err[:b], err[b:], ref_err[:b], ref_err[b:], config.beta)
+    if config.rpo_alpha:  # pull towards the winners themselves too, not only away from the losers
+        loss = loss + config.rpo_alpha * err[:b].mean()
+        metrics["sft_loss"] = err[:b].detach().mean()
+    return loss, metrics
 
 
 @dataclass

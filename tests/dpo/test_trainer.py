@@ -74,6 +74,19 @@ def test_step0_loss_is_log2_and_accuracy_half(settings, judged, tmp_path):
     assert metrics["rewards/accuracies"].item() == 0.5 and metrics["rewards/margins"].item() == 0.0
 
 
+def test_rpo_alpha_adds_the_winners_own_error_to_the_loss(settings, judged, tmp_path):
+    trainer = loaded_trainer(settings, config(tmp_path, train_batch_size=2, rpo_alpha=3.0))
+    batch, noise, sigmas = first_batch(trainer)
+    transformer = trainer.model.pipe.transformer
+    loss, metrics = dpo_loss_for_batch(transformer, batch, noise, sigmas, trainer.config)
+    policy, _, target = dpo_velocities(transformer, batch, noise, sigmas, trainer.config.guidance_scale)
+    winners_mse = (policy[:2] - target[:2]).float().pow(2).mean()
+    assert metrics["sft_loss"].item() == pytest.approx(winners_mse.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(math.log(2) + 3.0 * winners_mse.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="rpo_alpha"):
+        config(tmp_path, rpo_alpha=-1.0)
+
+
 def test_only_dpo_parameters_change(settings, judged, tmp_path):
     trainer = DPOTrainer(config(tmp_path), settings)
     trainer._open_run(False)
