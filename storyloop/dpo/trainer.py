@@ -307,7 +307,8 @@ class DPOTrainer:
             score = float(self.evaluate(transformer, step))
         transformer.train()
         if self.best is None or score > self.best[0]:
-            state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(transformer, adapter_name=ADAPTER).items()}
+            adapter = get_peft_model_state_dict(transformer, adapter_name=ADAPTER)
+            state = {k: v.detach().clone() for k, v in adapter.items()}
             self.best = (score, step, state)
         return score
 

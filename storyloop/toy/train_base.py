@@ -93,6 +93,6 @@ def train_base(out: Path, config: BaseTrainConfig = BaseTrainConfig(), progress:
     out.mkdir(parents=True, exist_ok=True)
     save_toy_pipeline(pipe, out)
     (out / "training.json").write_text(json.dumps({
-        "config": asdict(config), "final_loss_ema50": sum(losses[-50:]) / len(losses[-50:]), "seconds": time.perf_counter() - start,
-        "command": "storyloop toy train-base"}, indent=2))
+        "config": asdict(config), "final_loss_ema50": sum(losses[-50:]) / len(losses[-50:]),
+        "seconds": time.perf_counter() - start, "command": "storyloop toy train-base"}, indent=2))
     return out
