@@ -1,6 +1,6 @@
 """The whole loop, headless, on the toy world (`storyloop demo --loop`).
 
-round 1 (training characters): generate with Stage-1 + GSA -> three scripted annotators judge it
+round 1 (any character but the held-out ones): generate with Stage-1 + GSA -> three scripted annotators judge it
 through the app's queue -> pools and pairs -> a DPO LoRA -> round 2 (held-out characters) generated
 with Stage-1 + DPO -> every variant evaluated on the held-out scenarios with the exact metrics, and
 the DPO model's frames judged against Stage-1's.
@@ -28,17 +28,18 @@ from storyloop.toy.evaluate import ValidationJudge, evaluate_variants, win_rate
 from storyloop.toy.model import IMAGE_SIZE, MAX_SEQUENCE_LENGTH
 from storyloop.toy.readers import load_readers
 from storyloop.toy.scenarios import make_scenarios, write_scenarios_file
-from storyloop.toy.world import split_characters
+from storyloop.toy.world import preference_characters, split_characters
 
 METRIC_NAMES = ("identity_cross", "identity_self", "style_cross", "style_self", "prompt", "count")
 
 
 @dataclass
 class LoopConfig:
-    round1_stories: int = 240  # x up to 3 target frames, training characters (~670 scenarios)
+    round1_stories: int = 240  # x up to 3 target frames, one character each (~670 scenarios)
     eval_stories: int = 24  # x 3 target frames, held-out characters
     eval_samples: int = 3  # seeds per held-out scenario, for every variant (a tighter interval)
     val_stories: int = 30  # training characters, new stories: the DPO step is chosen on these
+    round1_characters: str = "all"  # "training" (Stage-1's 96) or "all" (every character but the held-out)
     candidates: int = 4  # one winner per scenario at most, so more scenarios beat more candidates
     steps: int = 20  # Euler steps per image
     annotator_noise: tuple[float, ...] = (0.05, 0.1, 0.15)
@@ -48,6 +49,10 @@ class LoopConfig:
                                                    eval_steps=100, load_best_model_at_end=True,
                                                    gradient_checkpointing=False, report_to="none"))
     seed: int = 0
+
+    def __post_init__(self):
+        if self.round1_characters not in ("training", "all"):
+            raise ValueError("round1_characters must be 'training' or 'all'")
 
 
 def generate_config(config: LoopConfig) -> GenerateConfig:
@@ -82,8 +87,12 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
         return time.perf_counter()
 
     t = time.perf_counter()
-    log("round 1: scenarios of training characters, candidates from Stage-1 + GSA")
-    round1 = make_scenarios(train_chars, config.round1_stories, seed=config.seed + 101, prefix="r1s")
+    if config.round1_characters == "training":
+        round1_chars, who = train_chars, "Stage-1's training characters"
+    else:
+        round1_chars, who = preference_characters(), "any character but the held-out ones"
+    log(f"round 1: scenarios of {who}, candidates from Stage-1 + GSA")
+    round1 = make_scenarios(round1_chars, config.round1_stories, seed=config.seed + 101, prefix="r1s")
     new_round(settings, "round-1", round1, data_dir / "inputs" / "round-1")
     generate_round(settings, "round-1", generate_config(config), progress=progress)
     t = lap("generate round 1", t)

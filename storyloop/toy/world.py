@@ -82,6 +82,19 @@ def split_characters(seed: int = 0, held_out: int = 24, train: int = 96) -> tupl
     return chars[held_out:held_out + train], chars[:held_out]
 
 
+def preference_characters(seed: int = 0, held_out: int = 24) -> list[Character]:
+    """Every character except the held-out ones, in a seeded order: who may appear in a judged round.
+
+    Stage-1 and the base learn from the training characters only; a preference round may show anyone
+    but the held-out, so DPO sees many identities and cannot learn one character's look."""
+    rng = random.Random(seed)
+    chars = all_characters()
+    rng.shuffle(chars)
+    rest = chars[held_out:]
+    random.Random(seed + 1).shuffle(rest)
+    return rest
+
+
 def random_frame(rng: random.Random, protagonist: Character, style: str, companions: list[Character],
                  two_prob: float = 0.3) -> Frame:
     companion = None

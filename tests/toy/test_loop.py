@@ -42,3 +42,10 @@ def test_demo_sets_up_accounts_and_a_generated_round(tmp_path):
     assert set(setup.credentials) == {"admin", "annotator"}
     with session_scope(setup.settings.db_url) as s:
         assert s.scalar(select(func.count()).select_from(Candidate)) == setup.candidates > 0
+
+
+def test_round1_characters_must_be_a_known_pool():
+    import pytest
+
+    with pytest.raises(ValueError, match="round1_characters"):
+        LoopConfig(round1_characters="held-out")

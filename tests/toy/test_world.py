@@ -10,13 +10,20 @@ from storyloop.toy.codec import PixelUnshuffleCodec
 from storyloop.toy.judge import assess, prefer
 from storyloop.toy.metrics import Evaluated, story_metrics
 from storyloop.toy.render import render
-from storyloop.toy.world import (IDENTITY, STYLES, caption, make_stories, random_frame, split_characters,
-                                 vocabulary)
+from storyloop.toy.world import (IDENTITY, STYLES, caption, make_stories, preference_characters, random_frame,
+                                 split_characters, vocabulary)
 
 
 def test_held_out_characters_never_meet_training_characters():
     train, held = split_characters()
     assert len(train) == 96 and len(held) == 24 and not set(train) & set(held)
+
+
+def test_a_judged_round_may_show_anyone_but_the_held_out_characters():
+    train, held = split_characters()
+    pool = preference_characters()
+    assert len(pool) == len(set(pool)) == 1536 - 24 and not set(pool) & set(held) and set(train) <= set(pool)
+    assert pool == preference_characters()  # seeded
 
 
 def test_rendering_is_deterministic_and_attributes_show():
