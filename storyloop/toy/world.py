@@ -74,11 +74,16 @@ def all_characters() -> list[Character]:
             for a in ACCESSORIES]
 
 
+def _shuffled_characters(seed: int) -> list[Character]:
+    """Every character in one seeded order: the held-out ones are its head, the training ones follow."""
+    chars = all_characters()
+    random.Random(seed).shuffle(chars)
+    return chars
+
+
 def split_characters(seed: int = 0, held_out: int = 24, train: int = 96) -> tuple[list[Character], list[Character]]:
     """Training characters and held-out characters (never in any training set), disjoint."""
-    rng = random.Random(seed)
-    chars = all_characters()
-    rng.shuffle(chars)
+    chars = _shuffled_characters(seed)
     return chars[held_out:held_out + train], chars[:held_out]
 
 
@@ -87,10 +92,7 @@ def preference_characters(seed: int = 0, held_out: int = 24) -> list[Character]:
 
     Stage-1 and the base learn from the training characters only; a preference round may show anyone
     but the held-out, so DPO sees many identities and cannot learn one character's look."""
-    rng = random.Random(seed)
-    chars = all_characters()
-    rng.shuffle(chars)
-    rest = chars[held_out:]
+    rest = _shuffled_characters(seed)[held_out:]
     random.Random(seed + 1).shuffle(rest)
     return rest
 

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from sqlalchemy import func, select
 
 from storyloop.db import session_scope
@@ -45,7 +46,5 @@ def test_demo_sets_up_accounts_and_a_generated_round(tmp_path):
 
 
 def test_round1_characters_must_be_a_known_pool():
-    import pytest
-
     with pytest.raises(ValueError, match="round1_characters"):
         LoopConfig(round1_characters="held-out")
