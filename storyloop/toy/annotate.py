@@ -23,7 +23,7 @@ from storyloop.db.models import Candidate, Role, Scenario, User
 from storyloop.db.rounds import get_round
 from storyloop.db.users import add_user
 from storyloop.settings import Settings
-from storyloop.toy.judge import assess
+from storyloop.toy.judge import aesthetic_ranking, assess
 from storyloop.toy.readers import AttributeReader, read
 from storyloop.toy.scenarios import ToyScenario
 
@@ -64,13 +64,13 @@ def judge_round(settings: Settings, round_name: str, annotators: list[ScriptedAn
                 cands = {c.id: c for c in session.scalars(select(Candidate).where(Candidate.scenario_id == scenario.id))}
                 images = [Image.open(asset_path(settings.store_dir, cands[cid].asset)) for cid in task.shown_order]
                 verdicts = [assess(r, truth[scenario.key].asked, rng, a.noise) for r in read(readers, images)]
-                _press_keys(task.draft, verdicts)
+                _press_keys(task.draft, verdicts, rng, a.noise)
                 if submit_task(session, task).created:
                     made += 1
     return made
 
 
-def _press_keys(draft, verdicts) -> None:
+def _press_keys(draft, verdicts, rng: random.Random, noise: float) -> None:
     """What a person does on the judging page: mark failures with number keys, Enter, rank, Enter."""
     for pos, v in enumerate(verdicts, start=1):
         if not v.consistency:
@@ -83,5 +83,5 @@ def _press_keys(draft, verdicts) -> None:
         draft.advance()
     if draft.step is Step.aesthetics and len(draft.survivors()) > 1:
         survivors = [pos for pos, v in enumerate(verdicts, start=1) if v.consistency and v.anatomy]
-        for pos in sorted(survivors, key=lambda p: -verdicts[p - 1].score):
-            draft.toggle(pos)
+        for i in aesthetic_ranking([verdicts[p - 1].score for p in survivors], rng, noise):
+            draft.toggle(survivors[i])

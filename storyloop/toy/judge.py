@@ -7,7 +7,11 @@
 3. Aesthetics / prompt: among survivors, rank by how well sky and ground follow the prompt, then by
    reader confidence.
 
-`noise` flips each pass/fail decision with that probability, to mimic disagreeing people.
+`noise` is the probability of each decision going wrong, to mimic disagreeing people: a pass/fail
+flips, or the aesthetics pick is not the best survivor. It is one probability at every level, so an
+annotator with 5 % noise picks the best survivor 95 % of the time (noise added to the score itself
+would not do that: the scores of survivors differ by a few hundredths, so any visible noise on them
+turns the ranking into a coin toss).
 """
 
 from __future__ import annotations
@@ -47,9 +51,15 @@ def assess(reading: dict, asked: Frame, rng: random.Random | None = None, noise:
         anatomy = flip(reading["count"] == asked.count and sure)
     score = (reading["sky"] == asked.sky) + (reading["ground"] == asked.ground) + 0.5 * reading["sky_p"] + \
         0.5 * reading["ground_p"] + 0.25 * reading["shape_p"]
-    if rng is not None and noise:
-        score += rng.gauss(0, noise)
     return Verdict(consistent, anatomy, score, likeness)
+
+
+def aesthetic_ranking(scores: list[float], rng: random.Random | None = None, noise: float = 0.0) -> list[int]:
+    """Indices of the survivors, best first by score; with probability `noise` the best two trade places."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    if rng is not None and len(order) > 1 and rng.random() < noise:
+        order[0], order[1] = order[1], order[0]
+    return order
 
 
 def prefer(a: Verdict, b: Verdict) -> float:

@@ -7,7 +7,7 @@ import torch
 
 from storyloop.generation.tiny import word_tokenizer
 from storyloop.toy.codec import PixelUnshuffleCodec
-from storyloop.toy.judge import assess, prefer
+from storyloop.toy.judge import aesthetic_ranking, assess, prefer
 from storyloop.toy.metrics import Evaluated, story_metrics
 from storyloop.toy.render import render
 from storyloop.toy.world import (IDENTITY, STYLES, caption, make_stories, preference_characters, random_frame,
@@ -75,3 +75,13 @@ def test_metrics_and_judge_on_ground_truth_are_perfect():
     wrong = dict(truth_reading(story.frames[0]), style="flat" if story.style != "flat" else "pastel")
     bad = assess(wrong, story.frames[0])
     assert good.level == 2 and bad.level == 0 and prefer(good, bad) == 1.0 and prefer(good, good) == 0.5
+
+
+def test_aesthetic_noise_is_the_chance_of_missing_the_best_survivor():
+    scores = [2.91, 2.97, 2.95, 2.90]  # survivors' scores differ by hundredths
+    assert aesthetic_ranking(scores) == [1, 2, 0, 3]
+    rng = random.Random(0)
+    picks = [aesthetic_ranking(scores, rng, 0.1)[0] for _ in range(4000)]
+    assert abs(picks.count(2) / len(picks) - 0.1) < 0.015  # the runner-up, 10 % of the time
+    assert set(picks) == {1, 2}  # a mistake is never worse than the runner-up
+    assert aesthetic_ranking([1.0], rng, 1.0) == [0]
