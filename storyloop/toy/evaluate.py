@@ -116,8 +116,8 @@ def win_rate(scenarios: list[ToyScenario], challenger: list[list[dict]], incumbe
 
 class ValidationJudge:
     """The toy loop's DPO `evaluate` callback: the scripted judge's win rate of the policy over Stage-1
-    on validation scenarios of training characters (stories used nowhere else, never the held-out
-    evaluation), so the loop can keep its best DPO step without looking at what it reports."""
+    on validation scenarios (stories used nowhere else, never the held-out evaluation), so the loop can
+    keep its best DPO step without looking at what it reports."""
 
     def __init__(self, pipe: FluxPipeline, readers: AttributeReader, scenarios: list[ToyScenario], seed: int = 0,
                  steps: int = 20, samples: int = 1, log=None):

@@ -28,7 +28,7 @@ from storyloop.toy.evaluate import ValidationJudge, evaluate_variants, win_rate
 from storyloop.toy.model import IMAGE_SIZE, MAX_SEQUENCE_LENGTH
 from storyloop.toy.readers import load_readers
 from storyloop.toy.scenarios import make_scenarios, write_scenarios_file
-from storyloop.toy.world import preference_characters, split_characters
+from storyloop.toy.world import preference_characters, split_characters, unseen_characters
 
 METRIC_NAMES = ("identity_cross", "identity_self", "style_cross", "style_self", "prompt", "count")
 
@@ -38,7 +38,8 @@ class LoopConfig:
     round1_stories: int = 240  # x up to 3 target frames, one character each (~670 scenarios)
     eval_stories: int = 24  # x 3 target frames, held-out characters
     eval_samples: int = 3  # seeds per held-out scenario, for every variant (a tighter interval)
-    val_stories: int = 30  # training characters, new stories: the DPO step is chosen on these
+    val_stories: int = 30  # characters no model or round has seen, not held out: the DPO step is chosen on these
+    val_samples: int = 2  # seeds per validation scenario
     round1_characters: str = "all"  # "training" (Stage-1's 96) or "all" (every character but the held-out)
     candidates: int = 4  # one winner per scenario at most, so more scenarios beat more candidates
     steps: int = 20  # Euler steps per image
@@ -106,8 +107,11 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
     dpo_cfg = DPOConfig(**{**config.dpo, "round": "round-1", "output_dir": str(data_dir / "dpo-round-1"),
                            "resolution": IMAGE_SIZE, "max_sequence_length": MAX_SEQUENCE_LENGTH,
                            "seed": config.seed})
-    validation = make_scenarios(train_chars, config.val_stories, seed=config.seed + 303, prefix="val")
-    judge = ValidationJudge(load_flux(str(BASE)), readers, validation, config.seed, config.steps, log=log)
+    # Validation mirrors the held-out evaluation, characters that no model has seen, without using it.
+    unseen = unseen_characters([*train_chars, *round1_chars[:config.round1_stories]])
+    validation = make_scenarios(unseen, config.val_stories, seed=config.seed + 303, prefix="val")
+    judge = ValidationJudge(load_flux(str(BASE)), readers, validation, config.seed, config.steps,
+                            samples=config.val_samples, log=log)
     dpo_lora = train_dpo(dpo_cfg, settings, progress=progress, evaluate=judge)
     t = lap("train DPO", t)
 

@@ -97,6 +97,12 @@ def preference_characters(seed: int = 0, held_out: int = 24) -> list[Character]:
     return rest
 
 
+def unseen_characters(seen: list[Character], seed: int = 0) -> list[Character]:
+    """Preference characters (never the held-out) outside `seen`: new faces for validation stories."""
+    seen = set(seen)
+    return [c for c in preference_characters(seed) if c not in seen]
+
+
 def random_frame(rng: random.Random, protagonist: Character, style: str, companions: list[Character],
                  two_prob: float = 0.3) -> Frame:
     companion = None

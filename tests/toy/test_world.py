@@ -11,12 +11,20 @@ from storyloop.toy.judge import aesthetic_ranking, assess, prefer
 from storyloop.toy.metrics import Evaluated, story_metrics
 from storyloop.toy.render import render
 from storyloop.toy.world import (IDENTITY, STYLES, caption, make_stories, preference_characters, random_frame,
-                                 split_characters, vocabulary)
+                                 split_characters, unseen_characters, vocabulary)
 
 
 def test_held_out_characters_never_meet_training_characters():
     train, held = split_characters()
     assert len(train) == 96 and len(held) == 24 and not set(train) & set(held)
+
+
+def test_validation_characters_are_new_to_every_model_and_round():
+    train, held = split_characters()
+    shown = preference_characters()[:240]
+    fresh = unseen_characters([*train, *shown])
+    assert not set(fresh) & (set(train) | set(shown) | set(held))
+    assert len(fresh) == 1536 - 24 - len(set(train) | set(shown))
 
 
 def test_a_judged_round_may_show_anyone_but_the_held_out_characters():
