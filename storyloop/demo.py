@@ -60,7 +60,7 @@ def setup_demo(data_dir: Path, stories: int = 6, candidates: int = 4, steps: int
     _, held_out = split_characters()
     scenarios = make_scenarios(held_out, stories, seed=7, prefix="demo")
     new_round(settings, "demo-1", scenarios, data_dir / "inputs" / "demo-1")
-    summary = generate_round(settings, "demo-1", generate_config(LoopConfig(candidates=candidates, steps=steps)),
+    summary = generate_round(settings, "demo-1", generate_config(LoopConfig(candidates=candidates), steps),
                              progress=progress)
     return DemoSetup(settings, credentials, "demo-1", summary.generated)
 

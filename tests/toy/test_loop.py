@@ -12,7 +12,7 @@ from storyloop.toy.loop import METRIC_NAMES, LoopConfig, run_loop, table
 from storyloop.toy.picture import story_sheet
 
 SMALL = LoopConfig(round1_stories=6, eval_stories=2, eval_samples=2, val_stories=1, val_samples=1, candidates=3,
-                   steps=10,
+                   steps=10, round1_steps=6, val_steps=6,
                    dpo=dict(max_steps=2, learning_rate=1e-4, beta=2000.0, rank=4, lora_alpha=4, train_batch_size=2,
                             save_steps=1, eval_steps=1, load_best_model_at_end=True, gradient_checkpointing=False,
                             report_to="none"))
