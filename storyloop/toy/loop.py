@@ -48,7 +48,7 @@ class LoopConfig:
     round1_steps: int = 12
     val_steps: int = 12
     annotator_noise: tuple[float, ...] = (0.05, 0.1, 0.15)
-    # ~2 passes over the round's pairs; the step kept is the best on the validation stories.
+    # ~2.5 passes over the round's pairs; the step kept is the best on the validation stories.
     dpo: dict = field(default_factory=lambda: dict(max_steps=1000, learning_rate=1e-4, beta=500.0, rank=16,
                                                    lora_alpha=16, train_batch_size=4, save_steps=200,
                                                    eval_steps=200, load_best_model_at_end=True,

@@ -99,8 +99,8 @@ def preference_characters(seed: int = 0, held_out: int = 24) -> list[Character]:
 
 def unseen_characters(seen: list[Character], seed: int = 0) -> list[Character]:
     """Preference characters (never the held-out) outside `seen`: new faces for validation stories."""
-    seen = set(seen)
-    return [c for c in preference_characters(seed) if c not in seen]
+    exclude = set(seen)
+    return [c for c in preference_characters(seed) if c not in exclude]
 
 
 def random_frame(rng: random.Random, protagonist: Character, style: str, companions: list[Character],
