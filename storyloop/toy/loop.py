@@ -112,7 +112,7 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
                            "resolution": IMAGE_SIZE, "max_sequence_length": MAX_SEQUENCE_LENGTH,
                            "seed": config.seed})
     # Validation mirrors the held-out evaluation, characters that no model has seen, without using it.
-    unseen = unseen_characters([*train_chars, *round1_chars[:config.round1_stories]])
+    unseen = unseen_characters([*train_chars, *(sc.asked.protagonist for sc in round1)])
     validation = make_scenarios(unseen, config.val_stories, seed=config.seed + 303, prefix="val")
     judge = ValidationJudge(load_flux(str(BASE)), readers, validation, config.seed, config.val_steps,
                             samples=config.val_samples, log=log)
