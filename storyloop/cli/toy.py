@@ -15,16 +15,18 @@ app = typer.Typer(no_args_is_help=True, help="The toy story world: retrain its b
 @app.command("train-base")
 def train_base_cmd(
     out: Annotated[Path | None, typer.Option(help="Pipeline folder to write; default: the committed one.")] = None,
-    steps: Annotated[int, typer.Option(help="Optimizer steps (batch 32).")] = 3000,
-    seed: Annotated[int, typer.Option()] = 0,
-    mixed_precision: Annotated[str, typer.Option(help="bf16 (autocast) or no.")] = "bf16",
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (batch 32); default: the committed "
+                                                   "weights' recipe (their training.json).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Default: the committed weights' seed.")] = None,
+    mixed_precision: Annotated[str | None, typer.Option(help="bf16 (autocast; the default) or no.")] = None,
 ) -> None:
     """Train the toy FLUX transformer text-to-image on single frames (~14 min on 2 CPU cores)."""
     from storyloop.toy.assets import BASE
     from storyloop.toy.train_base import BaseTrainConfig, train_base
 
+    given = {k: v for k, v in dict(steps=steps, seed=seed, mixed_precision=mixed_precision).items() if v is not None}
     try:
-        config = BaseTrainConfig(steps=steps, seed=seed, mixed_precision=mixed_precision)
+        config = BaseTrainConfig(**given)  # BaseTrainConfig holds the defaults, so they live in one place
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--mixed-precision") from e
     folder = train_base(out or BASE, config)
@@ -35,13 +37,15 @@ def train_base_cmd(
 def train_stage1_cmd(
     out: Annotated[Path | None, typer.Option(help="LoRA folder to write; default: the committed one.")] = None,
     base: Annotated[Path | None, typer.Option(help="Toy base pipeline folder; default: the committed one.")] = None,
-    steps: Annotated[int, typer.Option(help="Optimizer steps (8 groups of 1 target + 2 references).")] = 2200,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (8 groups of 1 target + 2 references); "
+                                                   "default: the committed LoRA's recipe (its training.json).")] = None,
 ) -> None:
     """Train the toy Stage-1 GSA LoRA on rendered story groups with the real Stage-1 trainer."""
     from storyloop.toy.assets import BASE, STAGE1
     from storyloop.toy.train_stage1 import train_toy_stage1
 
-    folder = train_toy_stage1(base or BASE, out or STAGE1, max_train_steps=steps)
+    overrides = {} if steps is None else {"max_train_steps": steps}  # else STAGE1_DEFAULTS
+    folder = train_toy_stage1(base or BASE, out or STAGE1, **overrides)
     console.print(f"Toy Stage-1 LoRA saved to {folder}")
 
 
