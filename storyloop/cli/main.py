@@ -233,7 +233,7 @@ def demo(
 
             sheet = story_sheet(result["_scenarios"], result["_images"], result["_scenarios"][0].story_id,
                                 data_dir / "held-out-story.png")
-            console.print(table(result), highlight=False)
+            console.print(table(result), highlight=False, soft_wrap=True)  # a log keeps its rows whole
             console.print(f"One held-out story, references then each row's frames: {sheet}")
             public = {k: v for k, v in result.items() if not k.startswith("_")}
             print(json.dumps(public) if as_json else "")
