@@ -291,7 +291,7 @@ class DPOTrainer:
             meta = LoraMeta("dpo", self.model.base, POSITION_SCHEME, c.rank, c.lora_alpha, step,
                             extra={"stage1_sha256": self.model.stage1_sha256,
                                    "pair_set_sha256": self.sampler.fingerprint(), "round": c.round,
-                                   "eval_pairs": len(getattr(self.evaluate, "pairs", ())),
+                                   "eval_pairs": len(every_pair(self.eval_pools)),  # 0 without eval_split
                                    "code_version": code_version(), "config": _jsonable(asdict(c)),
                                    "best_eval": None if self.best is None else
                                    {"score": self.best[0], "step": self.best[1]}})

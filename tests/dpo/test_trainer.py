@@ -217,7 +217,8 @@ def test_load_best_model_at_end_saves_the_best_evaluated_adapter(settings, judge
     assert any(not torch.equal(best[k], last[k]) for k in best)
     assert len(saved) == len(best)
     assert all(torch.equal(v, best[k]) for k, v in zip(sorted(best), (saved[k] for k in sorted(saved))))
-    assert '"step": 2' in (lora / "storyloop_lora.json").read_text()
+    meta = (lora / "storyloop_lora.json").read_text()
+    assert '"step": 2' in meta and '"eval_pairs": 0' in meta  # a callback scores no held-out pairs
     with session_scope(settings.db_url) as s:
         logged = {m.step: m.values["eval/score"] for m in s.scalars(select(DpoMetric)) if "eval/score" in m.values}
     assert logged == scores
