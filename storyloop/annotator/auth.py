@@ -43,7 +43,8 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def login(session: Session, username: str, password: str, now: datetime | None = None) -> tuple[str, SessionUser] | None:
+def login(session: Session, username: str, password: str,
+          now: datetime | None = None) -> tuple[str, SessionUser] | None:
     """(token for the cookie, user) for good credentials of an active account, else None."""
     user = authenticate(session, username.strip(), password)
     if user is None:

@@ -69,7 +69,8 @@ class SkipPolicy(str, enum.Enum):
     """Where a skipped scenario goes: the annotator could not judge it, someone else may."""
 
     others = "others"                # back to the queue for every other annotator; the skip does not count
-    everyone_last = "everyone_last"  # back to the queue for all, the skipper sees it again only when nothing else is left
+    # back to the queue for all; the skipper sees it again only when nothing else is left
+    everyone_last = "everyone_last"
     counts = "counts"                # a skip counts as one of the k judgments
 
 

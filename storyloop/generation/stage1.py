@@ -75,14 +75,16 @@ def encode_dataset(pipe, config: Stage1Config, cache_dir: Path) -> EncodedDatase
     rows = read_metadata(Path(config.dataset))
     size = (config.resolution, config.resolution)
     grid = latent_grid(pipe, *size)
-    cache = EncodingCache(cache_dir, f"{base_fingerprint(config.model)}|{config.resolution}|{config.max_sequence_length}")
+    key = f"{base_fingerprint(config.model)}|{config.resolution}|{config.max_sequence_length}"
+    cache = EncodingCache(cache_dir, key)
     cached = cache.get
 
     latents, embeds, pooled = [], [], []
     for row in tqdm(rows, desc="encode dataset", unit="img", leave=False):
         image_path = Path(config.dataset) / row["image"]
         digest = hashlib.sha256(image_path.read_bytes()).hexdigest()
-        latents.append(cached(f"img:{digest}", lambda: {"x": encode_images(pipe, [Image.open(image_path)], size)[0]})["x"])
+        encoded = cached(f"img:{digest}", lambda: {"x": encode_images(pipe, [Image.open(image_path)], size)[0]})
+        latents.append(encoded["x"])
         t = cached(f"txt:{row['caption']}", lambda: _text_tensors(pipe, row["caption"], config.max_sequence_length))
         embeds.append(t["prompt_embeds"])
         pooled.append(t["pooled"])

@@ -61,7 +61,8 @@ def judge_round(settings: Settings, round_name: str, annotators: list[ScriptedAn
                 if task is None:
                     break
                 scenario = session.get(Scenario, task.scenario_id)
-                cands = {c.id: c for c in session.scalars(select(Candidate).where(Candidate.scenario_id == scenario.id))}
+                query = select(Candidate).where(Candidate.scenario_id == scenario.id)
+                cands = {c.id: c for c in session.scalars(query)}
                 images = [Image.open(asset_path(settings.store_dir, cands[cid].asset)) for cid in task.shown_order]
                 verdicts = [assess(r, truth[scenario.key].asked, rng, a.noise) for r in read(readers, images)]
                 _press_keys(task.draft, verdicts, rng, a.noise)

@@ -117,7 +117,8 @@ def make_story(rng: random.Random, story_id: str, protagonist: Character, compan
                min_frames: int = 4, max_frames: int = 8) -> Story:
     style = rng.choice(STYLES)
     story = Story(story_id, protagonist, style)
-    story.frames = [random_frame(rng, protagonist, style, companions) for _ in range(rng.randint(min_frames, max_frames))]
+    length = rng.randint(min_frames, max_frames)
+    story.frames = [random_frame(rng, protagonist, style, companions) for _ in range(length)]
     return story
 
 
@@ -194,8 +195,9 @@ def caption(frame: Frame, rng: random.Random, detail: str = "full") -> str:
 
 def vocabulary() -> list[str]:
     """Every word a caption can use (the tokenizer's vocabulary)."""
-    words = set(SHAPES) | set(COLORS) | set(HAT_COLORS) | {"a", "the", "and", "with", "wearing", "its", "big",
-                                                           "an", "there", "is", "stands", "next", "to", "beside", ".", ","}
+    glue = {"a", "the", "and", "with", "wearing", "its", "big", "an", "there", "is", "stands", "next", "to", "beside",
+            ".", ","}
+    words = set(SHAPES) | set(COLORS) | set(HAT_COLORS) | glue
     for table in (_SHAPE_WORDS, _HAT_WORDS, _ACC_WORDS, _SKY_WORDS, _GROUND_WORDS, _PLACE_WORDS):
         for options in table.values():
             for o in options:
