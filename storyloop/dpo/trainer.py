@@ -192,8 +192,9 @@ class DPOTrainer:
             cache = EncodingCache(self.out / "cache", f"{self.model.base}|{c.resolution}|{c.max_sequence_length}")
             self.data: PairData = encode_pairs(session, self.model.pipe, self.settings.store_dir, self.pools,
                                                cache, c.resolution, c.max_sequence_length)
+        self.eval_pairs = every_pair(self.eval_pools)  # none without eval_split
         if c.eval_split:
-            self.evaluate = HeldOutPairs(self.data, every_pair(self.eval_pools), c, self.accelerator.device,
+            self.evaluate = HeldOutPairs(self.data, self.eval_pairs, c, self.accelerator.device,
                                          self.weight_dtype, dict(self.model.pipe.scheduler.config))
 
     def _start_run(self, resume: bool) -> int:
@@ -291,7 +292,7 @@ class DPOTrainer:
             meta = LoraMeta("dpo", self.model.base, POSITION_SCHEME, c.rank, c.lora_alpha, step,
                             extra={"stage1_sha256": self.model.stage1_sha256,
                                    "pair_set_sha256": self.sampler.fingerprint(), "round": c.round,
-                                   "eval_pairs": len(every_pair(self.eval_pools)),  # 0 without eval_split
+                                   "eval_pairs": len(self.eval_pairs),
                                    "code_version": code_version(), "config": _jsonable(asdict(c)),
                                    "best_eval": None if self.best is None else
                                    {"score": self.best[0], "step": self.best[1]}})
