@@ -35,6 +35,9 @@ def run(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute reference K/V at every step.")] = False,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     batch_size: Annotated[int, typer.Option(min=1, help="Candidates of a scenario denoised together.")] = 4,
+    reference_guidance_scale: Annotated[list[float] | None, typer.Option(
+        min=0.0, help="Guidance over the GSA references (1 = off, the paper's sampler; costs 2x). Repeat it to cycle "
+             "scales over a scenario's candidates, e.g. 1 and 3: every other candidate guided.")] = None,
     data_dir: DataDirOpt = None, db: DbOpt = None,
 ) -> None:
     """Generate K candidates per scenario of a round (resumable: existing candidates are kept)."""
@@ -43,7 +46,7 @@ def run(
 
     s = ready_settings(data_dir, db)
     config = GenerateConfig(num_candidates, steps, guidance, height, width, seed, max_sequence_length, not no_cache,
-                            batch_size)
+                            batch_size, tuple(reference_guidance_scale or (1.0,)))
     with user_errors():
         try:
             summary = generate_round(s, round_name, config, model, dtype=torch_dtype(dtype))

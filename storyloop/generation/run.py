@@ -49,10 +49,20 @@ class GenerateConfig:
     max_sequence_length: int = 512  # T5 tokens
     use_reference_cache: bool = True
     batch_size: int = 4  # candidates of one scenario denoised together (same images as one at a time)
+    # Guidance over the GSA references (see generation/sampling.py), cycled over a scenario's candidates:
+    # (1.0,) is the paper's sampler; (1.0, 3.0) makes every other candidate guided, at twice its cost.
+    reference_guidance_scales: tuple[float, ...] = (1.0,)
 
     def __post_init__(self):
         if self.num_candidates < 1 or self.num_inference_steps < 1 or self.batch_size < 1:
             raise ValueError("num_candidates, num_inference_steps and batch_size must be at least 1")
+        self.reference_guidance_scales = tuple(float(x) for x in self.reference_guidance_scales)
+        if not self.reference_guidance_scales or min(self.reference_guidance_scales) < 0:
+            raise ValueError("reference_guidance_scales needs at least one scale, none negative")
+
+    def reference_guidance(self, index: int) -> float:
+        """The reference-guidance scale of candidate `index`."""
+        return self.reference_guidance_scales[index % len(self.reference_guidance_scales)]
 
 
 @dataclass
@@ -133,7 +143,8 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
     if rnd_has_dpo and not config.use_reference_cache:
         raise ModelError("--no-cache is not available with a DPO LoRA: references must go through the "
                          "Stage-1 model only, as in DPO training")
-    params = {k: v for k, v in asdict(config).items() if k not in ("num_candidates", "seed", "batch_size")}
+    params = {k: v for k, v in asdict(config).items()
+              if k not in ("num_candidates", "seed", "batch_size", "reference_guidance_scales")}
     params["position_scheme"] = POSITION_SCHEME
 
     mine = scenarios[state.process_index::state.num_processes]
@@ -159,15 +170,16 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
             # References go through the Stage-1 model only, as in DPO training (see dpo/trainer.py).
             with torch.no_grad(), adapter_off(pipe.transformer, "dpo"):
                 cache = write_reference_cache(pipe.transformer, refs, config.guidance_scale)
-        for chunk in _chunks(todo[sc.id], config.batch_size):
+        for scale, chunk in _batches(todo[sc.id], config, guided=refs is not None):
             seeds = [candidate_seed(config.seed, round_name, sc.key, index) for index in chunk]
             tokens = sample(pipe.transformer, pipe.scheduler, text.expand(len(chunk)), grid, seeds, refs,
                             config.num_inference_steps, config.guidance_scale, config.use_reference_cache,
-                            reference_cache=cache)
+                            reference_cache=cache, reference_guidance_scale=scale)
+            own = {**params, "reference_guidance_scale": scale}
             for index, seed, image in zip(chunk, seeds, decode_tokens(pipe, tokens, grid)):
                 buf = io.BytesIO()
                 image.save(buf, format="PNG")
-                if _store_candidate(settings, sc.id, index, buf.getvalue(), seed, params, loaded.fingerprint):
+                if _store_candidate(settings, sc.id, index, buf.getvalue(), seed, own, loaded.fingerprint):
                     done += 1
                 else:
                     skipped += 1
@@ -178,8 +190,15 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
     return GenerateSummary(done, skipped, len(mine), time.perf_counter() - start, loaded.fingerprint)
 
 
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+def _batches(indices: list[int], config: GenerateConfig, guided: bool) -> list[tuple[float, list[int]]]:
+    """(scale, candidate indices) batches of at most `batch_size`, one reference-guidance scale each
+    (a scenario without references has nothing to guide by: scale 1 for all)."""
+    scales = {i: config.reference_guidance(i) if guided else 1.0 for i in indices}
+    out = []
+    for scale in dict.fromkeys(scales.values()):
+        same = [i for i in indices if scales[i] == scale]
+        out += [(scale, same[i:i + config.batch_size]) for i in range(0, len(same), config.batch_size)]
+    return out
 
 
 def _store_candidate(settings: Settings, scenario_id: int, index: int, png: bytes, seed: int, params: dict,

@@ -36,12 +36,16 @@ def shift_mu(scheduler: FlowMatchEulerDiscreteScheduler, num_tokens: int) -> flo
 def sample(transformer: FluxTransformer2DModel, scheduler: FlowMatchEulerDiscreteScheduler,
            text: TextEmbeds, grid: tuple[int, int], seeds: Sequence[int], refs: References | None = None,
            num_inference_steps: int = 50, guidance_scale: float = 3.5, use_cache: bool = True,
-           reference_cache: GSAContext | None = None,
+           reference_cache: GSAContext | None = None, reference_guidance_scale: float = 1.0,
            on_step: Callable[[int], None] | None = None) -> torch.Tensor:
     """Denoise one target per seed (text has one row per seed). Returns packed clean latent tokens.
 
     With references and `use_cache`, their K/V are written once before the loop, or taken from
     `reference_cache` (from `write_reference_cache`) so several calls can share one write.
+
+    `reference_guidance_scale` s != 1 is classifier-free guidance over the references: each step also
+    predicts without them and moves to `v_without + s * (v_with - v_without)`, at twice the cost. 1 is
+    the paper's sampler (one prediction, with references).
     """
     device = next(transformer.parameters()).device
     num_tokens = grid[0] * grid[1]
@@ -61,6 +65,9 @@ def sample(transformer: FluxTransformer2DModel, scheduler: FlowMatchEulerDiscret
             velocity = predict_with_references(transformer, latents, sigma, text, grid, refs, guidance_scale)
         else:
             velocity = predict(transformer, latents, sigma, text, grid, guidance_scale, cache)
+        if refs is not None and reference_guidance_scale != 1.0:
+            without = predict(transformer, latents, sigma, text, grid, guidance_scale)
+            velocity = without + reference_guidance_scale * (velocity - without)
         latents = scheduler.step(velocity.float(), t, latents).prev_sample
         if on_step is not None:
             on_step(i)

@@ -94,3 +94,9 @@ def test_every_subcommand_has_help():
 def test_an_unreachable_database_is_one_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["round", "list", "--data-dir", str(tmp_path / "missing" / "deeper")])
     assert result.exit_code == 1 and "cannot open the database" in result.output
+
+
+def test_a_negative_reference_guidance_scale_is_refused_by_name(cli):
+    out = cli("generate", "run", "--round", "r1", "--reference-guidance-scale", "1", "--reference-guidance-scale",
+              "-1", expect=2).output
+    assert "--reference-guidance-scale" in out

@@ -92,6 +92,21 @@ def test_cached_refs_equal_uncached_over_full_loop(transformer, scheduler, num_r
     assert (cached - uncached).abs().max() < 1e-4
 
 
+def test_reference_guidance_interpolates_between_with_and_without_references(transformer, scheduler):
+    """s = 1 is the plain GSA sampler, s = 0 the sampler without references; any other s moves beyond."""
+    install_gsa(transformer)
+    kw = dict(text=text(2, 1), grid=GRID, seeds=[11, 12], num_inference_steps=6)
+    refs = references(2)
+    with_refs = sample(transformer, scheduler, refs=refs, **kw)
+    without = sample(transformer, scheduler, refs=None, **kw)
+    assert torch.equal(sample(transformer, scheduler, refs=refs, reference_guidance_scale=1.0, **kw), with_refs)
+    assert torch.equal(sample(transformer, scheduler, refs=refs, reference_guidance_scale=0.0, **kw), without)
+    guided = sample(transformer, scheduler, refs=refs, reference_guidance_scale=3.0, **kw)
+    assert (guided - with_refs).abs().max() > 1e-3 and (guided - without).abs().max() > 1e-3
+    uncached = sample(transformer, scheduler, refs=refs, reference_guidance_scale=3.0, use_cache=False, **kw)
+    assert (guided - uncached).abs().max() < 1e-4
+
+
 def test_lora_gradients_reach_target_and_reference_paths(transformer):
     transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
                                        target_modules=["to_q", "to_k", "to_v", "add_k_proj"]))
