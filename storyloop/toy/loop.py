@@ -46,6 +46,7 @@ class LoopConfig:
     # Stage-1 frames judge the same at 12 steps as at 20 (levels and identity read alike), so round 1
     # buys 1.7x the scenarios, and validation runs faster.
     round1_steps: int = 12
+    round1_reference_guidance: tuple[float, ...] = (1.0,)  # cycled over a scenario's candidates (GenerateConfig)
     val_steps: int = 12
     annotator_noise: tuple[float, ...] = (0.05, 0.1, 0.15)
     # ~2.5 passes over the round's pairs; the step kept is the best on the validation stories.
@@ -60,10 +61,10 @@ class LoopConfig:
             raise ValueError("round1_characters must be 'training' or 'all'")
 
 
-def generate_config(config: LoopConfig, steps: int) -> GenerateConfig:
+def generate_config(config: LoopConfig, steps: int, reference_guidance: tuple[float, ...] = (1.0,)) -> GenerateConfig:
     return GenerateConfig(num_candidates=config.candidates, num_inference_steps=steps, height=IMAGE_SIZE,
                           width=IMAGE_SIZE, max_sequence_length=MAX_SEQUENCE_LENGTH, seed=config.seed,
-                          batch_size=config.candidates)
+                          batch_size=config.candidates, reference_guidance_scales=reference_guidance)
 
 
 def new_round(settings: Settings, name: str, scenarios, folder: Path, parent: str | None = None,
@@ -99,7 +100,8 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
     log(f"round 1: scenarios of {who}, candidates from Stage-1 + GSA")
     round1 = make_scenarios(round1_chars, config.round1_stories, seed=config.seed + 101, prefix="r1s")
     new_round(settings, "round-1", round1, data_dir / "inputs" / "round-1")
-    generate_round(settings, "round-1", generate_config(config, config.round1_steps), progress=progress)
+    generate_round(settings, "round-1",
+                   generate_config(config, config.round1_steps, config.round1_reference_guidance), progress=progress)
     t = lap("generate round 1", t)
 
     annotators = [ScriptedAnnotator(f"judge-{i + 1}", noise, config.seed + i)
