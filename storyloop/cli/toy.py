@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from storyloop.cli.common import console
+from storyloop.cli.common import console, fail
 
 app = typer.Typer(no_args_is_help=True, help="The toy story world: retrain its base model, Stage-1 LoRA, readers.")
 
@@ -27,8 +27,8 @@ def train_base_cmd(
     given = {k: v for k, v in dict(steps=steps, seed=seed, mixed_precision=mixed_precision).items() if v is not None}
     try:
         config = BaseTrainConfig(**given)  # BaseTrainConfig holds the defaults, so they live in one place
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--mixed-precision") from e
+    except ValueError as e:  # the config names the key at fault
+        raise fail(str(e), code=2) from e
     folder = train_base(out or BASE, config)
     console.print(f"Toy base model saved to {folder}")
 

@@ -29,6 +29,9 @@ from storyloop.toy.render import render
 from storyloop.toy.world import split_characters
 
 
+PRECISIONS = ("no", "bf16")
+
+
 @dataclass
 class BaseTrainConfig:
     steps: int = 3000
@@ -38,11 +41,11 @@ class BaseTrainConfig:
     ema_decay: float = 0.998
     frames: int = 12000  # rendered training frames (training characters only)
     seed: int = 0
-    mixed_precision: str = "bf16"  # "bf16" (autocast) or "no"
+    mixed_precision: str = "bf16"  # one of PRECISIONS: "bf16" (autocast) or "no"
 
     def __post_init__(self):
-        if self.mixed_precision not in ("no", "bf16"):
-            raise ValueError("mixed_precision must be no or bf16")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {', '.join(PRECISIONS)}")
 
 
 def _encode_captions(pipe, captions: list[str], batch: int = 512) -> TextEmbeds:
