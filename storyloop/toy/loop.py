@@ -59,6 +59,7 @@ class LoopConfig:
     def __post_init__(self):
         if self.round1_characters not in ("training", "all"):
             raise ValueError("round1_characters must be 'training' or 'all'")
+        GenerateConfig(reference_guidance_scales=self.round1_reference_guidance)  # refused here, before any round
 
 
 def generate_config(config: LoopConfig, steps: int, reference_guidance: tuple[float, ...] = (1.0,)) -> GenerateConfig:

@@ -142,3 +142,13 @@ def test_reference_guidance_scales_cycle_over_candidates(settings, round_with_re
 def test_bad_reference_guidance_scales_are_refused(scales):
     with pytest.raises(ValueError, match="reference_guidance_scales"):
         GenerateConfig(reference_guidance_scales=scales)
+
+
+def test_a_resumed_round_gives_new_candidates_their_own_scale(settings, round_with_refs):
+    mixed = {**CONFIG.__dict__, "reference_guidance_scales": (1.0, 3.0)}
+    generate_round(settings, round_with_refs, GenerateConfig(**mixed), progress=False)
+    generate_round(settings, round_with_refs, GenerateConfig(**{**mixed, "num_candidates": 4}), progress=False)
+    with session_scope(settings.db_url) as s:
+        scales = [c.params["reference_guidance_scale"] for c in
+                  s.scalars(select(Candidate).order_by(Candidate.scenario_id, Candidate.index))]
+    assert scales == [1.0] * 4 + [1.0, 3.0, 1.0, 3.0]  # s-0 has no references; s-1 cycles

@@ -49,3 +49,8 @@ def test_demo_sets_up_accounts_and_a_generated_round(tmp_path):
 def test_round1_characters_must_be_a_known_pool():
     with pytest.raises(ValueError, match="round1_characters"):
         LoopConfig(round1_characters="held-out")
+
+
+def test_round1_reference_guidance_is_checked_before_any_round():
+    with pytest.raises(ValueError, match="reference_guidance_scales"):
+        LoopConfig(round1_reference_guidance=(1.0, -3.0))
