@@ -36,7 +36,8 @@ def run(
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     batch_size: Annotated[int, typer.Option(min=1, help="Candidates of a scenario denoised together.")] = 4,
     reference_guidance_scale: Annotated[list[float] | None, typer.Option(
-        min=0.0, help="Guidance over the GSA references: 1 = off (the paper's sampler); any other value costs 2x. "
+        min=0.0, metavar="SCALE",
+        help="Guidance over the GSA references: 1 = off (the paper's sampler); any other value costs 2x. "
              "Repeat it to cycle scales over a scenario's candidates, e.g. 1 and 3: every other one guided.")] = None,
     data_dir: DataDirOpt = None, db: DbOpt = None,
 ) -> None:
