@@ -2,10 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import func, select
 
 from storyloop.db import session_scope
+from storyloop.db.assets import asset_path
 from storyloop.db.models import Candidate
 from storyloop.db.rounds import ModelSpec, RoundError, create_round
 from storyloop.generation.models import ModelError
@@ -39,6 +42,17 @@ def candidate_rows(url):
     with session_scope(url) as s:
         return [(c.scenario.key, c.index, c.seed, c.model_fingerprint, c.asset.width, c.params["num_inference_steps"])
                 for c in s.scalars(select(Candidate).order_by(Candidate.scenario_id, Candidate.index))]
+
+
+def take_candidates(settings) -> dict[tuple[str, int], tuple[int, np.ndarray, dict]]:
+    """(seed, pixels, params) of every candidate by (scenario key, index), in order; then deletes them, so the
+    round can be generated again with other settings."""
+    with session_scope(settings.db_url) as s:
+        rows = s.scalars(select(Candidate).order_by(Candidate.scenario_id, Candidate.index)).all()
+        out = {(c.scenario.key, c.index): (c.seed, np.asarray(Image.open(asset_path(settings.store_dir, c.asset)),
+                                                              dtype=int), c.params) for c in rows}
+        s.query(Candidate).delete()
+    return out
 
 
 def test_generate_round_writes_candidates_and_resumes(settings, round_with_refs):
@@ -90,51 +104,26 @@ def test_unreadable_reference_is_refused_before_anything_is_generated(settings, 
 
 def test_batched_candidates_are_the_images_made_one_at_a_time(settings, round_with_refs):
     """Batching changes speed, not images: same seeds, same pixels (up to float rounding in the last bit)."""
-    import numpy as np
-    from PIL import Image
-
-    from storyloop.db.assets import asset_path
-
-    def images():
-        with session_scope(settings.db_url) as s:
-            rows = s.scalars(select(Candidate).order_by(Candidate.scenario_id, Candidate.index)).all()
-            out = [(c.seed, np.asarray(Image.open(asset_path(settings.store_dir, c.asset)), dtype=int)) for c in rows]
-            s.query(Candidate).delete()
-        return out
-
     three = {**CONFIG.__dict__, "num_candidates": 3}
     generate_round(settings, round_with_refs, GenerateConfig(**{**three, "batch_size": 1}), progress=False)
-    single = images()
+    single = take_candidates(settings)
     generate_round(settings, round_with_refs, GenerateConfig(**{**three, "batch_size": 2}), progress=False)
-    batched = images()
-    assert [s for s, _ in single] == [s for s, _ in batched] and len(single) == 6
-    assert max(np.abs(a - b).max() for (_, a), (_, b) in zip(single, batched)) <= 1
+    batched = take_candidates(settings)
+    assert [seed for seed, *_ in single.values()] == [seed for seed, *_ in batched.values()] and len(single) == 6
+    assert max(np.abs(single[k][1] - batched[k][1]).max() for k in single) <= 1
 
 
 def test_reference_guidance_scales_cycle_over_candidates(settings, round_with_refs):
     """Candidate k gets scale k mod len; a scenario without references is sampled as usual."""
-    import numpy as np
-    from PIL import Image
-
-    from storyloop.db.assets import asset_path
-
-    def made():
-        with session_scope(settings.db_url) as s:
-            rows = s.scalars(select(Candidate).order_by(Candidate.scenario_id, Candidate.index)).all()
-            out = {(c.scenario.key, c.index): (np.asarray(Image.open(asset_path(settings.store_dir, c.asset)), int),
-                                               c.params["reference_guidance_scale"]) for c in rows}
-            s.query(Candidate).delete()
-        return out
-
     generate_round(settings, round_with_refs, CONFIG, progress=False)
-    plain = made()
+    plain = take_candidates(settings)
     generate_round(settings, round_with_refs, GenerateConfig(**{**CONFIG.__dict__,
                                                                 "reference_guidance_scales": (1.0, 4.0)}),
                    progress=False)
-    mixed = made()
-    assert {k: scale for k, (_, scale) in mixed.items()} == {("s-0", 0): 1.0, ("s-0", 1): 1.0,
-                                                            ("s-1", 0): 1.0, ("s-1", 1): 4.0}
-    same = {k for k in plain if np.abs(plain[k][0] - mixed[k][0]).max() <= 1}  # batching may move the last bit
+    mixed = take_candidates(settings)
+    assert {k: params["reference_guidance_scale"] for k, (_, _, params) in mixed.items()} == {
+        ("s-0", 0): 1.0, ("s-0", 1): 1.0, ("s-1", 0): 1.0, ("s-1", 1): 4.0}
+    same = {k for k in plain if np.abs(plain[k][1] - mixed[k][1]).max() <= 1}  # batching may move the last bit
     assert same == {("s-0", 0), ("s-0", 1), ("s-1", 0)}  # only the guided candidate changed
 
 
