@@ -47,6 +47,8 @@ def sample(transformer: FluxTransformer2DModel, scheduler: FlowMatchEulerDiscret
     predicts without them and moves to `v_without + s * (v_with - v_without)`, at twice the cost. 1 is
     the paper's sampler (one prediction, with references).
     """
+    if reference_guidance_scale == 0.0:  # exactly the sampler without references: skip their unused prediction
+        refs = reference_cache = None
     device = next(transformer.parameters()).device
     num_tokens = grid[0] * grid[1]
     latents = initial_noise(seeds, num_tokens, transformer.config.in_channels).to(device)

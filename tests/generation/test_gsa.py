@@ -107,6 +107,19 @@ def test_reference_guidance_interpolates_between_with_and_without_references(tra
     assert (guided - uncached).abs().max() < 1e-4
 
 
+def test_reference_guidance_zero_costs_one_prediction_a_step(transformer, scheduler):
+    """s = 0 needs no reference pass and no prediction with references: one forward a step, as without them."""
+    install_gsa(transformer)
+    calls = []
+    hook = transformer.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        sample(transformer, scheduler, text(2, 1), GRID, [11, 12], references(2), num_inference_steps=6,
+               reference_guidance_scale=0.0)
+    finally:
+        hook.remove()
+    assert len(calls) == 6
+
+
 def test_lora_gradients_reach_target_and_reference_paths(transformer):
     transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
                                        target_modules=["to_q", "to_k", "to_v", "add_k_proj"]))
