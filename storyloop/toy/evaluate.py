@@ -50,10 +50,11 @@ def sample_seeds(scenarios: list[ToyScenario], seed: int, samples: int) -> list[
 
 @torch.no_grad()
 def generate_variant(pipe: FluxPipeline, scenarios: list[ToyScenario], variant: str, seeds: list[list[int]],
-                     steps: int = 20, transformer=None) -> list[list]:
+                     steps: int = 20, transformer=None, reference_guidance_scale: float = 1.0) -> list[list]:
     """One image per seed of each scenario (a scenario's seeds are denoised as one batch).
 
-    `transformer` replaces the pipeline's (the DPO trainer's policy, during training).
+    `transformer` replaces the pipeline's (the DPO trainer's policy, during training);
+    `reference_guidance_scale` is `sample`'s (1: the paper's sampler).
     """
     images = []
     transformer = transformer or pipe.transformer
@@ -68,7 +69,7 @@ def generate_variant(pipe: FluxPipeline, scenarios: list[ToyScenario], variant: 
                 with adapter_off(transformer, "dpo"):  # references through Stage-1 only, as everywhere
                     cache = write_reference_cache(transformer, refs)
             tokens = sample(transformer, pipe.scheduler, text, GRID, own, refs, steps, 3.5,
-                            use_cache=True, reference_cache=cache)
+                            use_cache=True, reference_cache=cache, reference_guidance_scale=reference_guidance_scale)
             images.append(decode_tokens(pipe, tokens, GRID))
     return images
 

@@ -27,7 +27,7 @@ from storyloop.toy.assets import BASE, READERS, STAGE1, require
 from storyloop.toy.evaluate import ValidationJudge, evaluate_variants, win_rate
 from storyloop.toy.model import IMAGE_SIZE, MAX_SEQUENCE_LENGTH
 from storyloop.toy.readers import load_readers
-from storyloop.toy.scenarios import make_scenarios, write_scenarios_file
+from storyloop.toy.scenarios import ToyScenario, make_scenarios, write_scenarios_file
 from storyloop.toy.world import preference_characters, split_characters, unseen_characters
 
 METRIC_NAMES = ("identity_cross", "identity_self", "style_cross", "style_self", "prompt", "count")
@@ -68,6 +68,20 @@ def generate_config(config: LoopConfig, steps: int, reference_guidance: tuple[fl
                           batch_size=config.candidates, reference_guidance_scales=reference_guidance)
 
 
+def round1_scenarios(config: LoopConfig) -> list[ToyScenario]:
+    """The judged round's stories: of Stage-1's training characters, or of any but the held-out ones."""
+    chars = split_characters()[0] if config.round1_characters == "training" else preference_characters()
+    return make_scenarios(chars, config.round1_stories, seed=config.seed + 101, prefix="r1s")
+
+
+def validation_scenarios(config: LoopConfig, round1: list[ToyScenario]) -> list[ToyScenario]:
+    """The stories DPO's step is chosen on: like the held-out evaluation, characters that no model and no
+    round has seen, without using the held-out ones."""
+    train_chars, _ = split_characters()
+    unseen = unseen_characters([*train_chars, *(sc.asked.protagonist for sc in round1)])
+    return make_scenarios(unseen, config.val_stories, seed=config.seed + 303, prefix="val")
+
+
 def new_round(settings: Settings, name: str, scenarios, folder: Path, parent: str | None = None,
               dpo_lora: Path | None = None) -> None:
     path = write_scenarios_file(scenarios, folder)
@@ -85,7 +99,7 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
     with session_scope(settings.db_url) as session:
         add_user(session, "admin", "admin-password", Role.admin)
     readers = load_readers(require(READERS, "storyloop toy train-readers"))
-    train_chars, held_out = split_characters()
+    held_out = split_characters()[1]
     timings = {}
 
     def lap(name: str, t0: float) -> float:
@@ -94,12 +108,9 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
         return time.perf_counter()
 
     t = time.perf_counter()
-    if config.round1_characters == "training":
-        round1_chars, who = train_chars, "Stage-1's training characters"
-    else:
-        round1_chars, who = preference_characters(), "any character but the held-out ones"
-    log(f"round 1: scenarios of {who}, candidates from Stage-1 + GSA")
-    round1 = make_scenarios(round1_chars, config.round1_stories, seed=config.seed + 101, prefix="r1s")
+    who = {"training": "Stage-1's training characters", "all": "any character but the held-out ones"}
+    log(f"round 1: scenarios of {who[config.round1_characters]}, candidates from Stage-1 + GSA")
+    round1 = round1_scenarios(config)
     new_round(settings, "round-1", round1, data_dir / "inputs" / "round-1")
     generate_round(settings, "round-1",
                    generate_config(config, config.round1_steps, config.round1_reference_guidance), progress=progress)
@@ -114,9 +125,7 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
     dpo_cfg = DPOConfig(**{**config.dpo, "round": "round-1", "output_dir": str(data_dir / "dpo-round-1"),
                            "resolution": IMAGE_SIZE, "max_sequence_length": MAX_SEQUENCE_LENGTH,
                            "seed": config.seed})
-    # Validation mirrors the held-out evaluation, characters that no model has seen, without using it.
-    unseen = unseen_characters([*train_chars, *(sc.asked.protagonist for sc in round1)])
-    validation = make_scenarios(unseen, config.val_stories, seed=config.seed + 303, prefix="val")
+    validation = validation_scenarios(config, round1)
     judge = ValidationJudge(load_flux(str(BASE)), readers, validation, config.seed, config.val_steps,
                             samples=config.val_samples, log=log)
     dpo_lora = train_dpo(dpo_cfg, settings, progress=progress, evaluate=judge)

@@ -8,8 +8,9 @@ from sqlalchemy import func, select
 from storyloop.db import session_scope
 from storyloop.db.models import Candidate, DpoRun, Judgment, Round, RunStatus
 from storyloop.demo import setup_demo
-from storyloop.toy.loop import METRIC_NAMES, LoopConfig, run_loop, table
+from storyloop.toy.loop import METRIC_NAMES, LoopConfig, round1_scenarios, run_loop, table, validation_scenarios
 from storyloop.toy.picture import story_sheet
+from storyloop.toy.world import split_characters
 
 SMALL = LoopConfig(round1_stories=6, eval_stories=2, eval_samples=2, val_stories=1, val_samples=1, candidates=3,
                    steps=10, round1_steps=6, val_steps=6,
@@ -54,3 +55,14 @@ def test_round1_characters_must_be_a_known_pool():
 def test_round1_reference_guidance_is_checked_before_any_round():
     with pytest.raises(ValueError, match="reference_guidance_scales"):
         LoopConfig(round1_reference_guidance=(1.0, -3.0))
+
+
+@pytest.mark.parametrize("pool", ["training", "all"])
+def test_each_pool_of_stories_keeps_to_its_characters(pool):
+    """Round 1 draws from its pool; DPO is validated on characters no model or round has seen, never held out."""
+    config = LoopConfig(round1_characters=pool, round1_stories=40, val_stories=20)
+    training, held_out = (set(chars) for chars in split_characters())
+    round1 = {sc.asked.protagonist for sc in round1_scenarios(config)}
+    validation = {sc.asked.protagonist for sc in validation_scenarios(config, round1_scenarios(config))}
+    assert not round1 & held_out and (round1 <= training) == (pool == "training")
+    assert validation and not validation & (training | held_out | round1)
