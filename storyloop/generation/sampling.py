@@ -45,7 +45,7 @@ def sample(transformer: FluxTransformer2DModel, scheduler: FlowMatchEulerDiscret
 
     `reference_guidance_scale` s != 1 is classifier-free guidance over the references: each step also
     predicts without them and moves to `v_without + s * (v_with - v_without)`, at twice the cost. 1 is
-    the paper's sampler (one prediction, with references).
+    the paper's sampler (one prediction, with references); 0 is sampling without them (one prediction).
     """
     if reference_guidance_scale == 0.0:  # exactly the sampler without references: skip their unused prediction
         refs = reference_cache = None

@@ -30,6 +30,7 @@ from storyloop.toy.readers import load_readers
 from storyloop.toy.scenarios import ToyScenario, make_scenarios, write_scenarios_file
 from storyloop.toy.world import preference_characters, split_characters, unseen_characters
 
+ROUND1_POOLS = {"training": "Stage-1's training characters", "all": "any character but the held-out ones"}
 METRIC_NAMES = ("identity_cross", "identity_self", "style_cross", "style_self", "prompt", "count")
 
 
@@ -57,7 +58,7 @@ class LoopConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.round1_characters not in ("training", "all"):
+        if self.round1_characters not in ROUND1_POOLS:
             raise ValueError("round1_characters must be 'training' or 'all'")
         GenerateConfig(reference_guidance_scales=self.round1_reference_guidance)  # refused here, before any round
 
@@ -108,8 +109,7 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
         return time.perf_counter()
 
     t = time.perf_counter()
-    who = {"training": "Stage-1's training characters", "all": "any character but the held-out ones"}
-    log(f"round 1: scenarios of {who[config.round1_characters]}, candidates from Stage-1 + GSA")
+    log(f"round 1: scenarios of {ROUND1_POOLS[config.round1_characters]}, candidates from Stage-1 + GSA")
     round1 = round1_scenarios(config)
     new_round(settings, "round-1", round1, data_dir / "inputs" / "round-1")
     generate_round(settings, "round-1",

@@ -107,14 +107,17 @@ def test_reference_guidance_interpolates_between_with_and_without_references(tra
     assert (guided - uncached).abs().max() < 1e-4
 
 
-def test_reference_guidance_zero_costs_one_prediction_a_step(transformer, scheduler):
-    """s = 0 needs no reference pass and no prediction with references: one forward a step, as without them."""
+@pytest.mark.parametrize("path", ["cache written by sample", "cache passed in", "no cache"])
+def test_reference_guidance_zero_costs_one_prediction_a_step(transformer, scheduler, path):
+    """s = 0 makes no prediction with the references: one forward a step, as without them."""
     install_gsa(transformer)
+    refs = references(2)
+    cache = write_reference_cache(transformer, refs) if path == "cache passed in" else None
     calls = []
     hook = transformer.register_forward_hook(lambda *_: calls.append(1))
     try:
-        sample(transformer, scheduler, text(2, 1), GRID, [11, 12], references(2), num_inference_steps=6,
-               reference_guidance_scale=0.0)
+        sample(transformer, scheduler, text(2, 1), GRID, [11, 12], refs, num_inference_steps=6,
+               use_cache=path != "no cache", reference_cache=cache, reference_guidance_scale=0.0)
     finally:
         hook.remove()
     assert len(calls) == 6

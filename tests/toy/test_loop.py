@@ -1,5 +1,6 @@
 """The loop end to end on the committed toy weights, shrunk to seconds (figures are not asserted)."""
 
+import hashlib
 import json
 
 import pytest
@@ -62,7 +63,16 @@ def test_each_pool_of_stories_keeps_to_its_characters(pool):
     """Round 1 draws from its pool; DPO is validated on characters no model or round has seen, never held out."""
     config = LoopConfig(round1_characters=pool, round1_stories=40, val_stories=20)
     training, held_out = (set(chars) for chars in split_characters())
-    round1 = {sc.asked.protagonist for sc in round1_scenarios(config)}
-    validation = {sc.asked.protagonist for sc in validation_scenarios(config, round1_scenarios(config))}
+    stories = round1_scenarios(config)
+    round1 = {sc.asked.protagonist for sc in stories}
+    validation = {sc.asked.protagonist for sc in validation_scenarios(config, stories)}
     assert not round1 & held_out and (round1 <= training) == (pool == "training")
     assert validation and not validation & (training | held_out | round1)
+
+
+def test_the_default_validation_stories_are_the_ones_the_readme_figures_used():
+    """The README's validation readings (and scripts/toy_guidance_ceiling.py) assume this exact set."""
+    config = LoopConfig()
+    validation = validation_scenarios(config, round1_scenarios(config))
+    fingerprint = repr([(sc.key, sc.prompt, sc.asked.protagonist) for sc in validation])
+    assert len(validation) == 83 and hashlib.sha256(fingerprint.encode()).hexdigest()[:16] == "2d563df06b5f7553"
