@@ -15,7 +15,7 @@ import argparse
 from storyloop.generation.gsa import install_gsa
 from storyloop.generation.models import load_flux
 from storyloop.toy.assets import BASE, READERS, STAGE1
-from storyloop.toy.evaluate import generate_variant, read_nested, sample_seeds, win_rate
+from storyloop.toy.evaluate import ValidationJudge, generate_variant, read_nested, win_rate
 from storyloop.toy.loop import LoopConfig, round1_scenarios, validation_scenarios
 from storyloop.toy.readers import load_readers
 
@@ -26,14 +26,14 @@ def main() -> None:
     args = parser.parse_args()
     config = LoopConfig()
     scenarios = validation_scenarios(config, round1_scenarios(config))
-    seeds = sample_seeds(scenarios, config.seed + 1, config.val_samples)  # as the loop's ValidationJudge
     readers = load_readers(READERS)
     pipe = load_flux(str(BASE))
     pipe.load_lora_weights(str(STAGE1), adapter_name="stage1")
     install_gsa(pipe.transformer)
+    judge = ValidationJudge(pipe, readers, scenarios, config.seed, config.val_steps, config.val_samples)
 
-    def readings(scale: float) -> list[list[dict]]:
-        frames = generate_variant(pipe, scenarios, "w/o DPO", seeds, config.val_steps, reference_guidance_scale=scale)
+    def readings(scale: float) -> list[list[dict]]:  # the loop's validation frames: its seeds and steps
+        frames = generate_variant(pipe, scenarios, "w/o DPO", judge.seeds, judge.steps, reference_guidance_scale=scale)
         return read_nested(readers, frames)
 
     unguided = readings(1.0)
