@@ -166,7 +166,8 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
                               encode_text(pipe, [REFERENCE_PROMPT] * len(images), config.max_sequence_length),
                               grid)
         cache = None
-        if refs is not None and config.use_reference_cache:  # one reference pass serves all K candidates
+        reads_refs = any(config.reference_guidance(i) != 0.0 for i in todo[sc.id])  # s = 0 samples without them
+        if refs is not None and config.use_reference_cache and reads_refs:  # one pass serves all K candidates
             # References go through the Stage-1 model only, as in DPO training (see dpo/trainer.py).
             with torch.no_grad(), adapter_off(pipe.transformer, "dpo"):
                 cache = write_reference_cache(pipe.transformer, refs, config.guidance_scale)

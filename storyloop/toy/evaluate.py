@@ -63,7 +63,7 @@ def generate_variant(pipe: FluxPipeline, scenarios: list[ToyScenario], variant: 
         for sc, own in zip(scenarios, seeds):
             text = encode_text(pipe, [sc.prompt], MAX_SEQUENCE_LENGTH).expand(len(own))
             refs = cache = None
-            if variant != "w/o GSA":
+            if variant != "w/o GSA" and reference_guidance_scale != 0.0:  # s = 0 samples without references
                 refs = References(image_tokens([render(f) for f in sc.references]), empty.expand(len(sc.references)),
                                   GRID)
                 with adapter_off(transformer, "dpo"):  # references through Stage-1 only, as everywhere

@@ -11,6 +11,7 @@ from storyloop.db import session_scope
 from storyloop.db.assets import asset_path
 from storyloop.db.models import Candidate
 from storyloop.db.rounds import ModelSpec, RoundError, create_round
+from storyloop.generation import run
 from storyloop.generation.models import ModelError
 from storyloop.generation.run import GenerateConfig, generate_round
 from tests.conftest import make_image, save_tiny_models
@@ -125,6 +126,19 @@ def test_reference_guidance_scales_cycle_over_candidates(settings, round_with_re
         ("s-0", 0): 1.0, ("s-0", 1): 1.0, ("s-1", 0): 1.0, ("s-1", 1): 4.0}
     same = {k for k in plain if np.abs(plain[k][1] - mixed[k][1]).max() <= 1}  # batching may move the last bit
     assert same == {("s-0", 0), ("s-0", 1), ("s-1", 0)}  # only the guided candidate changed
+
+
+@pytest.mark.parametrize("scales, passes", [((0.0,), 0), ((0.0, 2.0), 1), ((1.0,), 1)])
+def test_reference_pass_only_when_a_candidate_reads_it(settings, round_with_refs, monkeypatch, scales, passes):
+    """At s = 0 a candidate is sampled without its references, so a scenario whose candidates are all at
+    s = 0 writes no reference K/V; otherwise one pass serves all of them."""
+    written = []
+    real = run.write_reference_cache
+    monkeypatch.setattr(run, "write_reference_cache", lambda *a, **k: written.append(1) or real(*a, **k))
+    generate_round(settings, round_with_refs, GenerateConfig(**{**CONFIG.__dict__,
+                                                                "reference_guidance_scales": scales}),
+                   progress=False)
+    assert len(written) == passes  # s-0 has no references; s-1 has one
 
 
 @pytest.mark.parametrize("scales", [(), (1.0, -2.0)])
