@@ -165,13 +165,14 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
             refs = References(encode_images(pipe, images, (config.width, config.height)),
                               encode_text(pipe, [REFERENCE_PROMPT] * len(images), config.max_sequence_length),
                               grid)
+        batches = _batches(todo[sc.id], config, guided=refs is not None)
         cache = None
-        reads_refs = any(config.reference_guidance(i) != 0.0 for i in todo[sc.id])  # s = 0 samples without them
+        reads_refs = any(scale != 0.0 for scale, _ in batches)  # s = 0 samples without them
         if refs is not None and config.use_reference_cache and reads_refs:  # one pass serves all K candidates
             # References go through the Stage-1 model only, as in DPO training (see dpo/trainer.py).
             with torch.no_grad(), adapter_off(pipe.transformer, "dpo"):
                 cache = write_reference_cache(pipe.transformer, refs, config.guidance_scale)
-        for scale, chunk in _batches(todo[sc.id], config, guided=refs is not None):
+        for scale, chunk in batches:
             seeds = [candidate_seed(config.seed, round_name, sc.key, index) for index in chunk]
             tokens = sample(pipe.transformer, pipe.scheduler, text.expand(len(chunk)), grid, seeds, refs,
                             config.num_inference_steps, config.guidance_scale, config.use_reference_cache,
