@@ -59,7 +59,7 @@ class LoopConfig:
 
     def __post_init__(self):
         if self.round1_characters not in ROUND1_POOLS:
-            raise ValueError("round1_characters must be 'training' or 'all'")
+            raise ValueError(f"round1_characters must be {' or '.join(map(repr, ROUND1_POOLS))}")
         GenerateConfig(reference_guidance_scales=self.round1_reference_guidance)  # refused here, before any round
 
 
