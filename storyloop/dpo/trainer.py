@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +118,17 @@ def load_policy(rnd, config: DPOConfig, device, dtype) -> RoundModel:
     return RoundModel(pipe, base, rnd.stage1_lora_sha256)
 
 
-Evaluator = Callable[[object, int], float]  # (transformer with the DPO adapter active, step) -> score, higher is better
+@dataclass
+class EvalResult:
+    """What an evaluator may return instead of a bare score: the score and the figures behind it,
+    logged next to eval/score."""
+
+    score: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+# (transformer with the DPO adapter active, step) -> score (higher is better) or an EvalResult
+Evaluator = Callable[[object, int], "float | EvalResult"]
 
 
 class HeldOutPairs:
@@ -126,16 +136,15 @@ class HeldOutPairs:
 
     Each batch of pairs has its own fixed noise and noise levels, so scores at different steps differ
     only through the policy; at step 0 the loss is exactly log 2. The score is minus the loss (higher
-    is better, as `load_best_model_at_end` expects); `metrics` adds eval/loss and the reward accuracy.
+    is better, as `load_best_model_at_end` expects); its metrics are eval/loss and the reward accuracy.
     """
 
     def __init__(self, data: PairData, pairs: list[tuple[int, int, int]], config: DPOConfig, device, dtype,
                  scheduler_config: dict):
         self.data, self.pairs, self.config, self.device, self.dtype = data, pairs, config, device, dtype
         self.scheduler_config = scheduler_config
-        self.metrics: dict[str, float] = {}
 
-    def __call__(self, transformer, step: int) -> float:
+    def __call__(self, transformer, step: int) -> EvalResult:
         c, n = self.config, len(self.pairs)
         num_tokens = self.data.grid[0] * self.data.grid[1]
         loss = accuracy = 0.0
@@ -148,8 +157,7 @@ class HeldOutPairs:
             value, metrics = dpo_loss_for_batch(transformer, batch, noise, sigmas.to(self.device), c)
             loss += float(value) * len(chunk) / n
             accuracy += float(metrics["rewards/accuracies"]) * len(chunk) / n
-        self.metrics = {"eval/loss": loss, "eval/rewards/accuracies": accuracy}
-        return -loss
+        return EvalResult(-loss, {"eval/loss": loss, "eval/rewards/accuracies": accuracy})
 
 
 class DPOTrainer:
@@ -270,8 +278,8 @@ class DPOTrainer:
             logs = {**totals, "grad_norm": float(grad_norm), "learning_rate": c.learning_rate,
                     "epoch": step * c.gradient_accumulation_steps * c.train_batch_size / self.sampler.epoch_size}
             if c.eval_steps and (step % c.eval_steps == 0 or step == c.max_steps):
-                logs["eval/score"] = self._evaluate(acc.unwrap_model(transformer), step)
-                logs.update(getattr(self.evaluate, "metrics", {}))
+                result = self._evaluate(acc.unwrap_model(transformer), step)
+                logs.update({"eval/score": result.score, **result.metrics})
             if step % c.logging_steps == 0 or step == c.max_steps or "eval/score" in logs:
                 acc.log(logs, step=step)
                 self._log_metrics(step, logs)
@@ -301,17 +309,19 @@ class DPOTrainer:
         self._finish(RunStatus.completed, artifact=str(lora_dir.resolve()))
         return lora_dir
 
-    def _evaluate(self, transformer, step: int) -> float:
+    def _evaluate(self, transformer, step: int) -> EvalResult:
         """Score the current adapter (eval mode, no grad) and remember the best state (first on ties)."""
         transformer.eval()
         with torch.no_grad():
-            score = float(self.evaluate(transformer, step))
+            result = self.evaluate(transformer, step)
         transformer.train()
-        if self.best is None or score > self.best[0]:
+        if not isinstance(result, EvalResult):
+            result = EvalResult(float(result))
+        if self.best is None or result.score > self.best[0]:
             adapter = get_peft_model_state_dict(transformer, adapter_name=ADAPTER)
             state = {k: v.detach().clone() for k, v in adapter.items()}
-            self.best = (score, step, state)
-        return score
+            self.best = (result.score, step, state)
+        return result
 
     # -- records -----------------------------------------------------------------------------------
     def _log_metrics(self, step: int, logs: dict) -> None:
@@ -343,4 +353,4 @@ def train_dpo(config: DPOConfig, settings: Settings, resume: bool = False, progr
     return DPOTrainer(config, settings, evaluate).train(resume, progress)
 
 
-__all__ = ["DPOConfig", "DPOError", "DPOTrainer", "train_dpo", "dpo_velocities", "RoundError", "ModelError"]
+__all__ = ["DPOConfig", "DPOError", "DPOTrainer", "EvalResult", "train_dpo", "dpo_velocities", "RoundError", "ModelError"]

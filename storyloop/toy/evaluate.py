@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from diffusers import FluxPipeline
 
+from storyloop.dpo.trainer import EvalResult
 from storyloop.generation.flux import References, write_reference_cache
 from storyloop.generation.gsa import REFERENCE_PROMPT
 from storyloop.generation.lora import adapter_off
@@ -131,11 +132,12 @@ class ValidationJudge:
         return read_nested(self.readers, generate_variant(self.pipe, self.scenarios, variant, self.seeds, self.steps,
                                                           transformer))
 
-    def __call__(self, transformer, step: int) -> float:
+    def __call__(self, transformer, step: int) -> EvalResult:
         if self.stage1 is None:  # the DPO adapter off: exactly the Stage-1 model
             self.stage1 = self._read(transformer, "w/o DPO")
-        rate, _, _ = win_rate(self.scenarios, self._read(transformer, "full"), self.stage1)
+        rate, (lo, hi), counts = win_rate(self.scenarios, self._read(transformer, "full"), self.stage1)
         self.history[step] = round(rate, 4)
         if self.log:
             self.log(f"  validation win rate at step {step}: {100 * rate:.1f} %")
-        return rate
+        return EvalResult(rate, {"eval/win_rate": rate, "eval/win_rate_ci95_lo": lo, "eval/win_rate_ci95_hi": hi,
+                                 **{f"eval/{k}": v for k, v in counts.items()}})

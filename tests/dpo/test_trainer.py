@@ -245,8 +245,9 @@ def test_eval_split_keeps_scenarios_out_of_training_and_scores_their_pairs(setti
     assert {p[0] for p in trainer.evaluate.pairs} == held and len(trainer.evaluate.pairs) == 3  # 1 winner x 3 losers
     # Before any step the policy is its reference: the held-out loss is exactly log 2.
     with torch.no_grad():
-        assert trainer.evaluate(trainer.model.pipe.transformer, 0) == pytest.approx(-math.log(2), abs=1e-6)
-    assert trainer.evaluate.metrics["eval/rewards/accuracies"] == 0.5
+        result = trainer.evaluate(trainer.model.pipe.transformer, 0)
+    assert result.score == pytest.approx(-math.log(2), abs=1e-6)
+    assert result.metrics["eval/rewards/accuracies"] == 0.5
 
     lora = DPOTrainer(config(tmp_path / "b", max_steps=3, eval_split=0.3, eval_steps=1,
                              load_best_model_at_end=True), settings).train(progress=False)

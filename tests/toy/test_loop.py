@@ -33,7 +33,14 @@ def test_the_whole_loop_runs_through_the_real_code_paths(tmp_path):
     with session_scope(url) as s:
         assert [r.name for r in s.scalars(select(Round).order_by(Round.id))] == ["round-1", "round-2"]
         assert s.scalar(select(func.count()).select_from(Judgment)) == 3 * result["round1_scenarios"]
-        assert s.scalar(select(DpoRun)).status is RunStatus.completed
+        run = s.scalar(select(DpoRun))
+        assert run.status is RunStatus.completed
+        # the validation judge's figures are recorded with each eval step, the score is its win rate
+        evals = [m.values for m in run.metrics if "eval/score" in m.values]
+        assert [v["eval/win_rate"] for v in evals] == [v["eval/score"] for v in evals]
+        judged = {v["eval/wins"] + v["eval/ties"] + v["eval/losses"] for v in evals}
+        assert len(judged) == 1 and judged.pop() > 0  # every validation frame, at every eval step
+        assert [round(v["eval/score"], 4) for v in evals] == [result["dpo_validation_win_rate"][k] for k in (1, 2)]
         round2 = s.scalar(select(Round).where(Round.name == "round-2"))
         assert round2.parent.name == "round-1" and round2.dpo_lora_sha256
     sheet = story_sheet(result["_scenarios"], result["_images"], result["_scenarios"][0].story_id,
