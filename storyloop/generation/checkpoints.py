@@ -12,29 +12,41 @@ from pathlib import Path
 import torch
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
+from storyloop.generation.models import ModelError
+
 
 def checkpoints(out: Path) -> list[Path]:
     """Checkpoint folders under `out`, oldest first."""
     return sorted((Path(out) / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
 
-def save_checkpoint(transformer, adapter: str, optimizer, out: Path, step: int, keep: int) -> None:
+def save_checkpoint(transformer, adapter: str, optimizer, out: Path, step: int, keep: int,
+                    data_fingerprint: str | None = None) -> None:
+    """`data_fingerprint` names the training data, so a resume on other data is refused."""
     folder = Path(out) / "checkpoints" / f"step-{step}"
     folder.mkdir(parents=True, exist_ok=True)
     lora = get_peft_model_state_dict(transformer, adapter_name=adapter)
     tmp = folder / "state.pt.tmp"
-    torch.save({"lora": lora, "optimizer": optimizer.state_dict(), "step": step}, tmp)
+    torch.save({"lora": lora, "optimizer": optimizer.state_dict(), "step": step, "data": data_fingerprint}, tmp)
     tmp.replace(folder / "state.pt")
     for old in checkpoints(out)[:-keep]:
         shutil.rmtree(old)
 
 
-def resume_latest(transformer, adapter: str, optimizer, out: Path) -> int:
+class ResumeError(ModelError):
+    """A checkpoint that this run must not continue from; the message says why."""
+
+
+def resume_latest(transformer, adapter: str, optimizer, out: Path, data_fingerprint: str | None = None) -> int:
     """Load the newest checkpoint into the adapter and optimizer; the step to continue from (0: none)."""
     found = checkpoints(out)
     if not found:
         return 0
     state = torch.load(found[-1] / "state.pt", map_location="cpu", weights_only=True)
+    saved = state.get("data")
+    if data_fingerprint and saved and saved != data_fingerprint:
+        raise ResumeError(f"{found[-1]}: trained on other data (dataset sha256 {saved[:12]}..., now "
+                          f"{data_fingerprint[:12]}...): start a new output_dir instead of --resume")
     set_peft_model_state_dict(transformer, state["lora"], adapter_name=adapter)
     optimizer.load_state_dict(state["optimizer"])
     return state["step"]

@@ -50,6 +50,7 @@ class EncodedDataset:
     captions: TextEmbeds  # one row per image
     empty: TextEmbeds  # one row: the empty prompt (references, dropped captions)
     grid: tuple[int, int]
+    fingerprint: str  # sha256 over every row's group, caption and image bytes: what trained the LoRA
 
 
 def read_metadata(folder: Path) -> list[dict]:
@@ -80,9 +81,11 @@ def encode_dataset(pipe, config: Stage1Config, cache_dir: Path) -> EncodedDatase
     cached = cache.get
 
     latents, embeds, pooled = [], [], []
+    fingerprint = hashlib.sha256()
     for row in tqdm(rows, desc="encode dataset", unit="img", leave=False):
         image_path = Path(config.dataset) / row["image"]
         digest = hashlib.sha256(image_path.read_bytes()).hexdigest()
+        fingerprint.update(json.dumps([row["group"], row["caption"], digest]).encode() + b"\n")
         encoded = cached(f"img:{digest}", lambda: {"x": encode_images(pipe, [Image.open(image_path)], size)[0]})
         latents.append(encoded["x"])
         t = cached(f"txt:{row['caption']}", lambda: _text_tensors(pipe, row["caption"], config.max_sequence_length))
@@ -98,7 +101,8 @@ def encode_dataset(pipe, config: Stage1Config, cache_dir: Path) -> EncodedDatase
         raise ModelError(f"{config.dataset}: no group has {config.num_references + 1} images "
                          f"(num_references = {config.num_references})")
     return EncodedDataset(groups, torch.stack(latents), TextEmbeds(torch.stack(embeds), torch.stack(pooled)),
-                          TextEmbeds(empty["prompt_embeds"][None], empty["pooled"][None]), grid)
+                          TextEmbeds(empty["prompt_embeds"][None], empty["pooled"][None]), grid,
+                          fingerprint.hexdigest())
 
 
 def _text_tensors(pipe, prompt: str, max_len: int) -> dict[str, torch.Tensor]:
@@ -177,7 +181,7 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
     params = [p for p in transformer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.adam_weight_decay)
 
-    step = resume_latest(transformer, ADAPTER, optimizer, out) if resume else 0
+    step = resume_latest(transformer, ADAPTER, optimizer, out, data.fingerprint) if resume else 0
     transformer, optimizer = accelerator.prepare(transformer, optimizer)
     if accelerator.is_main_process and config.report_to != "none":
         accelerator.init_trackers("stage1", config=asdict(config))
@@ -213,13 +217,14 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
         if step % config.checkpointing_steps == 0 or step == config.max_train_steps:
             if accelerator.is_main_process:
                 save_checkpoint(accelerator.unwrap_model(transformer), ADAPTER, optimizer, out, step,
-                                config.checkpoints_total_limit)
+                                config.checkpoints_total_limit, data.fingerprint)
     bar.close()
     accelerator.wait_for_everyone()
     lora_dir = out / "lora"
     if accelerator.is_main_process:
         meta = LoraMeta("stage1", base_fingerprint(config.model), POSITION_SCHEME, config.rank, config.lora_alpha,
-                        step, extra={"config": asdict(config)})
+                        step, extra={"config": asdict(config), "dataset_sha256": data.fingerprint,
+                                     "dataset_images": len(data.latents)})
         save_lora(accelerator.unwrap_model(transformer), ADAPTER, lora_dir, meta)
     accelerator.end_training()
     return lora_dir

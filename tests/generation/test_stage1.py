@@ -1,12 +1,14 @@
 """Stage-1 training on a tiny FLUX folder: it trains, saves a loadable LoRA, and resumes exactly."""
 
 import json
+import shutil
 
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from storyloop.generation.checkpoints import ResumeError
 from storyloop.generation.gsa import POSITION_SCHEME
 from storyloop.generation.lora import check_lora
 from storyloop.generation.models import ModelError, base_fingerprint, load_flux
@@ -72,6 +74,31 @@ def test_caching_encodes_each_image_once(setup, tmp_path):
     assert len(cached) == 9 + 3 + 1  # images, distinct captions, the empty prompt
     train_stage1(config(setup, tmp_path / "c", max_train_steps=1), progress=False)
     assert sorted(p.name for p in (tmp_path / "c" / "cache").iterdir()) == cached
+
+
+def dataset_sha256(lora):
+    extra = json.loads((lora / "storyloop_lora.json").read_text())["extra"]
+    assert extra["dataset_images"] == 9
+    return extra["dataset_sha256"]
+
+
+def test_the_lora_records_its_data_and_resume_refuses_other_data(setup, tmp_path):
+    """The same content anywhere gives the same fingerprint; one changed pixel gives another."""
+    copy = tmp_path / "copy"
+    shutil.copytree(setup / "data", copy)
+    first = dataset_sha256(train_stage1(config(setup, tmp_path / "a", max_train_steps=2), progress=False))
+    same = dataset_sha256(train_stage1(config(setup, tmp_path / "b", dataset=str(copy), max_train_steps=2),
+                                       progress=False))
+    assert first == same
+    img = Image.open(copy / "fox0.png")
+    img.putpixel((0, 0), (0, 0, 0))
+    img.save(copy / "fox0.png")
+    with pytest.raises(ResumeError, match="trained on other data"):
+        train_stage1(config(setup, tmp_path / "b", dataset=str(copy), max_train_steps=4), resume=True,
+                     progress=False)
+    changed = dataset_sha256(train_stage1(config(setup, tmp_path / "c", dataset=str(copy), max_train_steps=2),
+                                          progress=False))
+    assert changed != first
 
 
 def test_bad_dataset_and_config_errors_are_clear(setup, tmp_path):
