@@ -17,23 +17,51 @@ def knob(default, help: str):
 class ConfigSources:
     """For config dataclasses: build from defaults, a YAML file and overrides; describe every knob."""
 
+    # pydantic reads this when it validates a subclass: a number given for a text knob becomes text
+    __pydantic_config__ = {"coerce_numbers_to_str": True}
+
     @classmethod
     def from_sources(cls, yaml_path: Path | None = None, **overrides):
-        """Defaults, then a YAML file, then explicit overrides (None means 'not given')."""
-        import yaml
+        """Defaults, then a YAML file, then explicit overrides (None means 'not given').
 
+        Values are converted to each knob's type by pydantic: YAML reads `1e-4` as text (YAML 1.1
+        wants `1.0e-4`), which must still be a learning rate. A value that does not convert is a
+        ValueError naming its key and source.
+        """
+        import yaml
+        from pydantic import TypeAdapter, ValidationError
+
+        known = {f.name for f in fields(cls)}
         values: dict = {}
         if yaml_path is not None:
             values = yaml.safe_load(Path(yaml_path).read_text()) or {}
-            unknown = set(values) - {f.name for f in fields(cls)}
+            if not isinstance(values, dict):
+                raise ValueError(f"{yaml_path}: expected KEY: VALUE lines, got {type(values).__name__}")
+            unknown = set(values) - known
             if unknown:
                 raise ValueError(f"{yaml_path}: unknown key(s) {', '.join(sorted(unknown))}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = set(given) - known
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        values.update(given)
+        try:
+            return TypeAdapter(cls).validate_python(values)
+        except ValidationError as exc:
+            source = {k: "command line" if k in given else str(yaml_path) for k in values}
+            raise ValueError("; ".join(_describe(e, source) for e in exc.errors())) from None
 
     @classmethod
     def describe(cls) -> str:
         return "\n".join(f"{f.name} ({f.default!r}): {f.metadata['help']}" for f in fields(cls))
+
+
+def _describe(error: dict, source: dict[str, str]) -> str:
+    """One pydantic error as `key (source): what is wrong (got value)`; checks of __post_init__ as they are."""
+    if not error["loc"]:
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    key = str(error["loc"][0])
+    return f"{key} ({source.get(key, 'default')}): {error['msg'].lower()} (got {error['input']!r})"
 
 
 @dataclass

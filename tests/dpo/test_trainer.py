@@ -267,7 +267,8 @@ def test_eval_split_that_would_hold_out_everything_is_refused(settings, judged, 
 
 def test_the_cli_trains_with_held_out_pairs_and_keeps_the_best_step(settings, judged, tmp_path):
     sets = dict(rank=4, lora_alpha=4, resolution=32, max_sequence_length=16, max_steps=2, save_steps=2,
-                report_to="none", eval_split=0.3, eval_steps=1, load_best_model_at_end="true")
+                report_to="none", eval_split=0.3, eval_steps=1, load_best_model_at_end="true",
+                learning_rate="1e-2")  # YAML reads 1e-2 as text; the config makes it a number
     args = ["dpo", "train", "--round", "r1", "--output-dir", str(tmp_path / "cli")]
     args += [part for key, value in sets.items() for part in ("--set", f"{key}={value}")]
     env = {"STORYLOOP_DB_URL": settings.db_url, "STORYLOOP_DATA_DIR": str(settings.data_dir)}
