@@ -20,6 +20,8 @@ def streamlit_command(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(APP_FILE),
             "--server.address", host, "--server.port", str(port), "--server.headless", "true",
             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+            # "magic" would render any bare expression in a page (a conditional call's return value, say)
+            "--runner.magicEnabled", "false",
             "--client.toolbarMode", "minimal", "--theme.base", "light", "--theme.primaryColor", "#1d4ed8"]
 
 

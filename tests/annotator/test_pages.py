@@ -79,6 +79,21 @@ def test_annotator_judges_a_scenario_with_the_keys_and_it_is_stored_once(app, sm
     assert by_pos[2].consistency_pass is False and by_pos[3].aesthetics_rank == 1
     assert task_key(at) != key  # the next scenario is on screen
     assert any("frame 1" in m.value for m in at.markdown)
+    assert [t.value for t in at.toast] == [f"Saved: ranked. Press U to change it."]
+    # nothing but the page itself: no object rendered by Streamlit's "magic" (a help table, a stray None)
+    assert not at.get("help_info") and not any(m.value.strip() in ("None", "") for m in at.markdown)
+
+
+def test_a_researcher_lands_on_progress_and_holds_no_lease(app, small_round):
+    from storyloop.db.models import Lease
+
+    at = app("rita")
+    assert [m.label for m in at.metric][:2] == ["Judgments", "Scenarios complete"]  # Progress, not Annotate
+    assert not any(b.key and b.key.startswith("enter-") for b in at.button)
+    with session_scope(small_round.settings.db_url) as s:
+        assert s.scalar(select(Lease)) is None
+    at.switch_page("pages/annotate.py").run()  # asked for work: now a scenario is leased
+    assert any(b.key and b.key.startswith("enter-") for b in at.button)
 
 
 def test_annotator_sees_only_the_annotate_and_history_pages(app):
@@ -179,6 +194,7 @@ def test_rounds_page_changes_k_gold_rate_and_skip_policy(app, small_round):
     at.radio[0].set_value(SkipPolicy.counts)
     next(b for b in at.button if b.label == "Save").click().run()
     assert any("Saved: k = 3" in s.value for s in at.success)
+    assert at.dataframe[0].value.k.tolist() == [3]  # the table shows what was saved, not what was there
     with session_scope(small_round.settings.db_url) as s:
         rnd = s.get(Round, small_round.round_id)
         assert (rnd.judgments_per_scenario, rnd.gold_rate, rnd.skip_policy) == (3, 0.2, SkipPolicy.counts)
@@ -198,6 +214,9 @@ def test_gallery_sets_a_gold_answer_and_refuses_a_bad_one(app, small_round):
     at.multiselect[1].set_value([last])
     next(b for b in at.button if b.label == "Save gold").click().run()
     assert any("Gold answer saved" in s.value for s in at.success)
+    assert any("gold" in m.value and "Aggregated outcome" in m.value for m in at.markdown)  # the badge, now
+    remove = next(b for b in at.button if b.label == "Remove gold")
+    assert not remove.disabled
     with session_scope(small_round.settings.db_url) as s:
         gold = s.scalar(select(GoldAnswer))
         assert (gold.scenario_id, gold.winner_candidate_ids, gold.loser_candidate_ids) == (sid, [first], [last])

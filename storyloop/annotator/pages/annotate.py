@@ -240,7 +240,10 @@ def page() -> None:
         progress = annotator_progress(s, who.id, round_id) if round_id is not None else None
     if (item := st.session_state.pop(ui.FLASH, None)) is not None:
         kind, message = item
-        st.toast(message, icon=":material/check_circle:") if kind == "toast" else ui.flash(kind, message)
+        if kind == "toast":
+            st.toast(message, icon=":material/check_circle:")
+        else:
+            ui.flash(kind, message)
     ui.show_flash()
     head, side = st.columns([3, 1], vertical_alignment="top")
     with side:
