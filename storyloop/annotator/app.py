@@ -91,14 +91,17 @@ def main() -> None:
         st.navigation([st.Page(login_page, title="Log in", url_path="login")], position="hidden").run()
         return
     who = ui.user()
+    # Opening Annotate leases a scenario, so researchers land on Progress: a login to look at the numbers
+    # must not hold back an annotator's next item for 20 minutes.
     pages = {"Annotate": [
-        st.Page(ui.PAGES_DIR / "annotate.py", title="Annotate", icon=":material/rate_review:", default=True),
+        st.Page(ui.PAGES_DIR / "annotate.py", title="Annotate", icon=":material/rate_review:",
+                default=not who.is_researcher),
         st.Page(ui.PAGES_DIR / "history.py", title="My judgments", icon=":material/history:"),
     ]}
     if who.is_researcher:
         pages["Research"] = [
             st.Page(ui.PAGES_DIR / "rounds.py", title="Rounds", icon=":material/layers:"),
-            st.Page(ui.PAGES_DIR / "progress.py", title="Progress", icon=":material/monitoring:"),
+            st.Page(ui.PAGES_DIR / "progress.py", title="Progress", icon=":material/monitoring:", default=True),
             st.Page(ui.PAGES_DIR / "agreement.py", title="Agreement", icon=":material/handshake:"),
             st.Page(ui.PAGES_DIR / "gallery.py", title="Gallery", icon=":material/photo_library:"),
             st.Page(ui.PAGES_DIR / "export.py", title="Export", icon=":material/download:"),

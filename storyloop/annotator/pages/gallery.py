@@ -16,6 +16,7 @@ VERDICT = {"winner": ("best", "best"), "loser": ("failed a check", "fail"), "sur
            "split": ("annotators split", "open"), "undecided": ("not judged yet", "open")}
 
 st.header("Gallery")
+ui.show_flash()
 round_id = ui.pick_round()
 if round_id is None:
     st.stop()
@@ -85,9 +86,11 @@ if saved:
             set_gold(s, sid, outcome, winners, losers, created_by=ui.user().id)
     except GoldError as exc:
         st.error(f"Not saved: {exc}")
-    else:
-        st.success("Gold answer saved.")
+    else:  # rerun, so the badge, the form and its buttons show the gold answer now stored
+        ui.flash("success", "Gold answer saved.")
+        st.rerun()
 if removed:
     with ui.db() as s:
         clear_gold(s, sid)
-    st.success("Gold answer removed.")
+    ui.flash("success", "Gold answer removed.")
+    st.rerun()

@@ -17,6 +17,7 @@ POLICY_HELP = {
 }
 
 st.header("Rounds")
+ui.show_flash()
 with ui.db() as s:
     rounds = list_rounds(s)
 if not rounds:
@@ -42,5 +43,6 @@ with st.form("round-settings"):
                 update_round(s, r.id, int(k), float(gold_rate), policy)
         except RoundError as exc:
             st.error(str(exc))
-        else:
-            st.success(f"Saved: k = {int(k)}, gold rate {gold_rate:.2f}, skips {POLICY_HELP[policy]}.")
+        else:  # rerun, so the table above shows what was saved
+            ui.flash("success", f"Saved: k = {int(k)}, gold rate {gold_rate:.2f}, skips {POLICY_HELP[policy]}.")
+            st.rerun()
