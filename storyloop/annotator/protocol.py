@@ -41,6 +41,7 @@ class Draft:
     anatomy: dict[int, bool] = field(default_factory=dict)
     ranking: list[int] = field(default_factory=list)  # best first
     tie: bool = False
+    untied: list[int] = field(default_factory=list)  # the ranking a tie set aside; T again brings it back
 
     def __post_init__(self):
         for cid in self.order:
@@ -94,7 +95,7 @@ class Draft:
         elif self.step is Step.anatomy:
             self.anatomy[cid] = not self.anatomy[cid]
         elif self.step is Step.aesthetics:
-            self.tie = False
+            self.tie, self.untied = False, []  # a number after a tie starts a new ranking
             if cid in self.ranking:
                 self.ranking.remove(cid)
             else:
@@ -131,14 +132,17 @@ class Draft:
         self._prune()
 
     def toggle_tie(self) -> None:
+        """'T': call a tie, or take it back and get the ranking that was there before."""
         if self.step is Step.aesthetics and len(self.survivors()) >= 2:
             self.tie = not self.tie
-            self.ranking = []
+            self.ranking, self.untied = (([], self.ranking) if self.tie else (self.untied, []))
+            self._prune()
 
     def _prune(self) -> None:
         # A candidate that no longer survives cannot keep a rank.
         survivors = set(self.survivors())
         self.ranking = [c for c in self.ranking if c in survivors]
+        self.untied = [c for c in self.untied if c in survivors]
         if len(survivors) < 2:
             self.tie = False
 

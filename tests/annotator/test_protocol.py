@@ -78,6 +78,21 @@ def test_tie_clears_ranks_and_needs_two_survivors():
     assert not d.tie and d.ranking == [1]
 
 
+def test_taking_a_tie_back_restores_the_ranking_it_set_aside():
+    d = Draft(order=[1, 2, 3])
+    d.advance(), d.advance()
+    d.toggle(3), d.toggle(1)
+    d.toggle_tie()
+    assert d.tie and d.ranking == [] and d.status(1) == "tie"
+    d.toggle_tie()
+    assert not d.tie and d.ranking == [3, 1]
+    assert valid(d)[1][3].aesthetics_rank == 1
+    d.toggle_tie(), d.back()
+    d.toggle(3)  # #3 fails anatomy while the ranking is set aside: it leaves that ranking too
+    d.advance(), d.toggle_tie()
+    assert d.ranking == [1] and not d.tie
+
+
 def test_going_back_and_failing_a_ranked_candidate_drops_its_rank():
     d = Draft(order=[1, 2, 3])
     d.advance(), d.advance()
