@@ -20,6 +20,7 @@ LOGGED_OUT = "logged_out"  # set by logout: ignore the (stale) cookie this sessi
 COOKIE_ACTION = "cookie_action"  # ("set", token) or ("clear",): written into the browser on the next run
 TASK = "task"  # the annotator's current Task (with its draft), or None
 LAST_SUBMITTED = "last_submitted"  # scenario id of the annotator's last submit, for undo
+KEYS_SEEN = "keys_seen"  # seq of the newest judging key press dealt with (storyloop.annotator.keys)
 FLASH = "flash"  # (kind, message) shown once at the top of the next run
 ROUND = "research_round"  # round id the research pages look at
 
@@ -101,6 +102,7 @@ div[class*="st-key-card-"][class*="-open"] { border-color: #9ca3af !important; }
 .sl-step.on { background: #1d4ed8; color: white; font-weight: 600; }
 .sl-step.done { background: #dbeafe; color: #1e3a8a; }
 .sl-keys td { padding: 1px 6px; font-size: .8rem; } .sl-keys kbd { font-size: .75rem; }
+.st-key-judging-keys { display: none; } /* the key listener (storyloop.annotator.keys): nothing to see */
 </style>
 """
 

@@ -2,7 +2,8 @@
 
 Judges a scenario with the keyboard, double-clicks submit, reloads, and checks the database holds
 exactly one judgment with the right winners and losers; then a second annotator gets the right next
-scenario without a trace of the first one's labels.
+scenario without a trace of the first one's labels. Then keys typed faster than a rerun: every one
+counts, in order, and the stored labels are exactly what was typed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy import select
 from storyloop.annotator.gold import winners_and_losers
 from storyloop.annotator.queue import shown_order
 from storyloop.db import session_scope, upgrade
-from storyloop.db.models import Judgment
+from storyloop.db.models import Judgment, Outcome
 from storyloop.settings import Settings
 from tests.annotator.conftest import PASSWORD, build_round
 
@@ -96,10 +97,20 @@ def _login(page, url: str, username: str, password: str = PASSWORD) -> None:
     page.get_by_role("button", name="Log in").click()
 
 
+def _prompt(page, text: str) -> None:
+    """Wait until the page shows the scenario with this prompt, and only it (the previous scenario's
+    elements linger for a moment while the next one renders)."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(".sl-prompt", has_text=text)).to_have_count(1)
+    expect(page.locator(".sl-prompt")).to_have_count(1)
+
+
 def _step(page, title: str) -> None:
     """Wait until the page shows `title` as the current step and its keys are live."""
     from playwright.sync_api import expect
 
+    expect(page.locator(".sl-step.on")).to_have_count(1)  # the previous scenario's elements are gone
     expect(page.locator(".sl-step.on")).to_contain_text(title)
     expect(page.get_by_role("button", name="Next step").or_(page.get_by_role("button", name="Submit"))).to_be_enabled()
     page.wait_for_load_state("networkidle")
@@ -118,7 +129,7 @@ def test_keyboard_judgment_double_submit_reload_and_a_second_annotator(server, b
     expect(page.get_by_text("Wrong username or password.")).to_be_visible()
 
     _login(page, url, "ann")
-    expect(page.locator(".sl-prompt")).to_have_text("frame 0: Mia waves")
+    _prompt(page, "frame 0: Mia waves")
     _step(page, "Character consistency")
     page.keyboard.press("2")  # candidate #2 is not the character of the references
     expect(page.locator('[class*="st-key-card-2-fail"]')).to_be_visible()
@@ -135,10 +146,10 @@ def test_keyboard_judgment_double_submit_reload_and_a_second_annotator(server, b
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "annotator.png"))
     page.get_by_role("button", name="Submit").dblclick()
-    expect(page.locator(".sl-prompt")).to_have_text("frame 1: Mia waves")  # ann moves on to s1
+    _prompt(page, "frame 1: Mia waves")  # ann moves on to s1
 
     page.reload()  # a new Streamlit session: the login cookie brings ann back to her leased s1
-    expect(page.locator(".sl-prompt")).to_have_text("frame 1: Mia waves")
+    _prompt(page, "frame 1: Mia waves")
     expect(page.get_by_text("judged by you 1", exact=False)).to_be_visible()
 
     with session_scope(rf.settings.db_url) as s:
@@ -152,7 +163,7 @@ def test_keyboard_judgment_double_submit_reload_and_a_second_annotator(server, b
     # bob: s0 has one of its k = 2 judgments, so it is closest to done; none of ann's labels show
     page2 = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
     _login(page2, url, "bob")
-    expect(page2.locator(".sl-prompt")).to_have_text("frame 0: Mia waves")
+    _prompt(page2, "frame 0: Mia waves")
     _step(page2, "Character consistency")
     expect(page2.locator('[class*="st-key-card-"][class*="-fail"]')).to_have_count(0)
     expect(page2.locator('[class*="st-key-card-"][class*="-pass"]')).to_have_count(3)
@@ -166,3 +177,39 @@ def test_keyboard_judgment_double_submit_reload_and_a_second_annotator(server, b
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
     page.reload()
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
+
+
+def _fast(page, *keys: str) -> None:
+    """Type as a quick annotator does: 30 ms between keys, faster than a rerun."""
+    for k in keys:
+        page.keyboard.press(k)
+        page.wait_for_timeout(30)
+
+
+def test_fast_typing_loses_no_key_and_labels_what_was_typed(server, browser):
+    from playwright.sync_api import expect
+
+    url, rf = server
+    s0, s1 = rf.scenarios
+    ann = rf.users["ann"]
+    order = shown_order(rf.candidates[s0], ann, s0, 0)
+
+    page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+    _login(page, url, "ann")
+    _prompt(page, "frame 0: Mia waves")
+    _step(page, "Character consistency")
+    _fast(page, "1", "Enter", "Enter", "2", "Enter")  # #1 inconsistent, anatomy all fine, #2 best, submit
+    _prompt(page, "frame 1: Mia waves")
+    _step(page, "Character consistency")
+    _fast(page, "s", "2")  # skip: the references are unclear
+    expect(page.get_by_text("Nothing left for you to judge")).to_be_visible()
+
+    with session_scope(rf.settings.db_url) as s:
+        first, second = s.scalars(select(Judgment).order_by(Judgment.id))
+        assert (first.scenario_id, first.outcome) == (s0, Outcome.ranked)
+        labels = {first.shown_order.index(l.candidate_id) + 1: (l.consistency_pass, l.anatomy_pass, l.aesthetics_rank)
+                  for l in first.labels}
+        assert first.shown_order == order
+        assert labels == {1: (False, None, None), 2: (True, True, 1), 3: (True, True, None)}
+        assert (second.scenario_id, second.outcome) == (s1, Outcome.skipped)
+        assert second.skip_reason == "references are unclear"  # the 2 after S picked reason 2

@@ -2,7 +2,8 @@
 
 Layout and key bindings only; the queue, the protocol and the write live in storyloop.annotator.
 Every button acts through a callback that carries the shown task's idempotency key, so a click that
-arrives after the page moved on (a double click, a queued rerun) changes nothing.
+arrives after the page moved on (a double click, a queued rerun) changes nothing. The judging keys go
+through storyloop.annotator.keys, which queues them, rather than button shortcuts, which merge presses.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from html import escape
 
 import streamlit as st
 
-from storyloop.annotator import ui
+from storyloop.annotator import keys, ui
 from storyloop.annotator.history import edit_task
 from storyloop.annotator.protocol import STEP_TITLES, Step
 from storyloop.annotator.queue import Task, annotator_progress, next_task, renew_lease, rounds_newest_first
@@ -129,11 +130,10 @@ def _candidate_card(task: Task, cand: ShownCandidate) -> None:
         label, icon = BUTTON.get(status, (status, "format_list_numbered"))
         with st.container(horizontal=True, gap="small", vertical_alignment="center", wrap=False):
             st.button(label, icon=f":material/{icon}:", key=f"toggle-{key}-{pos}", on_click=_act, args=(key, "toggle", pos),
-                      disabled=not active, shortcut=str(pos) if active and pos <= 9 else None,
-                      type="primary" if state in ("best", "ranked") else "secondary", width="stretch")
+                      disabled=not active, type="primary" if state in ("best", "ranked") else "secondary",
+                      width="stretch")
             if st.button("", icon=":material/zoom_in:", key=f"zoom-{key}-{pos}", help=f"Zoom (Shift+{pos})",
-                         type="tertiary",
-                         disabled=cand.image.missing, shortcut=f"Shift+{pos}" if pos <= 9 else None):
+                         type="tertiary", disabled=cand.image.missing):
                 _zoom(cand)
 
 
@@ -154,20 +154,19 @@ def _actions(task: Task) -> None:
     d, key = task.draft, task.idempotency_key
     with st.container(horizontal=True, gap="small"):
         st.button("Back", icon=":material/arrow_back:", key=f"back-{key}", on_click=_act, args=(key, "back"),
-                  disabled=d.step is Step.consistency or task.skipping, shortcut="Backspace")
-        st.button("All bad", key=f"allbad-{key}", on_click=_act, args=(key, "mark_all_bad"), shortcut="A",
+                  disabled=d.step is Step.consistency or task.skipping)
+        st.button("All bad", key=f"allbad-{key}", on_click=_act, args=(key, "mark_all_bad"),
                   disabled=d.step not in (Step.consistency, Step.anatomy) or task.skipping)
-        st.button("Tie", key=f"tie-{key}", on_click=_act, args=(key, "toggle_tie"), shortcut="T",
+        st.button("Tie", key=f"tie-{key}", on_click=_act, args=(key, "toggle_tie"),
                   disabled=d.step is not Step.aesthetics or len(d.survivors()) < 2 or task.skipping)
-        st.button("Skip…", key=f"skip-{key}", on_click=_set_skipping, args=(key, True), shortcut="S",
-                  disabled=task.skipping)
+        st.button("Skip…", key=f"skip-{key}", on_click=_set_skipping, args=(key, True), disabled=task.skipping)
         if task.is_edit:
-            st.button("Cancel edit", key=f"cancel-{key}", on_click=_cancel_edit, args=(key,), shortcut="Esc")
+            st.button("Cancel edit", key=f"cancel-{key}", on_click=_cancel_edit, args=(key,))
         st.button("Submit" if d.ready() else "Next step", icon=":material/keyboard_return:", key=f"enter-{key}",
-                  on_click=_submit, args=(key,), type="primary", shortcut="Enter", disabled=task.skipping)
+                  on_click=_submit, args=(key,), type="primary", disabled=task.skipping)
         st.space("stretch")
         if st.session_state.get(ui.LAST_SUBMITTED) is not None and not task.is_edit:
-            st.button("Change last", icon=":material/undo:", key="undo", on_click=_reopen_last, shortcut="U")
+            st.button("Change last", icon=":material/undo:", key="undo", on_click=_reopen_last)
         _keyboard_help()
 
 
@@ -178,12 +177,32 @@ def _skip_panel(task: Task, view: ScenarioView) -> None:
                     "back to the queue.")
         with st.container(horizontal=True, gap="small"):
             for i, reason in enumerate(SKIP_REASONS, start=1):
-                st.button(reason, key=f"reason-{key}-{i}", on_click=_submit, args=(key, reason), shortcut=str(i),
+                st.button(reason, key=f"reason-{key}-{i}", on_click=_submit, args=(key, reason),
                           type="primary" if view.missing and i == 1 else "secondary")
         with st.container(horizontal=True, gap="small", vertical_alignment="bottom"):
             st.text_input("Another reason", key=f"skip-text-{key}", placeholder="e.g. the references show two people")
             st.button("Skip with this reason", key=f"skiptext-{key}", on_click=_skip_text, args=(key,))
-            st.button("Cancel", key=f"skipcancel-{key}", on_click=_set_skipping, args=(key, False), shortcut="Esc")
+            st.button("Cancel", key=f"skipcancel-{key}", on_click=_set_skipping, args=(key, False))
+
+
+def _keys(task: Task, view: ScenarioView) -> None:
+    """Apply the key presses not applied yet; a submit (or U, or Esc from an edit) reruns the page."""
+    key, seen = task.idempotency_key, st.session_state.get(ui.KEYS_SEEN)
+    events = keys.pressed(key, seen or 0)
+    if seen is None:  # a new session for an open tab (after a restart): don't replay what it logged before
+        seen = max((ev["seq"] for ev in events), default=0)
+    done = keys.apply(task, events, seen)
+    st.session_state[ui.KEYS_SEEN] = done.seen  # before acting: a press is never applied twice
+    if done.leave == "submit":
+        _submit(key, done.reason)
+    elif done.leave == "reopen":
+        _reopen_last()
+    elif done.leave == "cancel_edit":
+        _cancel_edit(key)
+    if st.session_state.get(ui.TASK) is not task or ui.FLASH in st.session_state:
+        st.rerun(scope="app")
+    if done.zoom is not None and done.zoom <= len(view.candidates) and not view.candidates[done.zoom - 1].image.missing:
+        _zoom(view.candidates[done.zoom - 1])
 
 
 @st.fragment
@@ -192,9 +211,11 @@ def judge(view: ScenarioView) -> None:
     task: Task | None = st.session_state.get(ui.TASK)
     if task is None or task.scenario_id != view.scenario_id:
         st.rerun(scope="app")  # submitted: fetch the next scenario
+    _keys(task, view)
     st.markdown(_steps(task), unsafe_allow_html=True)
     _actions(task)
-    st.caption(task.draft.hint() if not task.skipping else "Pick a reason: 1-4, or type one. Esc cancels.")
+    st.caption(task.draft.hint() if not task.skipping
+               else "Pick a reason: 1-4, or type one and press Enter. Esc cancels.")
     if task.skipping:
         _skip_panel(task, view)
     if view.missing:

@@ -1,0 +1,124 @@
+"""The judging keys: a small component that queues key presses, and the rule that applies them.
+
+Button shortcuts lost keys: Streamlit merges two presses of one button that arrive while a rerun is
+pending, so a quick `Enter Enter` counted once and the next number landed in the wrong step. The
+component instead keeps a numbered log of the recent presses as its state (each log holds the one
+before, so whichever the server sees last misses nothing); the page applies the presses it has not
+applied yet, in order, each only to the task that was on screen when it was pressed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from storyloop.annotator.queue import Task
+from storyloop.annotator.submit import SKIP_REASONS
+
+# Streamlit calls the default export again on every data change without the previous cleanup, so the
+# module keeps one listener and the latest mount (its task key and setter).
+JS = """
+const LETTERS = new Set(["a", "t", "s", "u"]);
+// seq starts at the clock (ms), so a re-evaluated module still numbers after any press it sent before
+let mounted = null, log = [], seq = Date.now();
+
+function onKey(e) {
+  if (!mounted || e.repeat || e.isComposing || e.ctrlKey || e.metaKey || e.altKey) return;
+  const digit = /^(?:Digit|Numpad)([1-9])$/.exec(e.code);  // the code: Shift+1 types "!"
+  const key = digit ? digit[1] : e.key.length === 1 ? e.key.toLowerCase() : e.key;
+  if (!digit && (e.shiftKey || !(LETTERS.has(key) || ["Enter", "Backspace", "Escape"].includes(key)))) return;
+  let text = null;
+  const field = e.target instanceof Element && e.target.closest("input, textarea, select, [contenteditable]");
+  if (field) {  // typing: only Esc is ours, and Enter in the skip reason box
+    if (key === "Enter" && field.closest('[class*="st-key-skip-text-"]')) text = field.value;
+    else if (key !== "Escape") return;
+  }
+  if (key === "Escape" && document.querySelector('[role="dialog"]')) return;  // Esc closes the zoom (or a popover) first
+  e.preventDefault();
+  const { task, applied } = mounted.data;
+  log = [...log.filter((ev) => ev.seq > applied), { seq: ++seq, key, shift: e.shiftKey, task, text }].slice(-50);
+  mounted.setStateValue("events", log);
+}
+
+export default function (component) {
+  mounted = component;
+  document.addEventListener("keydown", onKey, true);  // the same listener twice is one listener
+  return () => {
+    if (mounted !== component) return;  // a stale mount's cleanup
+    document.removeEventListener("keydown", onKey, true);
+    mounted = null;
+  };
+}
+"""
+
+_keyboard = st.components.v2.component("storyloop_judging_keys", js=JS)
+
+
+def pressed(task_key: str, applied: int) -> list[dict]:
+    """Listen for the judging keys while `task_key` is on screen; the log of recent presses, oldest first.
+
+    Each press is {seq, key, shift, task, text}: seq grows by one a press; key is "1"-"9", "a", "t",
+    "s", "u", "Enter", "Backspace" or "Escape"; text is the skip reason box's text for an Enter typed in it.
+    """
+    result = _keyboard(key="judging-keys", data={"task": task_key, "applied": applied}, default={"events": []},
+                       on_events_change=lambda: None)
+    return list(result.events or [])
+
+
+@dataclass
+class Applied:
+    seen: int  # the newest press dealt with (applied or dropped): later calls skip up to it
+    leave: str | None = None  # "submit", "reopen" or "cancel_edit": the page does it and moves on
+    reason: str | None = None  # a submit's skip reason; None submits the labels
+    zoom: int | None = None  # the candidate position to show at full resolution
+
+
+def apply(task: Task, events: list[dict], seen: int) -> Applied:
+    """Apply the presses after `seen` to `task`, in order, up to one that leaves the task.
+
+    Presses made while another task was on screen are dropped, and so are those after a leaving one:
+    they were meant for a page that is gone.
+    """
+    out = Applied(max([seen, *(ev["seq"] for ev in events)]))
+    for ev in sorted(events, key=lambda ev: ev["seq"]):
+        if ev["seq"] <= seen or ev.get("task") != task.idempotency_key:
+            continue
+        _press(task, ev, out)
+        if out.leave is not None:
+            break
+    return out
+
+
+def _press(task: Task, ev: dict, out: Applied) -> None:
+    d, key = task.draft, ev["key"]
+    if key.isdigit() and ev.get("shift"):
+        out.zoom = int(key)
+    elif key == "u":
+        if not task.is_edit:
+            out.leave = "reopen"
+    elif key == "Escape":
+        if task.skipping:
+            task.skipping = False
+        elif task.is_edit:
+            out.leave = "cancel_edit"
+    elif task.skipping:  # the panel asks for a reason: 1-4, or Enter in its text box
+        if key.isdigit() and int(key) <= len(SKIP_REASONS):
+            out.leave, out.reason = "submit", SKIP_REASONS[int(key) - 1]
+        elif key == "Enter" and (ev.get("text") or "").strip():
+            out.leave, out.reason = "submit", ev["text"].strip()
+    elif key.isdigit():
+        d.toggle(int(key))
+    elif key == "Enter":
+        if d.ready():
+            out.leave = "submit"
+        else:
+            d.advance()
+    elif key == "Backspace":
+        d.back()
+    elif key == "a":
+        d.mark_all_bad()
+    elif key == "t":
+        d.toggle_tie()
+    elif key == "s":
+        task.skipping = True
