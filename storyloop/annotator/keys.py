@@ -16,6 +16,8 @@ import streamlit as st
 from storyloop.annotator.queue import Task
 from storyloop.annotator.submit import SKIP_REASONS
 
+NOTHING_RANKED = "Nothing to submit yet: press the number of the best candidate (or T for a tie), then Enter."
+
 # Streamlit calls the default export again on every data change without the previous cleanup, so the
 # module keeps one listener and the latest mount (its task key and setter).
 JS = """
@@ -72,6 +74,7 @@ class Applied:
     leave: str | None = None  # "submit", "reopen" or "cancel_edit": the page does it and moves on
     reason: str | None = None  # a submit's skip reason; None submits the labels
     zoom: int | None = None  # the candidate position to show at full resolution
+    warning: str | None = None  # the last press could not do what it asked (Enter with nothing ranked)
 
 
 def apply(task: Task, events: list[dict], seen: int) -> Applied:
@@ -84,6 +87,7 @@ def apply(task: Task, events: list[dict], seen: int) -> Applied:
     for ev in sorted(events, key=lambda ev: ev["seq"]):
         if ev["seq"] <= seen or ev.get("task") != task.idempotency_key:
             continue
+        out.warning = None  # only the last press's warning is still true
         _press(task, ev, out)
         if out.leave is not None:
             break
@@ -112,6 +116,8 @@ def _press(task: Task, ev: dict, out: Applied) -> None:
     elif key == "Enter":
         if d.ready():
             out.leave = "submit"
+        elif d.at_last_step():
+            out.warning = NOTHING_RANKED
         else:
             d.advance()
     elif key == "Backspace":

@@ -69,6 +69,10 @@ class Draft:
             return self.tie or bool(self.ranking)
         return False
 
+    def at_last_step(self) -> bool:
+        """Whether Enter means submit here (it does once the judgment is complete, see `ready`)."""
+        return self.step in (Step.aesthetics, Step.all_bad)
+
     def hint(self) -> str:
         """What the annotator is asked to do in this step, in one line."""
         n = len(self.active())

@@ -3,7 +3,7 @@ another task."""
 
 from datetime import datetime, timezone
 
-from storyloop.annotator.keys import apply
+from storyloop.annotator.keys import NOTHING_RANKED, apply
 from storyloop.annotator.protocol import Step
 from storyloop.annotator.queue import Task
 from storyloop.db.models import Outcome
@@ -84,3 +84,11 @@ def test_zoom_reopen_and_cancel_edit():
     assert all(t.draft.consistency.values())  # Shift+3 zooms; it does not toggle #3
     edit = task(revision=1)
     assert apply(edit, presses(edit, "u", "Escape"), 0).leave == "cancel_edit"  # no U while editing
+
+
+def test_enter_with_nothing_ranked_warns_instead_of_doing_nothing():
+    t = task()
+    done = apply(t, presses(t, "Enter", "Enter", "Enter"), 0)
+    assert t.draft.step is Step.aesthetics and done.leave is None and done.warning == NOTHING_RANKED
+    done = apply(t, presses(t, "2", "Enter", start=4), done.seen)  # a later press clears the warning
+    assert (done.leave, done.warning) == ("submit", None)

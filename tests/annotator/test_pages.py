@@ -70,6 +70,9 @@ def test_annotator_judges_a_scenario_with_the_keys_and_it_is_stored_once(app, sm
     press(at, f"toggle-{key}-2")          # candidate #2 fails consistency
     press(at, f"enter-{key}")             # -> anatomy
     press(at, f"enter-{key}")             # -> aesthetics
+    assert at.button(key=f"enter-{key}").label == "Submit"
+    press(at, f"enter-{key}")             # nothing ranked yet: a warning, not silence
+    assert any("Nothing to submit yet" in w.value for w in at.warning) and not judgments(small_round.settings.db_url)
     press(at, f"toggle-{key}-3")          # #3 is the best
     assert at.button(key=f"enter-{key}").label == "Submit"
     press(at, f"enter-{key}")

@@ -44,7 +44,10 @@ def _submit(key: str, skip_reason: str | None = None) -> None:
     if task is None:
         return  # already submitted: this is the second click of a double click
     if skip_reason is None and not task.draft.ready():
-        task.draft.advance()
+        if task.draft.at_last_step():
+            ui.flash("warning", keys.NOTHING_RANKED)
+        else:
+            task.draft.advance()
         return
     try:
         with ui.db() as s:
@@ -162,7 +165,7 @@ def _actions(task: Task) -> None:
         st.button("Skip…", key=f"skip-{key}", on_click=_set_skipping, args=(key, True), disabled=task.skipping)
         if task.is_edit:
             st.button("Cancel edit", key=f"cancel-{key}", on_click=_cancel_edit, args=(key,))
-        st.button("Submit" if d.ready() else "Next step", icon=":material/keyboard_return:", key=f"enter-{key}",
+        st.button("Submit" if d.at_last_step() else "Next step", icon=":material/keyboard_return:", key=f"enter-{key}",
                   on_click=_submit, args=(key,), type="primary", disabled=task.skipping)
         st.space("stretch")
         if st.session_state.get(ui.LAST_SUBMITTED) is not None and not task.is_edit:
@@ -193,6 +196,8 @@ def _keys(task: Task, view: ScenarioView) -> None:
         seen = max((ev["seq"] for ev in events), default=0)
     done = keys.apply(task, events, seen)
     st.session_state[ui.KEYS_SEEN] = done.seen  # before acting: a press is never applied twice
+    if done.warning:
+        ui.flash("warning", done.warning)
     if done.leave == "submit":
         _submit(key, done.reason)
     elif done.leave == "reopen":
