@@ -132,7 +132,9 @@ def _candidate_card(task: Task, cand: ShownCandidate) -> None:
         active = cand.candidate_id in d.active() and not task.skipping
         label, icon = BUTTON.get(status, (status, "format_list_numbered"))
         with st.container(horizontal=True, gap="small", vertical_alignment="center", wrap=False):
-            st.button(label, icon=f":material/{icon}:", key=f"toggle-{key}-{pos}", on_click=_act, args=(key, "toggle", pos),
+            # the number is the card's key (1-9), now that keys are not button shortcuts with their own hint
+            st.button(f"{pos} · {label}", icon=f":material/{icon}:", key=f"toggle-{key}-{pos}", on_click=_act,
+                      args=(key, "toggle", pos),
                       disabled=not active, type="primary" if state in ("best", "ranked") else "secondary",
                       width="stretch")
             if st.button("", icon=":material/zoom_in:", key=f"zoom-{key}-{pos}", help=f"Zoom (Shift+{pos})",
