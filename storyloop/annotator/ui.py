@@ -20,6 +20,7 @@ LOGGED_OUT = "logged_out"  # set by logout: ignore the (stale) cookie this sessi
 COOKIE_ACTION = "cookie_action"  # ("set", token) or ("clear",): written into the browser on the next run
 TASK = "task"  # the annotator's current Task (with its draft), or None
 LAST_SUBMITTED = "last_submitted"  # scenario id of the annotator's last submit, for undo
+SET_ASIDE = "set_aside"  # the unfinished Task an edit interrupted: it comes back, marks and all, after the edit
 KEYS_SEEN = "keys_seen"  # seq of the newest judging key press dealt with (storyloop.annotator.keys)
 FLASH = "flash"  # (kind, message) shown once at the top of the next run
 ROUND = "research_round"  # round id the research pages look at
@@ -52,6 +53,14 @@ def db() -> Iterator[Session]:
 
 def user() -> SessionUser:
     return st.session_state[USER]
+
+
+def open_edit(edit) -> None:
+    """Show the edit Task `edit` now; an unfinished task on screen is set aside until the edit is done."""
+    current = st.session_state.get(TASK)
+    if current is not None and not current.is_edit:
+        st.session_state[SET_ASIDE] = current
+    st.session_state[TASK] = edit
 
 
 def flash(kind: str, message: str) -> None:

@@ -150,6 +150,21 @@ def test_skip_with_a_typed_reason(app, small_round):
     assert judgments(small_round.settings.db_url)[0].skip_reason == "two people in the reference"
 
 
+def test_an_edit_sets_the_unfinished_scenario_aside_and_gives_it_back_with_its_marks(app, small_round):
+    at = app("ann")
+    key = task_key(at)
+    press(at, f"enter-{key}"), press(at, f"enter-{key}"), press(at, f"toggle-{key}-1"), press(at, f"enter-{key}")
+    nxt = task_key(at)
+    press(at, f"toggle-{nxt}-2"), press(at, f"enter-{nxt}")  # #2 inconsistent, now at anatomy
+    press(at, "undo")
+    edit = task_key(at)
+    assert any("Editing your judgment" in i.value for i in at.info)
+    press(at, f"cancel-{edit}")
+    assert task_key(at) == nxt
+    draft = at.session_state["task"].draft
+    assert draft.step.value == "anatomy" and draft.status(draft.order[1]) == "inconsistent"
+
+
 def test_undo_reopens_the_last_judgment_and_stores_a_new_revision(app, small_round):
     at = app("ann")
     key = task_key(at)

@@ -89,7 +89,7 @@ def _reopen_last() -> None:
     if sid is None:
         return
     with ui.db() as s:
-        st.session_state[ui.TASK] = edit_task(s, ui.user().id, sid)
+        ui.open_edit(edit_task(s, ui.user().id, sid))
 
 
 # -- the page -------------------------------------------------------------------------------------
@@ -260,6 +260,9 @@ def page() -> None:
     with ui.db() as s:
         if task is None or task.user_id != who.id:
             task = next_task(s, who.id)
+            aside = st.session_state.pop(ui.SET_ASIDE, None)
+            if task is not None and aside is not None and (aside.user_id, aside.scenario_id) == (who.id, task.scenario_id):
+                task = aside  # back from an edit to the scenario it interrupted, with the marks made before
             st.session_state[ui.TASK] = task
         elif not task.is_edit:
             renew_lease(s, who.id, task.scenario_id)

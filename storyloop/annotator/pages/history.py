@@ -36,5 +36,5 @@ target = rows[selected[0]] if selected else rows[0]
 label = f"Change my judgment of {target.scenario_key}" + ("" if selected else " (the latest)")
 if st.button(label, icon=":material/edit:", type="primary", key="edit-judgment", shortcut="E"):
     with ui.db() as s:
-        st.session_state[ui.TASK] = edit_task(s, who.id, target.scenario_id)
+        ui.open_edit(edit_task(s, who.id, target.scenario_id))
     st.switch_page(ui.PAGES_DIR / "annotate.py")
