@@ -111,6 +111,7 @@ div[class*="st-key-card-"][class*="-open"] { border-color: #9ca3af !important; }
 .sl-step.on { background: #1d4ed8; color: white; font-weight: 600; }
 .sl-step.done { background: #dbeafe; color: #1e3a8a; }
 .sl-keys td { padding: 1px 6px; font-size: .8rem; } .sl-keys kbd { font-size: .75rem; }
+[role="dialog"] [data-testid="stImage"] img { max-height: 72vh; width: auto !important; margin: 0 auto; }
 .st-key-judging-keys { display: none; } /* the key listener (storyloop.annotator.keys): nothing to see */
 </style>
 """
