@@ -45,6 +45,9 @@ function onKey(e) {
 
 export default function (component) {
   mounted = component;
+  // applied is 0 only for a session that has taken no press yet: what an earlier session (before a
+  // server restart) logged is not for it, and would replay on a draft that lost its marks
+  if (!component.data.applied) log = [];
   document.addEventListener("keydown", onKey, true);  // the same listener twice is one listener
   return () => {
     if (mounted !== component) return;  // a stale mount's cleanup

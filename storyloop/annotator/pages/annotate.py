@@ -192,11 +192,8 @@ def _skip_panel(task: Task, view: ScenarioView) -> None:
 
 def _keys(task: Task, view: ScenarioView) -> None:
     """Apply the key presses not applied yet; a submit (or U, or Esc from an edit) reruns the page."""
-    key, seen = task.idempotency_key, st.session_state.get(ui.KEYS_SEEN)
-    events = keys.pressed(key, seen or 0)
-    if seen is None:  # a new session for an open tab (after a restart): don't replay what it logged before
-        seen = max((ev["seq"] for ev in events), default=0)
-    done = keys.apply(task, events, seen)
+    key, seen = task.idempotency_key, st.session_state.get(ui.KEYS_SEEN, 0)
+    done = keys.apply(task, keys.pressed(key, seen), seen)
     st.session_state[ui.KEYS_SEEN] = done.seen  # before acting: a press is never applied twice
     if done.warning:
         ui.flash("warning", done.warning)
