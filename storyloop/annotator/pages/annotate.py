@@ -23,7 +23,8 @@ from storyloop.db.models import Outcome
 
 KEYS = [("1-9", "toggle candidate N in the current step"), ("Enter", "next step; submit at the last"),
         ("Backspace", "previous step"), ("A", "all bad (fail every candidate left)"), ("T", "tie among survivors"),
-        ("S", "skip, then 1-4 for a reason"), ("Shift+N", "zoom candidate N"), ("U", "reopen your last judgment"),
+        ("S", "skip, then 1-4 for a reason (or type one, then Enter)"), ("Shift+N", "zoom candidate N"),
+        ("U", "reopen your last judgment (E on My judgments: the selected one)"),
         ("Esc", "cancel skip / edit")]
 
 
