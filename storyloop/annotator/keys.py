@@ -117,12 +117,11 @@ def _press(task: Task, ev: dict, out: Applied) -> None:
     elif key.isdigit():
         d.toggle(int(key))
     elif key == "Enter":
-        if d.ready():
+        what = d.enter()
+        if what == "submit":
             out.leave = "submit"
-        elif d.at_last_step():
+        elif what == "incomplete":
             out.warning = NOTHING_RANKED
-        else:
-            d.advance()
     elif key == "Backspace":
         d.back()
     elif key == "a":

@@ -116,6 +116,17 @@ class Draft:
             self.ranking = self.survivors()  # a single survivor is the winner; nothing to ask
         self._prune()
 
+    def enter(self) -> str:
+        """The Enter key, for the button and the queued keys alike: "submit" once the judgment is
+        complete, "incomplete" at the last step before it is (nothing ranked yet), else it advances a
+        step and says "advanced"."""
+        if self.ready():
+            return "submit"
+        if self.at_last_step():
+            return "incomplete"
+        self.advance()
+        return "advanced"
+
     def back(self) -> None:
         if self.step is Step.all_bad:
             self.step = Step.anatomy if self.consistent() else Step.consistency

@@ -108,3 +108,11 @@ def test_incomplete_draft_refuses_to_produce_a_result():
     d = Draft(order=[1, 2])
     with pytest.raises(ValueError, match="not complete"):
         d.result()
+
+
+def test_enter_advances_then_submits_and_says_when_nothing_is_ranked():
+    d = Draft(order=[1, 2, 3])
+    assert [d.enter(), d.enter()] == ["advanced", "advanced"] and d.step is Step.aesthetics
+    assert d.enter() == "incomplete" and d.step is Step.aesthetics
+    d.toggle(2)
+    assert d.enter() == "submit"

@@ -44,11 +44,9 @@ def _submit(key: str, skip_reason: str | None = None) -> None:
     task = _task(key)
     if task is None:
         return  # already submitted: this is the second click of a double click
-    if skip_reason is None and not task.draft.ready():
-        if task.draft.at_last_step():
+    if skip_reason is None and (what := task.draft.enter()) != "submit":
+        if what == "incomplete":
             ui.flash("warning", keys.NOTHING_RANKED)
-        else:
-            task.draft.advance()
         return
     try:
         with ui.db() as s:
