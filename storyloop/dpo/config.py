@@ -26,6 +26,10 @@ class DPOConfig(ConfigSources):
     gradient_accumulation_steps: int = knob(1, "Micro-batches per optimizer step.")
     rank: int = knob(16, "Rank of the DPO LoRA (zero-initialised, every block linear).")
     lora_alpha: int = knob(16, "Alpha of the DPO LoRA.")
+    train_reference_gain: bool = knob(False, "Also learn a reference gain: per layer and head, a zero-initialised "
+                                             "bias on target->reference attention logits, saved with the LoRA.")
+    reference_gain_learning_rate: float = knob(1e-2, "AdamW learning rate of the reference gain.")
+    train_lora: bool = knob(True, "Train the DPO LoRA; false keeps it at zero, so only the reference gain learns.")
     resolution: int = knob(1024, "Images are resized to resolution x resolution before encoding.")
     max_sequence_length: int = knob(512, "T5 prompt tokens.")
     guidance_scale: float = knob(3.5, "Distilled-guidance value fed to FLUX.1-dev.")
@@ -64,6 +68,8 @@ class DPOConfig(ConfigSources):
             raise ValueError("eval_split must be in [0, 1)")
         if self.eval_split and not self.eval_steps:
             raise ValueError("eval_split needs eval_steps (how often to score the held-out pairs)")
+        if not (self.train_lora or self.train_reference_gain):
+            raise ValueError("train_lora=false needs train_reference_gain=true: nothing would learn")
         if self.load_best_model_at_end and not self.eval_steps:
             raise ValueError("load_best_model_at_end needs eval_steps")
         for name in ("max_steps", "train_batch_size", "gradient_accumulation_steps", "rank", "logging_steps",

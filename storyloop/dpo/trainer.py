@@ -41,6 +41,8 @@ from storyloop.generation.flux import predict, write_grouped_reference_cache
 from storyloop.generation.gsa import POSITION_SCHEME, install_gsa
 from storyloop.generation.lora import adapter_off, load_lora, lora_config, save_lora
 from storyloop.generation.models import LoraMeta, ModelError, base_fingerprint, load_flux
+from storyloop.generation.reference_gain import (add_reference_gain, gain_parameters, reference_gain_state,
+                                                  set_reference_gain_state)
 from storyloop.generation.stage1 import sample_sigmas
 from storyloop.hashing import sha256_path
 from storyloop.provenance import code_version
@@ -111,9 +113,11 @@ def load_policy(rnd, config: DPOConfig, device, dtype) -> RoundModel:
     torch.manual_seed(config.seed)
     transformer.add_adapter(lora_config(config.rank, config.lora_alpha, init=True), adapter_name=ADAPTER)
     transformer.set_adapters(adapters + [ADAPTER])
-    # set_adapters marks every active adapter trainable again: only the DPO LoRA may learn.
+    if config.train_reference_gain:
+        add_reference_gain(transformer, ADAPTER)
+    # set_adapters marks every active adapter trainable again: only the DPO LoRA (and gain) may learn.
     for name, p in transformer.named_parameters():
-        p.requires_grad_(f".{ADAPTER}." in name)
+        p.requires_grad_(f".{ADAPTER}." in name and (config.train_lora or "reference_gains" in name))
     install_gsa(transformer)
     return RoundModel(pipe, base, rnd.stage1_lora_sha256)
 
@@ -169,7 +173,7 @@ class DPOTrainer:
             raise DPOError("eval_split and an evaluate callback would both score the policy: choose one")
         self.config, self.settings, self.evaluate = config, settings, evaluate
         self.out = Path(config.output_dir)
-        self.best: tuple[float, int, dict] | None = None  # (score, step, adapter state)
+        self.best: tuple[float, int, tuple] | None = None  # (score, step, (LoRA state, gain state))
 
     # -- setup -------------------------------------------------------------------------------------
     def _open_run(self, resume: bool) -> None:
@@ -243,7 +247,11 @@ class DPOTrainer:
         cast_training_params(transformer, dtype=torch.float32)
         transformer.train()
         params = [p for p in transformer.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.adam_weight_decay)
+        gain = {id(p) for p in gain_parameters(transformer, ADAPTER)}
+        groups = [{"params": [p for p in params if id(p) not in gain]}]
+        if gain:  # a handful of numbers: they move at their own, much larger rate
+            groups.append({"params": [p for p in params if id(p) in gain], "lr": c.reference_gain_learning_rate})
+        optimizer = torch.optim.AdamW(groups, lr=c.learning_rate, weight_decay=c.adam_weight_decay)
         step = resume_latest(transformer, ADAPTER, optimizer, self.out) if resume else 0
         transformer, optimizer = acc.prepare(transformer, optimizer)
         if acc.is_main_process and c.report_to != "none":
@@ -277,6 +285,8 @@ class DPOTrainer:
             step += 1
             logs = {**totals, "grad_norm": float(grad_norm), "learning_rate": c.learning_rate,
                     "epoch": step * c.gradient_accumulation_steps * c.train_batch_size / self.sampler.epoch_size}
+            if gain_state := reference_gain_state(acc.unwrap_model(transformer), ADAPTER):
+                logs["reference_gain/mean"] = float(torch.cat(list(gain_state.values())).mean())
             if c.eval_steps and (step % c.eval_steps == 0 or step == c.max_steps):
                 result = self._evaluate(acc.unwrap_model(transformer), step)
                 logs.update({"eval/score": result.score, **result.metrics})
@@ -294,13 +304,16 @@ class DPOTrainer:
         acc.wait_for_everyone()
         lora_dir = self.out / "lora"
         if c.load_best_model_at_end and self.best is not None:
-            _, step, state = self.best
+            _, step, (state, gain_state) = self.best
             set_peft_model_state_dict(acc.unwrap_model(transformer), state, adapter_name=ADAPTER)
+            if gain_state:
+                set_reference_gain_state(acc.unwrap_model(transformer), ADAPTER, gain_state)
         if acc.is_main_process:
             meta = LoraMeta("dpo", self.model.base, POSITION_SCHEME, c.rank, c.lora_alpha, step,
                             extra={"stage1_sha256": self.model.stage1_sha256,
                                    "pair_set_sha256": self.sampler.fingerprint(), "round": c.round,
                                    "eval_pairs": len(self.eval_pairs),
+                                   "reference_gain": c.train_reference_gain,
                                    "code_version": code_version(), "config": _jsonable(asdict(c)),
                                    "best_eval": None if self.best is None else
                                    {"score": self.best[0], "step": self.best[1]}})
@@ -320,7 +333,7 @@ class DPOTrainer:
         if self.best is None or result.score > self.best[0]:
             adapter = get_peft_model_state_dict(transformer, adapter_name=ADAPTER)
             state = {k: v.detach().clone() for k, v in adapter.items()}
-            self.best = (result.score, step, state)
+            self.best = (result.score, step, (state, reference_gain_state(transformer, ADAPTER)))
         return result
 
     # -- records -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import torch
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 from storyloop.generation.models import ModelError
+from storyloop.generation.reference_gain import reference_gain_state, set_reference_gain_state
 
 
 def checkpoints(out: Path) -> list[Path]:
@@ -27,7 +28,8 @@ def save_checkpoint(transformer, adapter: str, optimizer, out: Path, step: int, 
     folder.mkdir(parents=True, exist_ok=True)
     lora = get_peft_model_state_dict(transformer, adapter_name=adapter)
     tmp = folder / "state.pt.tmp"
-    torch.save({"lora": lora, "optimizer": optimizer.state_dict(), "step": step, "data": data_fingerprint}, tmp)
+    torch.save({"lora": lora, "gain": reference_gain_state(transformer, adapter), "optimizer": optimizer.state_dict(),
+                "step": step, "data": data_fingerprint}, tmp)
     tmp.replace(folder / "state.pt")
     for old in checkpoints(out)[:-keep]:
         shutil.rmtree(old)
@@ -48,5 +50,7 @@ def resume_latest(transformer, adapter: str, optimizer, out: Path, data_fingerpr
         raise ResumeError(f"{found[-1]}: trained on other data (dataset sha256 {saved[:12]}..., now "
                           f"{data_fingerprint[:12]}...): start a new output_dir instead of --resume")
     set_peft_model_state_dict(transformer, state["lora"], adapter_name=adapter)
+    if state.get("gain"):
+        set_reference_gain_state(transformer, adapter, state["gain"])
     optimizer.load_state_dict(state["optimizer"])
     return state["step"]

@@ -31,6 +31,8 @@ from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import (FluxAttnProcessor, FluxTransformer2DModel,
                                                             _get_qkv_projections)
 
+from storyloop.generation.reference_gain import reference_logit_bias, reference_mask
+
 POSITION_SCHEME = "axis0-offset-1+i"  # recorded in LoRA metadata; loaders refuse another scheme
 REFERENCE_PROMPT = ""  # references are encoded with an empty prompt, in training and inference alike
 
@@ -148,9 +150,10 @@ class GSAAttnProcessor(FluxAttnProcessor):
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
 
-        def attend(q, k, v):
-            return dispatch_attention_fn(q, k, v, backend=self._attention_backend,
+        def attend(q, k, v, mask=None):
+            return dispatch_attention_fn(q, k, v, attn_mask=mask, backend=self._attention_backend,
                                          parallel_config=self._parallel_config)
+
 
         if gsa.mode == "write":
             out = attend(query, key, value)
@@ -160,7 +163,8 @@ class GSAAttnProcessor(FluxAttnProcessor):
             n = gsa.num_targets if gsa.mode == "batch" else query.shape[0]
             k_t = torch.cat([key[:n], _gather_refs(ref_k, gsa.ref_index)], dim=1)
             v_t = torch.cat([value[:n], _gather_refs(ref_v, gsa.ref_index)], dim=1)
-            out = attend(query[:n], k_t, v_t)
+            bias = reference_logit_bias(attn)  # None unless a reference gain is attached
+            out = attend(query[:n], k_t, v_t, None if bias is None else reference_mask(bias, query, k_t))
             if gsa.mode == "batch" and n < query.shape[0]:  # references attend only to themselves
                 out = torch.cat([out, attend(query[n:], key[n:], value[n:])], dim=0)
 

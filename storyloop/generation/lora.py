@@ -20,6 +20,8 @@ from peft.utils import get_peft_model_state_dict
 
 from storyloop.generation.gsa import POSITION_SCHEME
 from storyloop.generation.models import LoraMeta, ModelError
+from storyloop.generation.reference_gain import (gains, has_reference_gain, load_reference_gain,
+                                                  save_reference_gain)
 
 # Every linear layer inside the transformer blocks (attention, MLPs, AdaLN modulation), named by
 # block prefix: a bare "proj_out" would also catch the model's final output projection.
@@ -45,6 +47,8 @@ def save_lora(transformer: FluxTransformer2DModel, adapter_name: str, folder: Pa
         config["target_modules"], (set, list)) else config["target_modules"]
     FluxPipeline.save_lora_weights(folder, transformer_lora_layers=state,
                                    transformer_lora_adapter_metadata=config)
+    if has_reference_gain(transformer, adapter_name):
+        save_reference_gain(transformer, adapter_name, folder)
     meta.dump(folder)
     return folder
 
@@ -70,6 +74,10 @@ def load_lora(pipe: FluxPipeline, folder: Path, adapter_name: str, base: str, ki
         pipe.load_lora_weights(str(folder), adapter_name=adapter_name)
     except Exception as exc:
         raise ModelError(f"{folder}: LoRA does not fit this model: {str(exc).splitlines()[0][:300]}") from exc
+    try:
+        load_reference_gain(pipe.transformer, adapter_name, folder)
+    except ValueError as exc:
+        raise ModelError(f"{folder}: {exc}") from exc
     return meta
 
 
@@ -85,8 +93,14 @@ def adapter_off(transformer: FluxTransformer2DModel, adapter_name: str) -> Itera
     saved = [m.scaling[adapter_name] for m in layers]
     for m in layers:
         m.scaling[adapter_name] = 0.0
+    biases = [g for m in transformer.modules() for g in gains(m, adapter_name)]  # the adapter's reference gain
+    saved_gain = [g.scale for g in biases]
+    for g in biases:
+        g.scale = 0.0
     try:
         yield
     finally:
         for m, value in zip(layers, saved):
             m.scaling[adapter_name] = value
+        for g, value in zip(biases, saved_gain):
+            g.scale = value
