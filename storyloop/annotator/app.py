@@ -2,7 +2,7 @@
 
 It logs the person in, then builds the navigation for their role: annotators get the annotate page
 and their own history; researchers and admins also get rounds, progress, agreement, gallery and
-export. Each page is a file in pages/ and holds no database logic of its own.
+export. Each page is a file in app_pages/ and holds no database logic of its own.
 """
 
 from __future__ import annotations

@@ -25,7 +25,10 @@ KEYS_SEEN = "keys_seen"  # seq of the newest judging key press dealt with (story
 FLASH = "flash"  # (kind, message) shown once at the top of the next run
 ROUND = "research_round"  # round id the research pages look at
 
-PAGES_DIR = Path(__file__).parent / "pages"
+# Not "pages": Streamlit treats a pages/ folder beside the main script as old-style multipage pages and
+# runs such a file alone when a new session asks for it (a typed URL, a tab reconnecting after a server
+# restart), skipping app.py's login and roles.
+PAGES_DIR = Path(__file__).parent / "app_pages"
 
 
 @st.cache_resource(show_spinner=False)

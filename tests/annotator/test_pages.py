@@ -9,6 +9,7 @@ from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import storyloop.annotator
+from storyloop.annotator import ui
 from storyloop.annotator.auth import LOGIN_FAILED
 from storyloop.db import session_scope
 from storyloop.db.migrate import alembic_config
@@ -17,6 +18,7 @@ from storyloop.db.assets import asset_path
 from tests.annotator.conftest import PASSWORD
 
 APP = str(Path(storyloop.annotator.__file__).parent / "app.py")
+PAGES = ui.PAGES_DIR.relative_to(Path(APP).parent)  # where the page files are, for switch_page
 RESEARCH_PAGES = ["rounds", "progress", "agreement", "gallery", "export"]
 
 
@@ -62,6 +64,17 @@ def test_wrong_password_and_unknown_user_get_the_same_refusal(app):
         assert not any(b.key and b.key.startswith("enter-") for b in at.button)
 
 
+def test_a_new_session_that_asks_for_a_page_goes_through_the_login(app):
+    """A typed URL, or a tab reconnecting after a server restart, starts a session on a page: app.py must
+    still run first. (With the pages in a `pages/` folder Streamlit ran the file alone: the research
+    pages opened for anyone, and Annotate failed with KeyError: 'user'.)"""
+    for page in ["annotate", "history", *RESEARCH_PAGES]:
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.switch_page(f"{PAGES}/{page}.py").run()
+        assert not at.exception, (page, at.exception)
+        assert [b.label for b in at.button] == ["Log in"] and not at.metric, page
+
+
 def test_annotator_judges_a_scenario_with_the_keys_and_it_is_stored_once(app, small_round):
     at = app("ann")
     key = task_key(at)
@@ -95,7 +108,7 @@ def test_a_researcher_lands_on_progress_and_holds_no_lease(app, small_round):
     assert not any(b.key and b.key.startswith("enter-") for b in at.button)
     with session_scope(small_round.settings.db_url) as s:
         assert s.scalar(select(Lease)) is None
-    at.switch_page("pages/annotate.py").run()  # asked for work: now a scenario is leased
+    at.switch_page(f"{PAGES}/annotate.py").run()  # asked for work: now a scenario is leased
     assert any(b.key and b.key.startswith("enter-") for b in at.button)
 
 
@@ -103,7 +116,7 @@ def test_annotator_sees_only_the_annotate_and_history_pages(app):
     at = app("ann")
     for page in RESEARCH_PAGES:
         with pytest.raises(Exception):
-            at.switch_page(f"pages/{page}.py").run()
+            at.switch_page(f"{PAGES}/{page}.py").run()
 
 
 def test_researcher_pages_render_tables_for_the_round(app, small_round):
@@ -112,17 +125,17 @@ def test_researcher_pages_render_tables_for_the_round(app, small_round):
     press(at, f"enter-{key}"), press(at, f"enter-{key}"), press(at, f"toggle-{key}-1"), press(at, f"enter-{key}")
     at = app("rita")
     for page in RESEARCH_PAGES:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"{PAGES}/{page}.py").run()
         assert not at.exception, (page, at.exception)
-    at.switch_page("pages/progress.py").run()
+    at.switch_page(f"{PAGES}/progress.py").run()
     assert at.metric[0].value == "1 / 6"
     assert at.dataframe[1].value.annotator.tolist() == ["ann"]
-    at.switch_page("pages/agreement.py").run()
+    at.switch_page(f"{PAGES}/agreement.py").run()
     assert at.dataframe[0].value.criterion.tolist() == ["consistency", "anatomy", "best pick", "outcome"]
-    at.switch_page("pages/gallery.py").run()
+    at.switch_page(f"{PAGES}/gallery.py").run()
     assert any("Aggregated outcome: ranked" in m.value for m in at.markdown)
     assert len(at.image) == 4  # one reference, three candidates
-    at.switch_page("pages/export.py").run()
+    at.switch_page(f"{PAGES}/export.py").run()
     assert len(at.dataframe[0].value) == 3  # one judgment, three candidates
 
 
@@ -186,10 +199,10 @@ def test_history_lists_own_judgments_and_opens_one_for_editing(app, small_round)
     key = task_key(at)
     press(at, f"enter-{key}"), press(at, f"enter-{key}"), press(at, f"toggle-{key}-2"), press(at, f"enter-{key}")
     at = app("ann")
-    at.switch_page("pages/history.py").run()
+    at.switch_page(f"{PAGES}/history.py").run()
     assert any("not judged anything" in i.value for i in at.info)  # bob's judgment is not ann's
     at = app("bob")
-    at.switch_page("pages/history.py").run()
+    at.switch_page(f"{PAGES}/history.py").run()
     assert len(at.dataframe[0].value) == 1
     press(at, "edit-judgment")
     assert any("Editing your judgment" in i.value for i in at.info)
@@ -206,7 +219,7 @@ def test_rounds_page_changes_k_gold_rate_and_skip_policy(app, small_round):
     from storyloop.db.models import Round, SkipPolicy
 
     at = app("rita")
-    at.switch_page("pages/rounds.py").run()
+    at.switch_page(f"{PAGES}/rounds.py").run()
     at.number_input[0].set_value(3)
     at.slider[0].set_value(0.2)
     at.radio[0].set_value(SkipPolicy.counts)
@@ -222,7 +235,7 @@ def test_gallery_sets_a_gold_answer_and_refuses_a_bad_one(app, small_round):
     from storyloop.db.models import GoldAnswer
 
     at = app("rita")
-    at.switch_page("pages/gallery.py").run()
+    at.switch_page(f"{PAGES}/gallery.py").run()
     save = next(b for b in at.button if b.label == "Save gold")
     save.click().run()  # nobody judged yet: no winner picked
     assert any("exactly one winner" in e.value for e in at.error)
