@@ -38,8 +38,9 @@ function onKey(e) {
   }
   if (key === "Escape" && document.querySelector('[role="dialog"]')) return;  // Esc closes the zoom (or a popover) first
   e.preventDefault();
-  const { task, applied } = mounted.data;
-  log = [...log.filter((ev) => ev.seq > applied), { seq: ++seq, key, shift: e.shiftKey, task, text }].slice(-50);
+  const { task, applied, session } = mounted.data;
+  const press = { seq: ++seq, key, shift: e.shiftKey, task, session, text };
+  log = [...log.filter((ev) => ev.seq > applied), press].slice(-50);
   mounted.setStateValue("events", log);
 }
 
@@ -60,15 +61,18 @@ export default function (component) {
 _keyboard = st.components.v2.component("storyloop_judging_keys", js=JS)
 
 
-def pressed(task_key: str, applied: int) -> list[dict]:
+def pressed(task_key: str, applied: int, session: str) -> list[dict]:
     """Listen for the judging keys while `task_key` is on screen; the log of recent presses, oldest first.
 
-    Each press is {seq, key, shift, task, text}: seq grows by one a press; key is "1"-"9", "a", "t",
-    "s", "u", "Enter", "Backspace" or "Escape"; text is the skip reason box's text for an Enter typed in it.
+    Each press is {seq, key, shift, task, session, text}: seq grows by one a press; key is "1"-"9", "a",
+    "t", "s", "u", "Enter", "Backspace" or "Escape"; text is the skip reason box's text for an Enter typed
+    in it. Only presses made in this Streamlit `session` come back: after a server restart the tab sends
+    its old log with the new session's first runs, and those presses, some applied long ago, would land
+    on a fresh draft of the same task.
     """
-    result = _keyboard(key="judging-keys", data={"task": task_key, "applied": applied}, default={"events": []},
-                       on_events_change=lambda: None)
-    return list(result.events or [])
+    result = _keyboard(key="judging-keys", data={"task": task_key, "applied": applied, "session": session},
+                       default={"events": []}, on_events_change=lambda: None)
+    return [ev for ev in result.events or [] if ev.get("session") == session]
 
 
 @dataclass

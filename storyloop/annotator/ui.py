@@ -22,6 +22,7 @@ TASK = "task"  # the annotator's current Task (with its draft), or None
 LAST_SUBMITTED = "last_submitted"  # scenario id of the annotator's last submit, for undo
 SET_ASIDE = "set_aside"  # the unfinished Task an edit interrupted: it comes back, marks and all, after the edit
 KEYS_SEEN = "keys_seen"  # seq of the newest judging key press dealt with (storyloop.annotator.keys)
+KEYS_SESSION = "keys_session"  # random id of this session, stamped on its judging key presses
 FLASH = "flash"  # (kind, message) shown once at the top of the next run
 ROUND = "research_round"  # round id the research pages look at
 

@@ -3,7 +3,8 @@
 Judges a scenario with the keyboard, double-clicks submit, reloads, and checks the database holds
 exactly one judgment with the right winners and losers; then a second annotator gets the right next
 scenario without a trace of the first one's labels. Then keys typed faster than a rerun: every one
-counts, in order, and the stored labels are exactly what was typed.
+counts, in order, and the stored labels are exactly what was typed. Then the server restarts under an open
+tab: it comes back logged in, without the old session's key presses.
 """
 
 from __future__ import annotations
@@ -47,36 +48,51 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
-    """A round of two scenarios (three 256² candidates each, k = 2) served by `storyloop annotate`."""
-    _require_chromium()
-    settings = Settings.resolve(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'storyloop.db'}")
-    settings.data_dir.mkdir(parents=True)
-    upgrade(settings.db_url)
-    rf = build_round(settings, tmp_path / "src", scenarios=2, candidates=3, k=2, size=(256, 256))
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
+def _serve(settings: Settings, port: int, log_path: Path) -> subprocess.Popen:
+    """`storyloop annotate` on this port, once its health check answers."""
+    log = log_path.open("a")
     proc = subprocess.Popen([str(STORYLOOP), "annotate", "--port", str(port), "--data-dir", str(settings.data_dir),
                              "--db", settings.db_url], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    log.close()  # the child holds its own copy
     deadline = time.monotonic() + 60
     while True:
         try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read()
-            break
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).read()
+            return proc
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail("the annotator did not start:\n" + (tmp_path / "server.log").read_text())
+                pytest.fail("the annotator did not start:\n" + log_path.read_text())
             time.sleep(0.2)
-    yield url, rf
+
+
+def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
-    log.close()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A round of two scenarios (three 256² candidates each, k = 2) served by `storyloop annotate`:
+    (settings, port, log path, round, [the server process], which a test may stop and start again)."""
+    _require_chromium()
+    settings = Settings.resolve(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'storyloop.db'}")
+    settings.data_dir.mkdir(parents=True)
+    upgrade(settings.db_url)
+    rf = build_round(settings, tmp_path / "src", scenarios=2, candidates=3, k=2, size=(256, 256))
+    port, log_path = _free_port(), tmp_path / "server.log"
+    procs = [_serve(settings, port, log_path)]
+    yield settings, port, log_path, rf, procs
+    _stop(procs[-1])
+
+
+@pytest.fixture
+def server(served):
+    settings, port, _, rf, _ = served
+    return f"http://127.0.0.1:{port}", rf
 
 
 @pytest.fixture
@@ -213,3 +229,39 @@ def test_fast_typing_loses_no_key_and_labels_what_was_typed(server, browser):
         assert labels == {1: (False, None, None), 2: (True, True, 1), 3: (True, True, None)}
         assert (second.scenario_id, second.outcome) == (s1, Outcome.skipped)
         assert second.skip_reason == "references are unclear"  # the 2 after S picked reason 2
+
+
+def test_a_tab_open_across_a_server_restart_comes_back_logged_in(served, browser):
+    """The server restarts under an open tab: the tab's new session is let in by the login cookie and
+    shows the page it was on; no traceback, and keys work at once (the old session's presses do not replay)."""
+    from playwright.sync_api import expect
+
+    settings, port, log_path, rf, procs = served
+    url = f"http://127.0.0.1:{port}"
+
+    def restart() -> None:
+        _stop(procs.pop())
+        procs.append(_serve(settings, port, log_path))
+
+    page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+    _login(page, url, "ann")
+    _prompt(page, "frame 0: Mia waves")
+    _step(page, "Character consistency")
+    page.keyboard.press("2")
+    expect(page.locator('[class*="st-key-card-2-fail"]')).to_be_visible()
+    restart()  # the tab reconnects on its own
+    error = page.get_by_test_id("stException")
+    expect(page.locator('[class*="st-key-card-2-pass"]').or_(error)).to_be_visible(timeout=60_000)
+    expect(error).to_have_count(0)
+    expect(page.locator('[class*="st-key-card-2-pass"]')).to_be_visible()  # a new, clean draft
+    _step(page, "Character consistency")
+    page.keyboard.press("2")
+    expect(page.locator('[class*="st-key-card-2-fail"]')).to_be_visible()
+
+    page.get_by_test_id("stTopNavSection").filter(has_text="Annotate").click()
+    page.get_by_text("My judgments").click()
+    expect(page.get_by_role("heading", name="My judgments")).to_be_visible()
+    restart()
+    expect(page.get_by_text("You have not judged anything yet.").or_(error)).to_be_visible(timeout=60_000)
+    expect(error).to_have_count(0)
+    expect(page.get_by_role("button", name="ann", exact=True)).to_be_visible()  # app.py's navigation, logged in

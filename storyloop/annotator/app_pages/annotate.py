@@ -8,6 +8,7 @@ through storyloop.annotator.keys, which queues them, rather than button shortcut
 
 from __future__ import annotations
 
+import secrets
 from html import escape
 
 import streamlit as st
@@ -192,7 +193,8 @@ def _skip_panel(task: Task, view: ScenarioView) -> None:
 def _keys(task: Task, view: ScenarioView) -> None:
     """Apply the key presses not applied yet; a submit (or U, or Esc from an edit) reruns the page."""
     key, seen = task.idempotency_key, st.session_state.get(ui.KEYS_SEEN, 0)
-    done = keys.apply(task, keys.pressed(key, seen), seen)
+    session = st.session_state.setdefault(ui.KEYS_SESSION, secrets.token_hex(8))
+    done = keys.apply(task, keys.pressed(key, seen, session), seen)
     st.session_state[ui.KEYS_SEEN] = done.seen  # before acting: a press is never applied twice
     if done.warning:
         ui.flash("warning", done.warning)
