@@ -86,8 +86,9 @@ def login_page() -> None:
 def main() -> None:
     ui.app_settings()
     ui.style()
-    if not _authenticate():
-        ui.write_cookie()
+    logged_in = _authenticate()
+    ui.write_cookie()  # before the navigation: once the page shows the login worked, its cookie is in the browser
+    if not logged_in:
         st.navigation([st.Page(login_page, title="Log in", url_path="login")], position="hidden").run()
         return
     who = ui.user()
@@ -108,9 +109,7 @@ def main() -> None:
         ]
     pages[who.username] = [st.Page(_logout_page, title=f"Log out {who.username}", icon=":material/logout:",
                                    url_path="logout")]
-    page = st.navigation(pages, position="top")
-    ui.write_cookie()
-    page.run()
+    st.navigation(pages, position="top").run()
 
 
 # Streamlit runs this file as __main__. The guard keeps multiprocessing's spawn children (which

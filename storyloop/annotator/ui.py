@@ -77,17 +77,31 @@ def show_flash() -> None:
         {"success": st.success, "warning": st.warning, "error": st.error, "info": st.info}[kind](message)
 
 
+# Sets document.cookie to data.cookie ("name=value; path=/; ..."), if any. Streamlit calls the default
+# export again on every data change.
+_COOKIE_JS = """
+export default function (component) {
+  if (component.data.cookie) document.cookie = component.data.cookie;
+}
+"""
+_cookie_writer = st.components.v2.component("storyloop_cookie", js=_COOKIE_JS)
+
+
 def write_cookie() -> None:
-    """Carry out a pending cookie change in the browser (Streamlit has no server-side Set-Cookie)."""
-    action = st.session_state.pop(COOKIE_ACTION, None)
-    if action is None:
-        return
-    if action[0] == "set":
-        value, max_age = action[1], int(MAX_AGE.total_seconds())
-    else:
-        value, max_age = "", 0
-    st.html(f"<script>document.cookie = '{COOKIE}={value}; path=/; max-age={max_age}; SameSite=Strict';</script>",
-            unsafe_allow_javascript=True)
+    """Carry out a pending cookie change in the browser (Streamlit has no server-side Set-Cookie).
+
+    Every run mounts the writer, with nothing to write or not: its code is then loaded before a login and
+    sets the cookie as soon as the login's run reaches the browser (a one-off script waited for its code
+    to download, and a reload in between came back logged out).
+    """
+    action = st.session_state.get(COOKIE_ACTION)
+    cookie = None
+    if action is not None:
+        value, max_age = (action[1], int(MAX_AGE.total_seconds())) if action[0] == "set" else ("", 0)
+        cookie = f"{COOKIE}={value}; path=/; max-age={max_age}; SameSite=Strict"
+    _cookie_writer(key="cookie-writer", data={"cookie": cookie})
+    # Only once sent: a click that interrupts this run stops it inside the call, before the cookie goes out
+    st.session_state.pop(COOKIE_ACTION, None)
 
 
 CSS = """
@@ -117,6 +131,7 @@ div[class*="st-key-card-"][class*="-open"] { border-color: #9ca3af !important; }
 .sl-keys td { padding: 1px 6px; font-size: .8rem; } .sl-keys kbd { font-size: .75rem; }
 [role="dialog"] [data-testid="stImage"] img { max-height: 72vh; width: auto !important; margin: 0 auto; }
 .st-key-judging-keys { display: none; } /* the key listener (storyloop.annotator.keys): nothing to see */
+.st-key-cookie-writer { display: none; }
 </style>
 """
 

@@ -4,7 +4,8 @@ Judges a scenario with the keyboard, double-clicks submit, reloads, and checks t
 exactly one judgment with the right winners and losers; then a second annotator gets the right next
 scenario without a trace of the first one's labels. Then keys typed faster than a rerun: every one
 counts, in order, and the stored labels are exactly what was typed. Then the server restarts under an open
-tab: it comes back logged in, without the old session's key presses.
+tab: it comes back logged in, without the old session's key presses. Then a reload right after logging in,
+on a slow link: still logged in.
 """
 
 from __future__ import annotations
@@ -265,3 +266,42 @@ def test_a_tab_open_across_a_server_restart_comes_back_logged_in(served, browser
     expect(page.get_by_text("You have not judged anything yet.").or_(error)).to_be_visible(timeout=60_000)
     expect(error).to_have_count(0)
     expect(page.get_by_role("button", name="ann", exact=True)).to_be_visible()  # app.py's navigation, logged in
+
+
+def _slow_scripts(page, ms: int = 1000) -> None:
+    """A slow link: each of the app's script files arrives `ms` late (Streamlit loads most of its code on
+    demand, when an element first needs it)."""
+    def late(route):
+        page.wait_for_timeout(ms)
+        route.continue_()
+    page.route("**/static/js/*.js", late)
+
+
+def _logged_in_shows(page) -> None:
+    """Wait for the first frame that shows the login worked (the navigation of a logged-in user)."""
+    page.wait_for_function("!!document.querySelector('[data-testid=\"stTopNavSection\"]')", polling="raf")
+
+
+def test_a_fresh_login_survives_an_immediate_reload_or_navigation(server, browser):
+    """The login cookie is in the browser by the time the page shows the login worked, even on a slow link:
+    a reload, or a click to another page and a reload, right then keeps the annotator logged in."""
+    from playwright.sync_api import expect
+
+    url, rf = server
+    for navigate in (False, True):
+        page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+        _slow_scripts(page)
+        page.goto(url)
+        expect(page.get_by_role("button", name="Log in")).to_be_visible(timeout=30_000)
+        page.wait_for_load_state("networkidle")
+        page.get_by_label("Username").fill("ann")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        _logged_in_shows(page)
+        if navigate:
+            page.get_by_test_id("stTopNavSection").first.click()
+            page.get_by_text("My judgments").click()
+        page.reload()
+        expect(page.get_by_role("button", name="ann", exact=True)).to_be_visible(timeout=30_000)
+        page.unroute_all(behavior="ignoreErrors")
+        page.context.close()
