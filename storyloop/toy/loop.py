@@ -20,6 +20,7 @@ from storyloop.dpo.config import DPOConfig
 from storyloop.dpo.trainer import train_dpo
 from storyloop.generation.models import LoraMeta, load_flux
 from storyloop.generation.gsa import install_gsa
+from storyloop.generation.reference_gain import load_reference_gain
 from storyloop.generation.run import GenerateConfig, generate_round
 from storyloop.settings import Settings
 from storyloop.toy.annotate import ScriptedAnnotator, judge_round
@@ -140,6 +141,7 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
     pipe = judge.pipe  # the base pipeline the validation judge loaded (its transformer has no adapters yet)
     pipe.load_lora_weights(str(STAGE1), adapter_name="stage1")
     pipe.load_lora_weights(str(dpo_lora), adapter_name="dpo")
+    load_reference_gain(pipe.transformer, "dpo", dpo_lora)  # if the DPO run learned one
     pipe.transformer.set_adapters(["stage1", "dpo"])
     install_gsa(pipe.transformer)
     metrics, readings, images = evaluate_variants(pipe, readers, evaluation, seed=config.seed, steps=config.steps,

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -9,15 +10,15 @@ from sqlalchemy import func, select
 from storyloop.db import session_scope
 from storyloop.db.models import Candidate, DpoRun, Judgment, Round, RunStatus
 from storyloop.demo import setup_demo
+from storyloop.generation import reference_gain
 from storyloop.toy.loop import METRIC_NAMES, LoopConfig, round1_scenarios, run_loop, table, validation_scenarios
 from storyloop.toy.picture import story_sheet
 from storyloop.toy.world import split_characters
 
 SMALL = LoopConfig(round1_stories=6, eval_stories=2, eval_samples=2, val_stories=1, val_samples=1, candidates=3,
                    steps=10, round1_steps=6, val_steps=6,
-                   dpo=dict(max_steps=2, learning_rate=1e-4, beta=2000.0, rank=4, lora_alpha=4, train_batch_size=2,
-                            save_steps=1, eval_steps=1, load_best_model_at_end=True, gradient_checkpointing=False,
-                            report_to="none"))
+                   dpo={**LoopConfig().dpo, **dict(max_steps=2, rank=4, lora_alpha=4, train_batch_size=2, save_steps=1,
+                                                   eval_steps=1, train_reference_gain=True)})
 
 
 def test_the_whole_loop_runs_through_the_real_code_paths(tmp_path):
@@ -43,6 +44,8 @@ def test_the_whole_loop_runs_through_the_real_code_paths(tmp_path):
         assert [round(v["eval/score"], 4) for v in evals] == [result["dpo_validation_win_rate"][k] for k in (1, 2)]
         round2 = s.scalar(select(Round).where(Round.name == "round-2"))
         assert round2.parent.name == "round-1" and round2.dpo_lora_sha256
+        # the DPO adapter's reference gain (asked for here) is saved with the LoRA that round 2 records
+        assert (Path(round2.dpo_lora_path) / reference_gain.FILE).exists()
     sheet = story_sheet(result["_scenarios"], result["_images"], result["_scenarios"][0].story_id,
                         tmp_path / "sheet.png")
     assert sheet.stat().st_size > 0
