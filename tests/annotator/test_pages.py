@@ -152,6 +152,9 @@ def test_missing_candidate_image_shows_a_placeholder_and_can_be_skipped(app, sma
     press(at, f"reason-{key}-1")
     [j] = judgments(settings.db_url)
     assert j.outcome == Outcome.skipped and j.skip_reason == "an image is missing or broken"
+    at = app("rita")  # Export says how many of its judgments are skips (Progress leaves them out)
+    at.switch_page(f"{PAGES}/export.py").run()
+    assert any("**1** current judgments in this round, **1** of them skips" in m.value for m in at.markdown)
 
 
 def test_skip_with_a_typed_reason(app, small_round):

@@ -14,8 +14,11 @@ if round_id is None:
 with ui.db() as s:
     table = judgments_table(s, round_id)
 name = table["round"].iloc[0] if len(table) else f"round-{round_id}"
-st.markdown(f"**{table[['scenario', 'annotator']].drop_duplicates().shape[0]}** current judgments in this round, "
-            "one row per judged candidate (a skip is one row). Edits are folded in: the latest revision counts.")
+judged = table[["scenario", "annotator", "outcome"]].drop_duplicates()
+skips = int((judged.outcome == "skipped").sum())
+# Progress counts judgments without skips; say how many of these are skips so the two pages agree.
+st.markdown(f"**{len(judged)}** current judgments in this round, **{skips}** of them skips. One row per judged "
+            "candidate (a skip is one row). Edits are folded in: the latest revision counts.")
 st.download_button("Download judgments (CSV)", table.to_csv(index=False).encode(), file_name=f"{name}-judgments.csv",
                    mime="text/csv", icon=":material/download:", type="primary", disabled=table.empty)
 st.dataframe(table.head(200), hide_index=True)
