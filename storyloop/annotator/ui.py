@@ -106,7 +106,7 @@ def write_cookie() -> None:
 
 CSS = """
 <style>
-.block-container { padding-top: 2.2rem; padding-bottom: 1rem; max-width: 100%; }
+.block-container { padding-top: 3.9rem; padding-bottom: 1rem; max-width: 100%; } /* below the 3.75rem header */
 [data-testid="stSidebarContent"] { padding-top: 0.5rem; }
 .sl-prompt { font-size: 1.35rem; font-weight: 600; line-height: 1.35; margin: 0 0 .35rem 0; }
 .sl-meta { color: #6b7280; font-size: .85rem; margin-bottom: .2rem; }
@@ -115,7 +115,16 @@ CSS = """
   border-radius: .4rem; color: #991b1b; font-weight: 600; text-align: center; padding: .5rem; }
 .sl-missing code { color: #374151; font-weight: 400; font-size: .75rem; }
 /* candidate cards: the state in the key becomes a CSS class (st-key-card-<pos>-<state>) */
-div[class*="st-key-card-"] { border-width: 3px !important; border-radius: .6rem; }
+div[class*="st-key-card-"] { border-width: 3px !important; border-radius: .6rem; padding: .5rem !important;
+  gap: .5rem !important; }
+/* The judging grid (st-key-cards-<rows>) fits the window: a laptop screen shows every row of candidates,
+   the images shrinking rather than the last row falling below the fold (the zoom shows every pixel). */
+.st-key-cards-1 div[class*="st-key-card-"] [data-testid="stImage"] img { max-height: calc(100vh - 370px); }
+.st-key-cards-2 div[class*="st-key-card-"] [data-testid="stImage"] img { max-height: calc((100vh - 440px) / 2); }
+.st-key-cards-3 div[class*="st-key-card-"] [data-testid="stImage"] img { max-height: calc((100vh - 510px) / 3); }
+div[class*="st-key-cards-"] [data-testid="stFullScreenFrame"] > div, div[class*="st-key-cards-"] [data-testid="stImage"],
+div[class*="st-key-cards-"] [data-testid="stImageContainer"] { width: 100% !important; }
+div[class*="st-key-cards-"] [data-testid="stImage"] img { width: auto !important; display: block; margin: 0 auto; }
 div[class*="st-key-card-"][class*="-pass"] { border-color: #16a34a !important; }
 div[class*="st-key-card-"][class*="-fail"] { border-color: #dc2626 !important; background: #fef2f2; }
 div[class*="st-key-card-"][class*="-fail"] img { opacity: .45; filter: grayscale(60%); }

@@ -37,7 +37,7 @@ def build_round(settings: Settings, src: Path, name: str = "r1", scenarios: int 
     lines = []
     for s in range(scenarios):
         ref = make_image(src / f"{name}-s{s}-ref.png", (250, 200 - 10 * s, 10 + s), size)
-        cands = [make_image(src / f"{name}-s{s}-c{c}.png", (20 + 40 * c, 5 * s, 100 + len(name)), size)
+        cands = [make_image(src / f"{name}-s{s}-c{c}.png", (20 + 26 * c, 5 * s, 100 + len(name)), size)
                  for c in range(candidates)]
         lines.append({"id": f"s{s}", "story_id": "st", "frame_index": s, "prompt": f"frame {s}: Mia waves",
                       "references": [ref.name], "candidates": [c.name for c in cands]})

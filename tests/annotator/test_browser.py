@@ -24,7 +24,7 @@ from sqlalchemy import select
 from storyloop.annotator.gold import winners_and_losers
 from storyloop.annotator.queue import shown_order
 from storyloop.db import session_scope, upgrade
-from storyloop.db.models import Judgment, Outcome
+from storyloop.db.models import Judgment, Outcome, Role
 from storyloop.settings import Settings
 from tests.annotator.conftest import PASSWORD, build_round
 
@@ -305,3 +305,35 @@ def test_a_fresh_login_survives_an_immediate_reload_or_navigation(server, browse
         expect(page.get_by_role("button", name="ann", exact=True)).to_be_visible(timeout=30_000)
         page.unroute_all(behavior="ignoreErrors")
         page.context.close()
+
+
+@pytest.mark.parametrize("candidates", [3, 8])
+def test_every_candidate_fits_a_laptop_window(tmp_path, browser, candidates):
+    """At 1280x720 the judging grid shrinks its images rather than push a row of candidates below the fold
+    (eight 1024² candidates used to end 60 px under it), and the page's first line clears the header."""
+    from playwright.sync_api import expect
+
+    settings = Settings.resolve(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'storyloop.db'}")
+    settings.data_dir.mkdir(parents=True)
+    upgrade(settings.db_url)
+    build_round(settings, tmp_path / "src", scenarios=1, candidates=candidates, k=1, size=(1024, 1024),
+                users={"ann": Role.annotator})
+    port = _free_port()
+    proc = _serve(settings, port, tmp_path / "server.log")
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        _login(page, f"http://127.0.0.1:{port}", "ann")
+        _step(page, "Character consistency")
+        cards = page.locator('div[class*="st-key-card-"]')
+        expect(cards).to_have_count(candidates)
+        expect(cards.locator("img")).to_have_count(candidates)
+        page.wait_for_function("[...document.querySelectorAll('div[class*=\"st-key-card-\"] img')]"
+                               ".every(img => img.complete && img.naturalWidth > 0)")
+        bottom = max(box["y"] + box["height"] for box in (c.bounding_box() for c in cards.all()))
+        assert bottom <= 720, f"the last card ends at {bottom:.0f} px, below the 720 px window"
+        header = page.get_by_test_id("stHeader").bounding_box()
+        assert page.locator(".sl-meta").first.bounding_box()["y"] >= header["y"] + header["height"]
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"annotate-{candidates}-candidates-1280x720.png"))
+    finally:
+        _stop(proc)

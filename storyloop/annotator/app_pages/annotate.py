@@ -228,11 +228,13 @@ def judge(view: ScenarioView) -> None:
                    "Judge what you can see, or press S and 1 to skip: an image is missing.",
                    icon=":material/broken_image:")
     per_row = 4 if len(view.candidates) > 4 else max(len(view.candidates), 2)
-    for start in range(0, len(view.candidates), per_row):
-        cols = st.columns(per_row, gap="small")
-        for col, cand in zip(cols, view.candidates[start:start + per_row]):
-            with col:
-                _candidate_card(task, cand)
+    rows = -(-len(view.candidates) // per_row)
+    with st.container(key=f"cards-{min(rows, 3)}"):  # the row count sizes the images (ui.CSS)
+        for start in range(0, len(view.candidates), per_row):
+            cols = st.columns(per_row, gap="small")
+            for col, cand in zip(cols, view.candidates[start:start + per_row]):
+                with col:
+                    _candidate_card(task, cand)
 
 
 def _progress(progress) -> None:
