@@ -220,6 +220,8 @@ class Lease(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     leased_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
+    # The marks made so far (Draft.to_state), so a reload or a second tab resumes them; gone with the lease
+    draft: Mapped[dict | None] = mapped_column()
 
     __table_args__ = (UniqueConstraint("scenario_id", "user_id"),)
 

@@ -26,6 +26,18 @@ def test_upgrade_twice_is_a_no_op(migrated_url):
     assert current_revision(migrated_url) == head_revision()
 
 
+def test_revision_0003_adds_a_nullable_draft_to_leases_and_takes_it_back(db_url):
+    def lease_columns():
+        return {c["name"]: c for c in inspect(get_engine(db_url)).get_columns("leases")}
+
+    upgrade(db_url, "0002")
+    assert "draft" not in lease_columns()
+    upgrade(db_url)
+    assert lease_columns()["draft"]["nullable"]
+    command.downgrade(alembic_config(db_url), "0002")
+    assert "draft" not in lease_columns()
+
+
 def test_uninitialised_database_is_refused_with_the_fix(db_url):
     with pytest.raises(SchemaError, match="storyloop init"):
         require_current_schema(db_url)
