@@ -195,6 +195,43 @@ class Draft:
             return "best" if self.ranking[0] == cid else f"rank {self.ranking.index(cid) + 1}"
         return "unranked"
 
+    # -- kept between sessions -------------------------------------------------------------------
+
+    def to_state(self) -> dict:
+        """The marks as plain JSON, stored on the lease so that a reload or a second tab resumes them."""
+        return {"order": list(self.order), "step": self.step.value,
+                "consistency_fail": [c for c in self.order if not self.consistency[c]],
+                "anatomy_fail": [c for c in self.order if not self.anatomy[c]],
+                "ranking": list(self.ranking), "tie": self.tie, "untied": list(self.untied)}
+
+    @classmethod
+    def from_state(cls, order: list[int], state: dict | None) -> Draft:
+        """The draft `to_state` stored, for the grid `order`; a fresh draft if there is none or it no longer
+        fits (another grid, say after candidates were added; an unknown step; a damaged value). Marks that
+        land on the wrong candidate, or a crash on every reload, would be worse than starting over."""
+        fresh = cls(order=list(order))
+        try:
+            if state is None or list(state["order"]) != list(order):
+                return fresh
+            step = Step(state["step"])
+            failed_c, failed_a = set(state["consistency_fail"]), set(state["anatomy_fail"])
+            ranking, untied, tie = list(state["ranking"]), list(state["untied"]), state["tie"]
+        except (KeyError, TypeError, ValueError):
+            return fresh
+        named = failed_c | failed_a | set(ranking) | set(untied)
+        if (not named <= set(order) or not isinstance(tie, bool)
+                or len(set(ranking)) != len(ranking) or len(set(untied)) != len(untied)):
+            return fresh
+        draft = cls(order=list(order), step=step, consistency={c: c not in failed_c for c in order},
+                    anatomy={c: c not in failed_a for c in order}, ranking=ranking, tie=tie, untied=untied)
+        draft._prune()
+        return draft if draft._step_fits() else fresh
+
+    def _step_fits(self) -> bool:
+        """Whether the step is one the keys could have reached with these marks."""
+        return {Step.consistency: True, Step.anatomy: bool(self.consistent()),
+                Step.aesthetics: bool(self.survivors()), Step.all_bad: not self.survivors()}[self.step]
+
     @classmethod
     def from_judgment(cls, judgment: Judgment) -> Draft:
         """A draft holding a stored judgment's labels, at its last step (for an edit)."""

@@ -1,5 +1,7 @@
 """The judging state machine: consistency, then anatomy among the consistent, then aesthetics."""
 
+import json
+
 import pytest
 
 from storyloop.annotator.protocol import Draft, Step
@@ -116,3 +118,55 @@ def test_enter_advances_then_submits_and_says_when_nothing_is_ranked():
     assert d.enter() == "incomplete" and d.step is Step.aesthetics
     d.toggle(2)
     assert d.enter() == "submit"
+
+
+def _drafts_at_every_step() -> dict[str, Draft]:
+    """One draft with marks at each step, the tie with a ranking set aside, and all bad."""
+    consistency = Draft(order=[30, 10, 20, 40])
+    consistency.toggle(1)
+    anatomy = Draft(order=[30, 10, 20, 40])
+    anatomy.toggle(1), anatomy.advance(), anatomy.toggle(3)
+    ranked = Draft(order=[30, 10, 20, 40])
+    ranked.toggle(1), ranked.advance(), ranked.advance(), ranked.toggle(4), ranked.toggle(2)
+    tie = Draft(order=[30, 10, 20, 40])
+    tie.advance(), tie.advance(), tie.toggle(3), tie.toggle_tie()
+    all_bad = Draft(order=[30, 10, 20, 40])
+    all_bad.toggle(2), all_bad.advance(), all_bad.mark_all_bad()
+    return {"consistency": consistency, "anatomy": anatomy, "ranked": ranked, "tie": tie, "all_bad": all_bad}
+
+
+@pytest.mark.parametrize("name", ["consistency", "anatomy", "ranked", "tie", "all_bad"])
+def test_a_draft_comes_back_from_its_json_state_at_every_step(name):
+    d = _drafts_at_every_step()[name]
+    back = Draft.from_state(d.order, json.loads(json.dumps(d.to_state())))
+    assert back == d
+    assert [back.status(c) for c in back.order] == [d.status(c) for c in d.order]
+
+
+def test_a_restored_tie_still_gives_back_the_ranking_it_set_aside():
+    d = _drafts_at_every_step()["tie"]
+    back = Draft.from_state(d.order, json.loads(json.dumps(d.to_state())))
+    back.toggle_tie()
+    assert not back.tie and back.ranking == [20]
+
+
+def test_a_stored_state_that_no_longer_fits_gives_a_fresh_draft():
+    order = [30, 10, 20, 40]
+    fresh = Draft(order=list(order))
+    state = _drafts_at_every_step()["ranked"].to_state()
+    stale = [
+        None, {}, [], "anatomy",
+        {**state, "order": [30, 10, 20]},                 # a candidate was added since
+        {**state, "order": [10, 30, 20, 40]},             # another grid
+        {**state, "step": "beauty"},                      # a step this code does not know
+        {**state, "consistency_fail": [99]},              # a candidate not in the grid
+        {**state, "ranking": [40, 99]},
+        {**state, "ranking": [40, 40]},
+        {**state, "tie": "yes"},
+        {**state, "ranking": 7},
+        {k: v for k, v in state.items() if k != "untied"},
+        {**state, "consistency_fail": order},             # at aesthetics with nobody left
+        {**state, "step": "all_bad"},                     # all bad with survivors
+    ]
+    for s in stale:
+        assert Draft.from_state(order, s) == fresh, s
