@@ -1,7 +1,8 @@
 """Who judges what next: leases, the k-judgments target, the skip policy and gold items.
 
 An annotator gets, in the newest round that has work for them:
-1. the scenario they already hold an unexpired lease on (a reload or a second tab resumes it);
+1. the scenario they already hold an unexpired lease on (a reload or a second tab resumes it, with the
+   marks made so far: the page stores the draft on the lease as it changes);
 2. a gold scenario they have not judged, while their share of gold is below the round's gold rate
    (so gold comes first, then at that rate);
 3. otherwise the open scenario closest to done (most judgments, then story order) that they have not
@@ -16,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, delete, exists, func, select
+from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,9 +46,15 @@ class Task:
     is_gold: bool = False
     draft: Draft = field(init=False)
     skipping: bool = False  # the skip-reason panel is open
+    leased: bool = False  # shown on the annotator's lease (next_task); an edit holds none, so keeps no draft
+    saved_state: dict | None = field(default=None, repr=False)  # the draft as last stored on the lease
 
     def __post_init__(self):
         self.draft = Draft(order=list(self.shown_order))
+
+    def draft_unsaved(self) -> bool:
+        """Whether the lease should get this draft: marks changed since it was last stored (or read)."""
+        return self.leased and self.draft.to_state() != self.saved_state
 
     @property
     def idempotency_key(self) -> str:
@@ -206,7 +213,8 @@ def _take_lease(session: Session, sid: int, user_id: int, now: datetime, ttl: ti
         except IntegrityError:  # the same annotator's other tab leased it a moment ago
             lease = session.scalar(select(Lease).where(Lease.scenario_id == sid, Lease.user_id == user_id))
     if aware(lease.expires_at) <= now:
-        lease.leased_at = now  # an expired lease starts afresh: the time shown is now
+        lease.leased_at = now  # an expired lease starts afresh: the time shown is now, and no old marks
+        lease.draft = None
     lease.expires_at = now + ttl
     session.flush()
     return lease
@@ -218,8 +226,32 @@ def _task(session: Session, lease: Lease, user_id: int) -> Task:
         Judgment.scenario_id == scenario.id, Judgment.user_id == user_id)) or 0
     is_gold = session.scalar(select(GoldAnswer.id).where(GoldAnswer.scenario_id == scenario.id)) is not None
     cands = [c.id for c in scenario.candidates]
-    return Task(scenario.id, user_id, scenario.round_id, base, shown_order(cands, user_id, scenario.id, base),
-                aware(lease.leased_at), is_gold=is_gold and scenario.round.gold_rate > 0)
+    task = Task(scenario.id, user_id, scenario.round_id, base, shown_order(cands, user_id, scenario.id, base),
+                aware(lease.leased_at), is_gold=is_gold and scenario.round.gold_rate > 0, leased=True)
+    stored = lease.draft or {}
+    # A held lease: the marks made before, if made on this very task (a tab still showing an earlier
+    # revision of the scenario, submitted elsewhere since, may have written its own onto a new lease)
+    task.draft = Draft.from_state(task.shown_order, stored if stored.get("task") == task.idempotency_key else None)
+    task.saved_state = task.draft.to_state()
+    return task
+
+
+def save_draft(session: Session, task: Task, now: datetime | None = None, ttl: timedelta = LEASE_TTL) -> bool:
+    """Store the task's draft on the annotator's live lease of its scenario, if the draft changed; whether
+    it did. One UPDATE, no read: it never creates a lease, and leaves alone one that lapsed or is gone (the
+    task was submitted or skipped). A mark shows the annotator is still there, so it renews the lease too."""
+    if not task.draft_unsaved():
+        return False
+    now = now or utcnow()
+    state = task.draft.to_state()
+    stored = session.execute(
+        update(Lease).where(Lease.scenario_id == task.scenario_id, Lease.user_id == task.user_id,
+                            Lease.expires_at > now)
+        .values(draft={**state, "task": task.idempotency_key}, expires_at=now + ttl)
+        .execution_options(synchronize_session=False)).rowcount == 1
+    if stored:
+        task.saved_state = state
+    return stored
 
 
 def renew_lease(session: Session, user_id: int, scenario_id: int, now: datetime | None = None,

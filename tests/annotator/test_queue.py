@@ -5,7 +5,9 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from storyloop.annotator.gold import set_gold
-from storyloop.annotator.queue import annotator_progress, next_task, shown_order
+from storyloop.annotator.history import edit_task
+from storyloop.annotator.protocol import Step
+from storyloop.annotator.queue import Task, annotator_progress, next_task, save_draft, shown_order
 from storyloop.annotator.submit import submit_task
 from storyloop.db import session_scope
 from storyloop.db.models import Lease, Outcome, SkipPolicy, utcnow
@@ -28,6 +30,16 @@ def judge(url, task, best_position=1):
 def skip(url, task, reason="cannot decide"):
     with session_scope(url) as s:
         return submit_task(s, task, skip_reason=reason)
+
+
+def save(url, task, **kw):
+    with session_scope(url) as s:
+        return save_draft(s, task, **kw)
+
+
+def lease_drafts(url):
+    with session_scope(url) as s:
+        return [(lease.user_id, lease.draft) for lease in s.scalars(select(Lease).order_by(Lease.id))]
 
 
 def test_reload_resumes_the_leased_scenario_with_the_same_grid(small_round):
@@ -153,3 +165,74 @@ def test_empty_queue_gives_none(settings, tmp_path):
     rf = build_round(settings, tmp_path / "src", scenarios=1, k=1)
     judge(settings.db_url, take(settings.db_url, rf.users["ann"]))
     assert take(settings.db_url, rf.users["bob"]) is None
+
+
+def test_a_reload_resumes_the_leased_scenario_with_the_marks_saved_on_its_lease(small_round):
+    url, ann = small_round.settings.db_url, small_round.users["ann"]
+    task = take(url, ann)
+    task.draft.toggle(2), task.draft.advance(), task.draft.toggle(1)  # #2 inconsistent, #1 bad anatomy
+    assert save(url, task)
+    again = take(url, ann)  # a reload or a second tab: a new session, nothing in memory
+    assert again.idempotency_key == task.idempotency_key
+    assert again.draft == task.draft and again.draft.step is Step.anatomy
+    assert not save(url, again)  # nothing changed since it was read: no write
+    again.draft.advance()
+    assert save(url, again) and take(url, ann).draft.step is Step.aesthetics
+
+
+def test_another_annotator_on_the_same_scenario_starts_blank(small_round):
+    url, u = small_round.settings.db_url, small_round.users
+    ann = take(url, u["ann"])
+    ann.draft.toggle(1)
+    save(url, ann)
+    bob = take(url, u["bob"])  # k = 2: bob gets the same scenario, on his own lease
+    assert bob.scenario_id == ann.scenario_id and bob.draft.step is Step.consistency
+    assert all(bob.draft.consistency.values())
+    assert [uid for uid, draft in lease_drafts(url) if draft is not None] == [u["ann"]]
+
+
+def test_saving_a_draft_never_creates_or_revives_a_lease(small_round):
+    url, ann = small_round.settings.db_url, small_round.users["ann"]
+    now = utcnow()
+    task = take(url, ann, now=now)
+    task.draft.toggle(1)
+    assert save(url, task, now=now)
+    task.draft.toggle(2)
+    assert not save(url, task, now=now + timedelta(minutes=30))  # the lease lapsed
+    assert lease_drafts(url)[0][1]["consistency_fail"] == [task.draft.order[0]]  # as stored while it lived
+    later = take(url, ann, now=now + timedelta(minutes=30))  # taken afresh: blank
+    assert later.scenario_id == task.scenario_id and all(later.draft.consistency.values())
+    judge(url, later)
+    assert not save(url, task) and lease_drafts(url) == []  # submitted: no lease, and none made
+    with session_scope(url) as s:
+        edit = edit_task(s, ann, task.scenario_id)  # an edit holds no lease, so it keeps no draft
+    edit.draft.back(), edit.draft.toggle(1)
+    assert not save(url, edit) and lease_drafts(url) == []
+
+
+def test_a_mark_keeps_the_lease_alive(small_round):
+    url, ann = small_round.settings.db_url, small_round.users["ann"]
+    now = utcnow()
+    task = take(url, ann, now=now)
+    task.draft.toggle(1)
+    assert save(url, task, now=now + timedelta(minutes=15))
+    resumed = take(url, ann, now=now + timedelta(minutes=30))  # 15 minutes after the mark, not 30 after the lease
+    assert resumed.scenario_id == task.scenario_id and resumed.draft == task.draft
+
+
+def test_a_skipped_scenario_comes_back_without_the_marks_made_before_the_skip(settings, tmp_path):
+    rf = build_round(settings, tmp_path / "src", scenarios=2, k=1, skip_policy=SkipPolicy.everyone_last)
+    url, ann = settings.db_url, rf.users["ann"]
+    first = take(url, ann)
+    first.draft.toggle(1), first.draft.toggle(2)
+    save(url, first)
+    skip(url, first)
+    judge(url, take(url, ann))
+    again = take(url, ann)
+    assert again.scenario_id == first.scenario_id and again.base_revision == 1
+    assert all(again.draft.consistency.values()) and again.draft.step is Step.consistency
+    # a tab still showing the skipped task marks on: its draft is not the new task's, even on the same grid
+    stale = Task(first.scenario_id, ann, first.round_id, 0, again.shown_order, first.shown_at, leased=True)
+    stale.draft.toggle(3)
+    assert save(url, stale)
+    assert all(take(url, ann).draft.consistency.values())
