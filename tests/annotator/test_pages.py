@@ -181,6 +181,23 @@ def test_an_edit_sets_the_unfinished_scenario_aside_and_gives_it_back_with_its_m
     assert draft.step.value == "anatomy" and draft.status(draft.order[1]) == "inconsistent"
 
 
+def test_a_reload_or_second_tab_resumes_the_leased_scenario_with_its_marks(app, small_round):
+    at = app("ann")
+    key = task_key(at)
+    press(at, f"toggle-{key}-2"), press(at, f"enter-{key}")  # #2 inconsistent, now at anatomy
+    press(at, f"toggle-{key}-1")                              # #1 bad anatomy
+    again = app("ann")  # a new session: nothing of the first one's state
+    assert task_key(again) == key
+    assert any('sl-step on">2 · Anatomical integrity' in m.value for m in again.markdown)
+    assert [again.button(key=f"toggle-{key}-{pos}").label for pos in (1, 2, 3)] == [
+        "1 · bad anatomy", "2 · inconsistent", "3 · anatomy ok"]
+    press(again, f"enter-{key}"), press(again, f"enter-{key}")  # #3, the only survivor, wins
+    [j] = judgments(small_round.settings.db_url)
+    by_pos = {j.shown_order.index(l.candidate_id) + 1: l for l in j.labels}
+    assert (by_pos[1].anatomy_pass, by_pos[2].consistency_pass, by_pos[3].aesthetics_rank) == (False, False, 1)
+    assert not any(b.label.endswith(("inconsistent", "bad anatomy")) for b in app("ann").button)  # next: blank
+
+
 def test_undo_reopens_the_last_judgment_and_stores_a_new_revision(app, small_round):
     at = app("ann")
     key = task_key(at)

@@ -16,7 +16,8 @@ import streamlit as st
 from storyloop.annotator import keys, ui
 from storyloop.annotator.history import edit_task
 from storyloop.annotator.protocol import STEP_TITLES, Step
-from storyloop.annotator.queue import Task, annotator_progress, next_task, renew_lease, rounds_newest_first
+from storyloop.annotator.queue import (Task, annotator_progress, next_task, renew_lease, rounds_newest_first,
+                                       save_draft)
 from storyloop.annotator.submit import SKIP_REASONS, submit_task
 from storyloop.annotator.view import ScenarioView, ShownCandidate, scenario_view
 from storyloop.db.judgments import JudgmentError
@@ -36,9 +37,18 @@ def _task(key: str) -> Task | None:
     return task if task is not None and task.idempotency_key == key else None
 
 
+def _save_draft(task: Task) -> None:
+    """Keep the marks on the lease, so that a reload or a second tab resumes them: one UPDATE, and only
+    when they changed since the last one (a press that changed nothing opens no database session)."""
+    if task.draft_unsaved():
+        with ui.db() as s:
+            save_draft(s, task)
+
+
 def _act(key: str, action: str, *args) -> None:
     if (task := _task(key)) is not None:
         getattr(task.draft, action)(*args)
+        _save_draft(task)
 
 
 def _submit(key: str, skip_reason: str | None = None) -> None:
@@ -48,6 +58,7 @@ def _submit(key: str, skip_reason: str | None = None) -> None:
     if skip_reason is None and (what := task.draft.enter()) != "submit":
         if what == "incomplete":
             ui.flash("warning", keys.NOTHING_RANKED)
+        _save_draft(task)  # Enter moved on a step
         return
     try:
         with ui.db() as s:
@@ -196,6 +207,8 @@ def _keys(task: Task, view: ScenarioView) -> None:
     session = st.session_state.setdefault(ui.KEYS_SESSION, secrets.token_hex(8))
     done = keys.apply(task, keys.pressed(key, seen, session), seen)
     st.session_state[ui.KEYS_SEEN] = done.seen  # before acting: a press is never applied twice
+    if done.leave != "submit":  # a submit drops the lease, and its draft with it
+        _save_draft(task)
     if done.warning:
         ui.flash("warning", done.warning)
     if done.leave == "submit":
