@@ -3,9 +3,10 @@
 Judges a scenario with the keyboard, double-clicks submit, reloads, and checks the database holds
 exactly one judgment with the right winners and losers; then a second annotator gets the right next
 scenario without a trace of the first one's labels. Then keys typed faster than a rerun: every one
-counts, in order, and the stored labels are exactly what was typed. Then the server restarts under an open
-tab: it comes back logged in, without the old session's key presses. Then a reload right after logging in,
-on a slow link: still logged in.
+counts, in order, and the stored labels are exactly what was typed. Then marks survive a reload and show in
+a second tab. Then the server restarts under an open tab: it comes back logged in, with the marks made before
+and without replaying the old session's key presses. Then a reload right after logging in, on a slow link:
+still logged in.
 """
 
 from __future__ import annotations
@@ -232,9 +233,66 @@ def test_fast_typing_loses_no_key_and_labels_what_was_typed(server, browser):
         assert second.skip_reason == "references are unclear"  # the 2 after S picked reason 2
 
 
+def test_marks_survive_a_reload_and_show_in_a_second_tab(server, browser):
+    """The marks on the leased scenario are kept on the lease: a reload, or the same annotator's second tab,
+    shows them, and the keys go on from there."""
+    from playwright.sync_api import expect
+
+    url, rf = server
+    s0, s1 = rf.scenarios
+    order = shown_order(rf.candidates[s0], rf.users["ann"], s0, 0)
+
+    page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+    _login(page, url, "ann")
+    _prompt(page, "frame 0: Mia waves")
+    _step(page, "Character consistency")
+    page.keyboard.press("2")  # #2 inconsistent
+    expect(page.locator('[class*="st-key-card-2-fail"]')).to_be_visible()
+    page.keyboard.press("Enter")
+    _step(page, "Anatomical integrity")
+    page.keyboard.press("1")  # #1 bad anatomy
+    expect(page.locator('[class*="st-key-card-1-fail"]')).to_be_visible()
+
+    page.reload()
+    _prompt(page, "frame 0: Mia waves")
+    _step(page, "Anatomical integrity")
+    for card in ("1-fail", "2-fail", "3-pass"):
+        expect(page.locator(f'[class*="st-key-card-{card}"]')).to_be_visible()
+    page.keyboard.press("Enter")  # #3, the only survivor, wins
+    _step(page, "Aesthetics")
+    expect(page.locator('[class*="st-key-card-3-best"]')).to_be_visible()
+    page.keyboard.press("Enter")
+    _prompt(page, "frame 1: Mia waves")
+    _step(page, "Character consistency")  # the next scenario starts blank
+    expect(page.locator('[class*="st-key-card-"][class*="-fail"]')).to_have_count(0)
+    page.keyboard.press("3")
+    expect(page.locator('[class*="st-key-card-3-fail"]')).to_be_visible()
+
+    second = page.context.new_page()  # the same browser, logged in by the cookie
+    second.goto(url)
+    _prompt(second, "frame 1: Mia waves")
+    _step(second, "Character consistency")
+    expect(second.locator('[class*="st-key-card-3-fail"]')).to_be_visible()
+    expect(second.locator('[class*="st-key-card-"][class*="-fail"]')).to_have_count(1)
+
+    with session_scope(rf.settings.db_url) as s:
+        [j] = s.scalars(select(Judgment))
+        labels = {j.shown_order.index(l.candidate_id) + 1: (l.consistency_pass, l.anatomy_pass, l.aesthetics_rank)
+                  for l in j.labels}
+        assert (j.scenario_id, j.outcome, j.shown_order) == (s0, Outcome.ranked, order)
+        assert labels == {1: (True, False, None), 2: (False, None, None), 3: (True, True, 1)}
+
+
+def _run_done(page) -> None:
+    """Wait until the app is connected and no script run is going on."""
+    page.wait_for_function("(d => d.testConnectionState === 'CONNECTED' && d.testScriptState === 'notRunning')"
+                           "(document.querySelector('[data-testid=\"stApp\"]').dataset)")
+
+
 def test_a_tab_open_across_a_server_restart_comes_back_logged_in(served, browser):
     """The server restarts under an open tab: the tab's new session is let in by the login cookie and
-    shows the page it was on; no traceback, and keys work at once (the old session's presses do not replay)."""
+    shows the page it was on, with the marks stored on the lease; no traceback, and keys work at once
+    (the old session's presses do not replay: a replayed 2 would take #2's mark back)."""
     from playwright.sync_api import expect
 
     settings, port, log_path, rf, procs = served
@@ -250,14 +308,20 @@ def test_a_tab_open_across_a_server_restart_comes_back_logged_in(served, browser
     _step(page, "Character consistency")
     page.keyboard.press("2")
     expect(page.locator('[class*="st-key-card-2-fail"]')).to_be_visible()
+    # The new session shows what the old one showed, marks and all, so something else must tell when it has
+    # run: a zoom open now goes once the new session runs, and then that run ends
+    zoom = page.get_by_text("Candidate 1 · 256×256")
+    page.keyboard.press("Shift+1")
+    expect(zoom).to_be_visible()
     restart()  # the tab reconnects on its own
     error = page.get_by_test_id("stException")
-    expect(page.locator('[class*="st-key-card-2-pass"]').or_(error)).to_be_visible(timeout=60_000)
+    expect(zoom).to_be_hidden(timeout=60_000)
+    _run_done(page)
     expect(error).to_have_count(0)
-    expect(page.locator('[class*="st-key-card-2-pass"]')).to_be_visible()  # a new, clean draft
+    expect(page.locator('[class*="st-key-card-2-fail"]')).to_be_visible()  # the stored mark, not replayed
     _step(page, "Character consistency")
     page.keyboard.press("2")
-    expect(page.locator('[class*="st-key-card-2-fail"]')).to_be_visible()
+    expect(page.locator('[class*="st-key-card-2-pass"]')).to_be_visible()
 
     page.get_by_test_id("stTopNavSection").filter(has_text="Annotate").click()
     page.get_by_text("My judgments").click()
