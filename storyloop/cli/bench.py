@@ -50,7 +50,8 @@ def annotator(
     if not as_json:
         rates = ", ".join(f"{k} {v:.0f}/s" if v is not None else f"{k} -" for k, v in result["judgments_per_s"].items())
         err_console.print(f"page p50 {result['page_ms_p50']:.1f} ms, p95 {result['page_ms_p95']:.1f} ms "
-                          f"(cold {result['page_ms_cold']:.0f} ms); judgments {rates}; "
+                          f"(cold {result['page_ms_cold']:.0f} ms); a mark p50 {result['mark_ms_p50']:.1f} ms, "
+                          f"p95 {result['mark_ms_p95']:.1f} ms; judgments {rates}; "
                           f"lost {result['lost']}, duplicates {result['duplicates']}")
     print(json.dumps(result))
 

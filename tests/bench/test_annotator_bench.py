@@ -17,3 +17,4 @@ def test_page_build_renders_the_full_judging_page(tmp_path, monkeypatch):
     monkeypatch.setenv("STORYLOOP_DB_URL", "postgresql://nobody@127.0.0.1:1/not-this")
     result = page_build_ms(tmp_path, runs=3)
     assert result["page_runs"] == 3 and result["page_ms_p50"] > 0 and result["page_ms_cold"] > 0
+    assert result["mark_ms_p50"] > 0  # the marks were stored on the lease, or the bench would have raised
