@@ -18,9 +18,9 @@ from storyloop.db.rounds import ModelSpec, create_round
 from storyloop.db.users import add_user
 from storyloop.dpo.config import DPOConfig
 from storyloop.dpo.trainer import train_dpo
-from storyloop.generation.models import LoraMeta, load_flux
 from storyloop.generation.gsa import install_gsa
-from storyloop.generation.reference_gain import load_reference_gain
+from storyloop.generation.lora import load_lora
+from storyloop.generation.models import LoraMeta, base_fingerprint, load_flux
 from storyloop.generation.run import GenerateConfig, generate_round
 from storyloop.settings import Settings
 from storyloop.toy.annotate import ScriptedAnnotator, judge_round
@@ -139,9 +139,9 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
     t = lap("generate round 2", t)
 
     pipe = judge.pipe  # the base pipeline the validation judge loaded (its transformer has no adapters yet)
-    pipe.load_lora_weights(str(STAGE1), adapter_name="stage1")
-    pipe.load_lora_weights(str(dpo_lora), adapter_name="dpo")
-    load_reference_gain(pipe.transformer, "dpo", dpo_lora)  # if the DPO run learned one
+    base = base_fingerprint(str(BASE))
+    for folder, kind in ((STAGE1, "stage1"), (dpo_lora, "dpo")):  # as `generate run` loads them (gain and all)
+        load_lora(pipe, Path(folder), kind, base, kind)
     pipe.transformer.set_adapters(["stage1", "dpo"])
     install_gsa(pipe.transformer)
     metrics, readings, images = evaluate_variants(pipe, readers, evaluation, seed=config.seed, steps=config.steps,
