@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from storyloop.db import session_scope
-from storyloop.db.rounds import get_round
+from storyloop.db.rounds import RoundError, get_round
 from storyloop.dpo.config import DPOConfig
 from storyloop.dpo.data import assemble, encode_pairs
 from storyloop.dpo.loss import diffusion_dpo_loss, velocity_error
@@ -52,12 +52,17 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=300, help="batches of pairs to sample")
     parser.add_argument("--round", default="round-1")
     args = parser.parse_args()
+    if not (args.data_dir / "storyloop.db").exists():
+        parser.error(f"{args.data_dir} holds no storyloop.db: run `storyloop demo --loop` first (it writes demo-data/)")
     loop = LoopConfig()
     c = DPOConfig(**{**loop.dpo, "round": args.round, "resolution": IMAGE_SIZE,
                      "max_sequence_length": MAX_SEQUENCE_LENGTH, "seed": loop.seed})
     settings = Settings.resolve(data_dir=args.data_dir, db_url=None)
     with session_scope(settings.db_url) as session:
-        pools = round_pools(session, c.round, AggregationPolicy(c.min_agreement))
+        try:
+            pools = round_pools(session, c.round, AggregationPolicy(c.min_agreement))
+        except RoundError as exc:
+            parser.error(f"{args.data_dir}: {exc}")
         model = load_policy(get_round(session, c.round), c, "cpu", torch.float32)
         cache = EncodingCache(args.data_dir / "dpo-round-1" / "cache", f"{model.base}|{c.resolution}|{c.max_sequence_length}")
         data = encode_pairs(session, model.pipe, settings.store_dir, pools, cache, c.resolution, c.max_sequence_length)
