@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
 
-from storyloop.generation.gsa import GSAContext, latent_image_ids, reference_rope
+from storyloop.generation.gsa import GSAContext, latent_image_ids, reference_rope, unwrapped
 
 
 def pack_latents(latents: torch.Tensor) -> torch.Tensor:
@@ -63,10 +63,11 @@ class References:
 def _call(transformer: FluxTransformer2DModel, tokens, timestep, text: TextEmbeds, grid, guidance,
           gsa: GSAContext | None) -> torch.Tensor:
     h, w = grid
-    dtype = transformer.dtype
+    model = unwrapped(transformer)
+    dtype = model.dtype
     txt_ids = torch.zeros(text.prompt_embeds.shape[1], 3, device=tokens.device)
     guidance_t = None
-    if transformer.config.guidance_embeds:
+    if model.config.guidance_embeds:
         guidance_t = torch.full((tokens.shape[0],), float(guidance), device=tokens.device, dtype=torch.float32)
     return transformer(
         hidden_states=tokens.to(dtype), timestep=timestep.to(tokens.device), guidance=guidance_t,
@@ -87,7 +88,7 @@ def predict(transformer: FluxTransformer2DModel, tokens: torch.Tensor, sigma: to
     With `cache` (from `write_reference_cache`) every target reads all cached references, or the
     cache rows `ref_index[t]` (in slot order) when given; without a cache this is a stock FLUX call.
     """
-    sigma = torch.as_tensor(sigma, dtype=torch.float32).expand(tokens.shape[0])
+    sigma = torch.as_tensor(sigma, dtype=torch.float32, device=tokens.device).expand(tokens.shape[0])
     ctx = None
     if cache is not None:
         index = ref_index if ref_index is not None else _ref_index(
@@ -121,7 +122,7 @@ def write_grouped_reference_cache(transformer: FluxTransformer2DModel, refs: Ref
                      ref_index=torch.arange(refs_per_group, device=device)[None],
                      ref_slots=torch.arange(refs_per_group, device=device).repeat(n // per),
                      ref_rope=reference_rope(transformer, *refs.grid, refs_per_group, device=device))
-    _call(transformer, refs.tokens, torch.zeros(n), refs.text, refs.grid, guidance, ctx)
+    _call(transformer, refs.tokens, torch.zeros(n, device=device), refs.text, refs.grid, guidance, ctx)
     return ctx
 
 
@@ -145,10 +146,10 @@ def predict_with_references(transformer: FluxTransformer2DModel, tokens: torch.T
         if refs.count != t * n:
             raise ValueError(f"{t} targets x {n} references need {t * n} reference rows, got {refs.count}")
         index = torch.arange(t * n, device=device).view(t, n)
-    sigma = torch.as_tensor(sigma, dtype=torch.float32).expand(t)
+    sigma = torch.as_tensor(sigma, dtype=torch.float32, device=device).expand(t)
     ctx = GSAContext("batch", text_len=text.prompt_embeds.shape[1], ref_index=index,
                      ref_slots=torch.arange(n, device=device).repeat(refs.count // max(n, 1)),
                      ref_rope=reference_rope(transformer, *grid, n, device=device), num_targets=t)
     out = _call(transformer, torch.cat([tokens, refs.tokens.to(tokens.dtype)]),
-                torch.cat([sigma, torch.zeros(refs.count)]), text.cat(refs.text), grid, guidance, ctx)
+                torch.cat([sigma.to(device), torch.zeros(refs.count, device=device)]), text.cat(refs.text), grid, guidance, ctx)
     return out[:t]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import (FluxAttnProcessor, FluxTransformer2DModel,
@@ -37,6 +38,15 @@ POSITION_SCHEME = "axis0-offset-1+i"  # recorded in LoRA metadata; loaders refus
 REFERENCE_PROMPT = ""  # references are encoded with an empty prompt, in training and inference alike
 
 Mode = Literal["batch", "write", "read"]
+
+
+def unwrapped(transformer) -> FluxTransformer2DModel:
+    """The FLUX model inside an accelerate/DDP wrapper, for reading its attributes.
+
+    Forwards still go through the wrapper (it synchronises gradients across processes), but a
+    DistributedDataParallel has no `.config`, `.dtype` or `.pos_embed` of its own.
+    """
+    return extract_model_from_parallel(transformer, keep_fp32_wrapper=True)
 
 
 def latent_image_ids(height: int, width: int, first_axis: float = 0.0, device=None) -> torch.Tensor:
@@ -85,8 +95,9 @@ def reference_rope(transformer: FluxTransformer2DModel, height: int, width: int,
     """Rotary tables (cos, sin), each [num_slots, height*width, head_dim], for reference slots."""
     ids = torch.cat([reference_image_ids(height, width, s, device) for s in range(num_slots)]
                     or [torch.zeros(0, 3, device=device)])
-    cos, sin = transformer.pos_embed(ids)
-    dim = sum(transformer.config.axes_dims_rope)
+    model = unwrapped(transformer)
+    cos, sin = model.pos_embed(ids)
+    dim = sum(model.config.axes_dims_rope)
     return cos.view(num_slots, height * width, dim), sin.view(num_slots, height * width, dim)
 
 

@@ -14,7 +14,7 @@ from diffusers.models.transformers.transformer_flux import FluxTransformer2DMode
 
 from storyloop.generation.flux import (References, TextEmbeds, predict, predict_with_references,
                                        write_reference_cache)
-from storyloop.generation.gsa import GSAContext
+from storyloop.generation.gsa import GSAContext, unwrapped
 
 
 def initial_noise(seeds: Sequence[int], num_tokens: int, channels: int) -> torch.Tensor:
@@ -51,7 +51,7 @@ def sample(transformer: FluxTransformer2DModel, scheduler: FlowMatchEulerDiscret
         refs = reference_cache = None
     device = next(transformer.parameters()).device
     num_tokens = grid[0] * grid[1]
-    latents = initial_noise(seeds, num_tokens, transformer.config.in_channels).to(device)
+    latents = initial_noise(seeds, num_tokens, unwrapped(transformer).config.in_channels).to(device)
 
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config)  # fresh step counter
     sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
