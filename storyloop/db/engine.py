@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "storyloop_read_only"  # execution option of the engine behind read_scope
 
 
 def normalize_url(url: str) -> str:
@@ -37,7 +38,10 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn):
         # BEGIN IMMEDIATE takes the write lock up front, so the busy timeout applies. A deferred
         # transaction that later upgrades to a writer fails at once with "database is locked".
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only sessions (read_scope) begin deferred: under WAL they never wait for a writer,
+        # so a training rank reading its round is not blocked by another rank's write.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 @lru_cache(maxsize=None)
@@ -53,8 +57,11 @@ def get_engine(url: str) -> Engine:
 
 
 @lru_cache(maxsize=None)
-def _sessionmaker(url: str) -> sessionmaker[Session]:
-    return sessionmaker(get_engine(url), expire_on_commit=False)
+def _sessionmaker(url: str, read_only: bool = False) -> sessionmaker[Session]:
+    engine = get_engine(url)
+    if read_only:
+        engine = engine.execution_options(**{READ_ONLY: True})
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager
@@ -69,3 +76,23 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def read_scope(url: str) -> Iterator[Session]:
+    """A session for reading only: never takes SQLite's write lock, and a write in it is an error.
+
+    For long-running readers (trainers, several processes of one run) that must neither wait for
+    nor block the annotators' writes. Its transaction ends with the session; objects read in it
+    stay usable (detached, not expired).
+    """
+    session = _sessionmaker(url, read_only=True)()
+
+    @event.listens_for(session, "before_flush")
+    def _refuse(*_):
+        raise RuntimeError("read_scope is for reading: open a session_scope to write")
+
+    try:
+        yield session
+    finally:
+        session.close()  # ends the transaction without expiring what was read

@@ -54,8 +54,13 @@ class PairBatchTensors:
 
 
 def encode_pairs(session: Session, pipe, store_dir: Path, pools: Pools, cache: EncodingCache, resolution: int,
-                 max_sequence_length: int) -> PairData:
-    """Encode every pooled candidate, every scenario prompt and every reference (cache hits are free)."""
+                 max_sequence_length: int, shard: tuple[int, int] | None = None,
+                 progress: bool = True) -> PairData | None:
+    """Encode every pooled candidate, every scenario prompt and every reference (cache hits are free).
+
+    With `shard = (rank, world)` only every world-th scenario is encoded into the cache and nothing is
+    returned: several processes fill the cache side by side, then each reads it whole.
+    """
     size = (resolution, resolution)
     grid = latent_grid(pipe, *size)
 
@@ -70,16 +75,19 @@ def encode_pairs(session: Session, pipe, store_dir: Path, pools: Pools, cache: E
 
     wanted = set(pools.members.candidate_id.tolist())
     scenario_ids = sorted(set(pools.members.scenario_id.tolist()))
+    if shard is not None:
+        scenario_ids = scenario_ids[shard[0]::shard[1]]
     scenarios = session.scalars(select(Scenario).where(Scenario.id.in_(scenario_ids)))
     latents, per_scenario = {}, {}
-    for sc in tqdm(list(scenarios), desc="encode pairs", unit="scenario", leave=False):
+    for sc in tqdm(list(scenarios), desc="encode pairs", unit="scenario", leave=False, disable=not progress):
         for c in sc.candidates:
             if c.id in wanted:
                 latents[c.id] = image(c.asset)
         refs = [image(r.asset) for r in sc.references]
         per_scenario[sc.id] = ScenarioTensors(
             text(sc.prompt), torch.stack(refs) if refs else torch.zeros(0, grid[0] * grid[1], 0))
-    return PairData(latents, per_scenario, text(REFERENCE_PROMPT), grid)
+    empty = text(REFERENCE_PROMPT)
+    return None if shard is not None else PairData(latents, per_scenario, empty, grid)
 
 
 def _text(pipe, prompt: str, max_len: int) -> dict[str, torch.Tensor]:

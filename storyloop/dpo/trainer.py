@@ -16,18 +16,19 @@ import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration
+from accelerate.utils import ProjectConfiguration, broadcast_object_list
 from diffusers.training_utils import cast_training_params
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from sqlalchemy import select
 from tqdm.auto import tqdm
 
-from storyloop.db import session_scope
+from storyloop.db import read_scope, session_scope
 from storyloop.db.models import DpoMetric, DpoRun, RunStatus, utcnow
 from storyloop.db.rounds import RoundError, get_round
 from storyloop.dpo.config import DPOConfig
@@ -184,7 +185,7 @@ class DPOTrainer:
             log_with=None if c.report_to == "none" else c.report_to,
             project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")))
         self.weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(c.mixed_precision, torch.float32)
-        with session_scope(self.settings.db_url) as session:
+        with read_scope(self.settings.db_url) as session:  # every process reads; none waits for a writer
             self.round = get_round(session, c.round)
             self.pools = round_pools(session, c.round, AggregationPolicy(c.min_agreement, include_gold=c.include_gold))
         self.train_pools, self.eval_pools = split_scenarios(self.pools, c.eval_split, c.seed)
@@ -198,18 +199,42 @@ class DPOTrainer:
             reasons = ", ".join(f"{k}: {v}" for k, v in self.pools.scenarios_without_pairs.items() if v)
             raise DPOError(f"round {c.round!r} has no usable pairs ({self.pools.judgments} judgment(s); "
                            f"{reasons or 'no judgments'})")
-        with session_scope(self.settings.db_url) as session:
+        acc = self.accelerator
+        with read_scope(self.settings.db_url) as session:
             rnd = get_round(session, c.round)
-            self.model = load_policy(rnd, c, self.accelerator.device, self.weight_dtype)
+            self.model = load_policy(rnd, c, acc.device, self.weight_dtype)
             cache = EncodingCache(self.out / "cache", f"{self.model.base}|{c.resolution}|{c.max_sequence_length}")
-            self.data: PairData = encode_pairs(session, self.model.pipe, self.settings.store_dir, self.pools,
-                                               cache, c.resolution, c.max_sequence_length)
+            encode = partial(encode_pairs, session, self.model.pipe, self.settings.store_dir, self.pools, cache,
+                             c.resolution, c.max_sequence_length, progress=acc.is_local_main_process)
+            if acc.num_processes > 1:  # each process encodes its share into the cache, then all read it whole
+                encode(shard=(acc.process_index, acc.num_processes))
+                acc.wait_for_everyone()
+            self.data: PairData = encode()
         self.eval_pairs = every_pair(self.eval_pools)  # none without eval_split
         if c.eval_split:
             self.evaluate = HeldOutPairs(self.data, self.eval_pairs, c, self.accelerator.device,
                                          self.weight_dtype, dict(self.model.pipe.scheduler.config))
 
+    def _on_main(self, fn: Callable[[], object]) -> object:
+        """fn() on the main process only, its result given to every process; its error raised everywhere."""
+        box: list = [None]
+        if self.accelerator.is_main_process:
+            try:
+                box = [(True, fn())]
+            except Exception as exc:
+                box = [(False, exc)]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(box)
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
     def _start_run(self, resume: bool) -> int:
+        """The run's DB row and run.json, written by the main process alone."""
+        return self._on_main(lambda: self._write_run(resume))
+
+    def _write_run(self, resume: bool) -> int:
         record = self.out / "run.json"
         with session_scope(self.settings.db_url) as session:
             if resume and record.exists():
@@ -268,11 +293,17 @@ class DPOTrainer:
                 pairs = [self.sampler.pair_at(first + i, acc.process_index, acc.num_processes)
                          for i in range(c.train_batch_size)]
                 batch = assemble(self.data, pairs).to(acc.device, self.weight_dtype)
-                key = [c.seed, step, micro, acc.process_index]
+                # Noise and noise levels of the global batch (world x B pairs) from one stream, a pure function
+                # of (seed, step, micro); process p's pair i is the global batch's pair i * world + p (the
+                # sampler deals pairs out that way), so P processes of batch B train as one of batch P x B.
+                # The trailing 0 keeps one process's stream as it always was.
+                key = [c.seed, step, micro, 0]
                 gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-                sigmas = sample_sigmas(c.train_batch_size, num_tokens, sched_cfg, c.logit_mean, c.logit_std,
-                                       gen).to(acc.device)
-                noise = torch.randn(batch.winners.shape, generator=gen).to(acc.device, self.weight_dtype)
+                world, mine = acc.num_processes, slice(acc.process_index, None, acc.num_processes)
+                sigmas = sample_sigmas(world * c.train_batch_size, num_tokens, sched_cfg, c.logit_mean, c.logit_std,
+                                       gen)[mine].to(acc.device)
+                noise = torch.randn((world * c.train_batch_size, *batch.winners.shape[1:]),
+                                    generator=gen)[mine].to(acc.device, self.weight_dtype)
                 with acc.accumulate(transformer):
                     loss, metrics = dpo_loss_for_batch(transformer, batch, noise, sigmas, c)
                     acc.backward(loss)
@@ -280,7 +311,7 @@ class DPOTrainer:
                         grad_norm = acc.clip_grad_norm_(params, c.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad()
-                for k, v in metrics.items():
+                for k, v in acc.reduce(metrics, "mean").items():  # over processes: the global batch's figures
                     totals[k] = totals.get(k, 0.0) + float(v) / c.gradient_accumulation_steps
             step += 1
             logs = {**totals, "grad_norm": float(grad_norm), "learning_rate": c.learning_rate,
@@ -297,9 +328,10 @@ class DPOTrainer:
             recent.append((logs["loss"], logs["rewards/accuracies"]))
             bar.set_postfix(loss=f"{np.mean([r[0] for r in recent]):.4f}", acc=f"{np.mean([r[1] for r in recent]):.2f}")
             if step % c.save_steps == 0 or step == c.max_steps:
-                if acc.is_main_process:
+                if acc.is_main_process:  # every process holds the same adapter and optimizer state
                     save_checkpoint(acc.unwrap_model(transformer), ADAPTER, optimizer, self.out, step,
                                     c.save_total_limit)
+                acc.wait_for_everyone()
         bar.close()
         acc.wait_for_everyone()
         lora_dir = self.out / "lora"

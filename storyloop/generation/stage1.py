@@ -71,9 +71,16 @@ def read_metadata(folder: Path) -> list[dict]:
     return rows
 
 
-def encode_dataset(pipe, config: Stage1Config, cache_dir: Path) -> EncodedDataset:
-    """Encode every image and caption once; reuse cache files keyed by content hash."""
+def encode_dataset(pipe, config: Stage1Config, cache_dir: Path, shard: tuple[int, int] | None = None,
+                   progress: bool = True) -> EncodedDataset | None:
+    """Encode every image and caption once; reuse cache files keyed by content hash.
+
+    With `shard = (rank, world)` only every world-th row is encoded into the cache and nothing is
+    returned: several processes fill the cache side by side, then each reads it whole.
+    """
     rows = read_metadata(Path(config.dataset))
+    if shard is not None:
+        rows = rows[shard[0]::shard[1]]
     size = (config.resolution, config.resolution)
     grid = latent_grid(pipe, *size)
     key = f"{base_fingerprint(config.model)}|{config.resolution}|{config.max_sequence_length}"
@@ -82,7 +89,7 @@ def encode_dataset(pipe, config: Stage1Config, cache_dir: Path) -> EncodedDatase
 
     latents, embeds, pooled = [], [], []
     fingerprint = hashlib.sha256()
-    for row in tqdm(rows, desc="encode dataset", unit="img", leave=False):
+    for row in tqdm(rows, desc="encode dataset", unit="img", leave=False, disable=not progress):
         image_path = Path(config.dataset) / row["image"]
         digest = hashlib.sha256(image_path.read_bytes()).hexdigest()
         fingerprint.update(json.dumps([row["group"], row["caption"], digest]).encode() + b"\n")
@@ -92,6 +99,8 @@ def encode_dataset(pipe, config: Stage1Config, cache_dir: Path) -> EncodedDatase
         embeds.append(t["prompt_embeds"])
         pooled.append(t["pooled"])
     empty = cached(f"txt:{REFERENCE_PROMPT}", lambda: _text_tensors(pipe, REFERENCE_PROMPT, config.max_sequence_length))
+    if shard is not None:
+        return None
 
     by_group: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
@@ -116,12 +125,24 @@ class Stage1Batch:
     text: TextEmbeds  # B rows (captions, some dropped to empty)
     refs: References  # B * N rows, grouped by target
 
+    def rows(self, index: slice) -> Stage1Batch:
+        """The targets `index` selects, with their own references."""
+        picked = torch.arange(self.target.shape[0])[index]
+        n = self.refs.count // max(self.target.shape[0], 1)
+        ref_rows = (picked[:, None] * n + torch.arange(n)).flatten()
+        text = TextEmbeds(self.text.prompt_embeds[picked], self.text.pooled[picked])
+        refs = References(self.refs.tokens[ref_rows], TextEmbeds(self.refs.text.prompt_embeds[ref_rows],
+                                                                   self.refs.text.pooled[ref_rows]), self.refs.grid)
+        return Stage1Batch(self.target[picked], text, refs)
 
-def make_batch(data: EncodedDataset, config: Stage1Config, rng: np.random.Generator) -> Stage1Batch:
-    """B groups; in each a random target and N other images of its group as references."""
+
+def make_batch(data: EncodedDataset, config: Stage1Config, rng: np.random.Generator,
+               size: int | None = None) -> Stage1Batch:
+    """`size` (default: train_batch_size) groups; in each a random target and N other images of its group
+    as references."""
     n = config.num_references
     target_ids, ref_ids, drop = [], [], []
-    for _ in range(config.train_batch_size):
+    for _ in range(size or config.train_batch_size):
         group = data.groups[rng.integers(len(data.groups))]
         chosen = rng.choice(len(group), size=n + 1, replace=False)
         target_ids.append(group[chosen[0]])
@@ -169,7 +190,11 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision, torch.float32)
 
     pipe = load_flux(config.model, dtype=weight_dtype, device=accelerator.device)
-    data = encode_dataset(pipe, config, out / "cache")
+    if accelerator.num_processes > 1:  # each process encodes its share into the cache, then all read it whole
+        encode_dataset(pipe, config, out / "cache", shard=(accelerator.process_index, accelerator.num_processes),
+                       progress=progress and accelerator.is_local_main_process)
+        accelerator.wait_for_everyone()
+    data = encode_dataset(pipe, config, out / "cache", progress=progress and accelerator.is_local_main_process)
     transformer = pipe.transformer
     torch.manual_seed(config.seed)  # LoRA A matrices start from the seed too
     transformer.add_adapter(lora_config(config.rank, config.lora_alpha), adapter_name=ADAPTER)
@@ -190,16 +215,21 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
     num_tokens = data.grid[0] * data.grid[1]
     bar = tqdm(total=config.max_train_steps, initial=step, desc="stage-1", unit="step",
                disable=not (progress and accelerator.is_local_main_process))
+    world, rank = accelerator.num_processes, accelerator.process_index
     while step < config.max_train_steps:
         for micro in range(config.gradient_accumulation_steps):
-            # Each process draws its own micro-batches; all randomness is a function of (seed, step, ...).
-            key = [config.seed, step, micro, accelerator.process_index]
+            # One global batch of world x B samples, a pure function of (seed, step, micro), and this process
+            # takes every world-th sample: P processes of batch B train exactly as one process of batch P x B
+            # (and a resumed run replays it). The trailing 0 keeps one process's stream as it always was.
+            key = [config.seed, step, micro, 0]
             rng = np.random.default_rng(key)
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-            batch = make_batch(data, config, rng)
-            sigmas = sample_sigmas(config.train_batch_size, num_tokens, sched_cfg, config.logit_mean,
+            mine = slice(rank, None, world)
+            batch = make_batch(data, config, rng, size=world * config.train_batch_size)
+            sigmas = sample_sigmas(world * config.train_batch_size, num_tokens, sched_cfg, config.logit_mean,
                                    config.logit_std, gen)
             noise = torch.randn(batch.target.shape, generator=gen)
+            batch, sigmas, noise = batch.rows(mine), sigmas[mine], noise[mine]
             batch = _to(batch, accelerator.device, weight_dtype)
             with accelerator.accumulate(transformer):
                 loss = flow_matching_loss(transformer, batch, sigmas.to(accelerator.device),
@@ -210,14 +240,17 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
                 optimizer.step()
                 optimizer.zero_grad()
         step += 1
-        logs = {"loss": loss.detach().item(), "grad_norm": float(grad_norm), "lr": config.learning_rate}
+        # The mean over processes: what one process of the global batch would have logged.
+        logs = {"loss": accelerator.reduce(loss.detach(), "mean").item(), "grad_norm": float(grad_norm),
+                "lr": config.learning_rate}
         accelerator.log(logs, step=step)
         bar.update(1)
         bar.set_postfix(loss=f"{logs['loss']:.4f}")
         if step % config.checkpointing_steps == 0 or step == config.max_train_steps:
-            if accelerator.is_main_process:
+            if accelerator.is_main_process:  # every process holds the same adapter and optimizer state
                 save_checkpoint(accelerator.unwrap_model(transformer), ADAPTER, optimizer, out, step,
                                 config.checkpoints_total_limit, data.fingerprint)
+            accelerator.wait_for_everyone()  # no process runs ahead of a checkpoint it could resume from
     bar.close()
     accelerator.wait_for_everyone()
     lora_dir = out / "lora"
