@@ -46,6 +46,12 @@ def user_errors() -> Iterator[None]:
         raise fail(str(exc)) from None
 
 
+def main_process() -> bool:
+    """False on every process but the first of a multi-process run (torchrun and accelerate launch set RANK),
+    so that a run's outcome is printed once."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def settings(data_dir: Path | None, db: str | None) -> Settings:
     return Settings.resolve(data_dir, db)
 

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from storyloop.cli.common import DataDirOpt, DbOpt, console, fail, parse_overrides, ready_settings, user_errors
+from storyloop.cli.common import (DataDirOpt, DbOpt, console, fail, main_process, parse_overrides, ready_settings,
+                                  user_errors)
 from storyloop.db import session_scope
 
 app = typer.Typer(no_args_is_help=True, help="Train the Diffusion-DPO refinement LoRA.")
@@ -39,16 +40,21 @@ def train(
     s = ready_settings(data_dir, db)
     overrides = {"round": round_name, "model": model, "output_dir": output_dir, "max_steps": max_steps}
     overrides.update(parse_overrides(set_))
+    try:
+        cfg = DPOConfig.from_sources(config, **overrides)
+    except ValueError as exc:  # a bad key or value, named by the config
+        raise fail(str(exc)) from None
+    if not cfg.round:
+        raise fail("--round is required (or set it in --config)")
+    # A mistake the user can fix is one line; anything else from torch, diffusers or peft keeps its traceback.
     with user_errors():
         try:
-            cfg = DPOConfig.from_sources(config, **overrides)
-            if not cfg.round:
-                raise ValueError("--round is required (or set it in --config)")
             lora = train_dpo(cfg, s, resume=resume)
-        except (ValueError, TypeError, DPOError, ModelError, CacheError) as exc:
+        except (DPOError, ModelError, CacheError) as exc:
             raise fail(str(exc)) from None
-    console.print(f"DPO LoRA saved to {lora}\nNext round: storyloop round create NAME --parent {cfg.round} "
-                  f"--dpo-lora {lora} --scenarios FILE")
+    if main_process():
+        console.print(f"DPO LoRA saved to {lora}\nNext round: storyloop round create NAME --parent {cfg.round} "
+                      f"--dpo-lora {lora} --scenarios FILE")
 
 
 @app.command("runs")

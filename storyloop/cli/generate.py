@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from storyloop.cli.common import DataDirOpt, DbOpt, console, fail, parse_overrides, ready_settings, user_errors
+from storyloop.cli.common import (DataDirOpt, DbOpt, console, fail, main_process, parse_overrides, ready_settings,
+                                  user_errors)
 
 app = typer.Typer(no_args_is_help=True, help="Stage-1 GSA training and candidate generation for a round.")
 
@@ -53,9 +54,11 @@ def run(
             summary = generate_round(s, round_name, config, model, dtype=torch_dtype(dtype))
         except ModelError as exc:
             raise fail(str(exc)) from None
-    console.print(f"Round {round_name!r}: {summary.generated} candidate(s) generated, {summary.skipped} already "
-                  f"there, over {summary.scenarios} scenario(s) in {summary.seconds:.1f}s "
-                  f"(model {summary.model_fingerprint[:12]}).")
+    if main_process():
+        over = f" by {summary.processes} processes" if summary.processes > 1 else ""
+        console.print(f"Round {round_name!r}: {summary.generated} candidate(s) generated, {summary.skipped} already "
+                      f"there, over {summary.scenarios} scenario(s){over} in {summary.seconds:.1f}s "
+                      f"(model {summary.model_fingerprint[:12]}).")
 
 
 def _stage1_epilog() -> str:
@@ -75,17 +78,24 @@ def train_stage1_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: KEY=VALUE.")] = None,
 ) -> None:
     """Train the Stage-1 GSA LoRA on groups of images (target + N clean references)."""
-    from storyloop.generation.models import ModelError
     from storyloop.generation.config import Stage1Config
+    from storyloop.generation.encoding_cache import CacheError
+    from storyloop.generation.models import ModelError
     from storyloop.generation.stage1 import train_stage1
 
     overrides = {"model": model, "dataset": dataset, "output_dir": output_dir, "max_train_steps": max_train_steps}
     overrides.update(parse_overrides(set_))
     try:
         cfg = Stage1Config.from_sources(config, **overrides)
-        if not cfg.model or not cfg.dataset:
-            raise ValueError("--model and --dataset are required (or set them in --config)")
-        lora = train_stage1(cfg, resume=resume)
-    except (ValueError, TypeError, ModelError, FileNotFoundError) as exc:
+    except ValueError as exc:  # a bad key or value, named by the config
         raise fail(str(exc)) from None
-    console.print(f"Stage-1 LoRA saved to {lora}")
+    if not cfg.model or not cfg.dataset:
+        raise fail("--model and --dataset are required (or set them in --config)")
+    # A mistake the user can fix is one line; anything else from torch, diffusers or peft keeps its traceback.
+    with user_errors():
+        try:
+            lora = train_stage1(cfg, resume=resume)
+        except (ModelError, CacheError) as exc:
+            raise fail(str(exc)) from None
+    if main_process():
+        console.print(f"Stage-1 LoRA saved to {lora}")

@@ -54,6 +54,8 @@ class DPOConfig(ConfigSources):
 
     def __post_init__(self):
         self.level_weights = tuple(float(w) for w in self.level_weights)
+        if len(self.level_weights) != 3 or min(self.level_weights) <= 0:
+            raise ValueError("level_weights needs 3 positive weights (consistency, anatomy, aesthetics)")
         if self.beta <= 0:
             raise ValueError("beta must be positive")
         if self.rpo_alpha < 0:

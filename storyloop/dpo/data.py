@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from storyloop.db.assets import asset_path
 from storyloop.db.models import Scenario
+from storyloop.dpo.errors import DPOError
 from storyloop.dpo.pools import Pools
 from storyloop.generation.encoding_cache import EncodingCache
 from storyloop.generation.flux import References, TextEmbeds
@@ -99,7 +100,7 @@ def assemble(data: PairData, pairs: list[tuple[int, int, int]]) -> PairBatchTens
     """Tensors for (scenario, winner, loser) pairs; every scenario in a batch needs the same reference count."""
     counts = {data.scenarios[s].refs.shape[0] for s, _, _ in pairs}
     if len(counts) != 1:
-        raise ValueError(f"pairs in one batch have different reference counts {sorted(counts)}: "
+        raise DPOError(f"pairs in one batch have different reference counts {sorted(counts)}: "
                          "use train_batch_size = 1 for this round")
     n = counts.pop()
     winners = torch.stack([data.latents[w] for _, w, _ in pairs])

@@ -32,6 +32,7 @@ from storyloop.db import read_scope, session_scope
 from storyloop.db.models import DpoMetric, DpoRun, RunStatus, utcnow
 from storyloop.db.rounds import RoundError, get_round
 from storyloop.dpo.config import DPOConfig
+from storyloop.dpo.errors import DPOError
 from storyloop.dpo.data import PairBatchTensors, PairData, assemble, encode_pairs
 from storyloop.dpo.loss import diffusion_dpo_loss, velocity_error
 from storyloop.dpo.pools import AggregationPolicy, every_pair, round_pools, split_scenarios
@@ -51,10 +52,6 @@ from storyloop.settings import Settings
 
 ADAPTER = "dpo"
 STAGE1 = "stage1"
-
-
-class DPOError(RuntimeError):
-    """A DPO run that cannot start or continue; the message says why."""
 
 
 def dpo_velocities(transformer, batch: PairBatchTensors, noise: torch.Tensor, sigmas: torch.Tensor,

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
+from accelerate.utils import gather_object
 from diffusers import FluxPipeline
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from tqdm.auto import tqdm
 
-from storyloop.db import session_scope
+from storyloop.db import read_scope, session_scope
 from storyloop.db.assets import ImageError, asset_path, inspect_bytes, inspect_image, put_image
 from storyloop.db.models import Candidate, Round, Scenario
 from storyloop.db.rounds import RoundError, get_round
@@ -67,11 +68,14 @@ class GenerateConfig:
 
 @dataclass
 class GenerateSummary:
+    """What a run did, over all its processes (`processes` of them, each with its share)."""
+
     generated: int
     skipped: int
     scenarios: int
     seconds: float
     model_fingerprint: str
+    processes: int = 1
 
 
 def candidate_seed(base_seed: int, round_name: str, scenario_key: str, index: int) -> int:
@@ -131,7 +135,7 @@ def _check_references(settings: Settings, scenarios: list[Scenario]) -> None:
 def generate_round(settings: Settings, round_name: str, config: GenerateConfig, model: str | None = None,
                    dtype=torch.float32, progress: bool = True) -> GenerateSummary:
     state = PartialState()
-    with session_scope(settings.db_url) as session:
+    with read_scope(settings.db_url) as session:
         rnd = get_round(session, round_name)
         scenarios = list(session.scalars(select(Scenario).where(Scenario.round_id == rnd.id).order_by(Scenario.id)))
         for sc in scenarios:  # load what we need before the session closes
@@ -147,13 +151,14 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
               if k not in ("num_candidates", "seed", "batch_size", "reference_guidance_scales")}
     params["position_scheme"] = POSITION_SCHEME
 
-    mine = scenarios[state.process_index::state.num_processes]
     todo = {sc.id: [k for k in range(config.num_candidates) if k not in {c.index for c in sc.candidates}]
-            for sc in mine}
-    total = sum(len(v) for v in todo.values())
+            for sc in scenarios}
+    mine = scenarios[state.process_index::state.num_processes]
     done = skipped = 0
     start = time.perf_counter()
-    bar = tqdm(total=total, unit="img", desc=f"generate {round_name}", disable=not progress)
+    # One bar, on the main process, for the whole run: it counts every process's stored candidates.
+    bar = RoundProgress(settings, rnd.id, sum(len(v) for v in todo.values()), f"generate {round_name}",
+                        enabled=progress and state.is_main_process)
     for sc in mine:
         if not todo[sc.id]:
             skipped += config.num_candidates
@@ -185,11 +190,40 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
                     done += 1
                 else:
                     skipped += 1
-                bar.update(1)
-            bar.set_postfix(img_per_s=f"{(done + 1e-9) / (time.perf_counter() - start):.2f}")
+            bar.refresh()
         skipped += config.num_candidates - len(todo[sc.id])
+    state.wait_for_everyone()
     bar.close()
-    return GenerateSummary(done, skipped, len(mine), time.perf_counter() - start, loaded.fingerprint)
+    shares = gather_object([(done, skipped, len(mine))]) if state.num_processes > 1 else [(done, skipped, len(mine))]
+    return GenerateSummary(sum(s[0] for s in shares), sum(s[1] for s in shares), sum(s[2] for s in shares),
+                           time.perf_counter() - start, loaded.fingerprint, state.num_processes)
+
+
+class RoundProgress:
+    """A progress bar over a round's new candidates, read from the database so that it counts the
+    candidates every process stored, not only this one's."""
+
+    def __init__(self, settings: Settings, round_id: int, total: int, desc: str, enabled: bool):
+        self.settings, self.round_id, self.enabled = settings, round_id, enabled
+        self.start_count = self._count() if enabled else 0
+        self.start = time.perf_counter()
+        self.bar = tqdm(total=total, unit="img", desc=desc, disable=not enabled)
+
+    def _count(self) -> int:
+        with read_scope(self.settings.db_url) as session:
+            return session.scalar(select(func.count(Candidate.id)).join(Scenario)
+                                  .where(Scenario.round_id == self.round_id))
+
+    def refresh(self) -> None:
+        if not self.enabled:
+            return
+        made = self._count() - self.start_count
+        self.bar.update(made - self.bar.n)
+        self.bar.set_postfix(img_per_s=f"{made / (time.perf_counter() - self.start):.2f}")
+
+    def close(self) -> None:
+        self.refresh()
+        self.bar.close()
 
 
 def _batches(indices: list[int], config: GenerateConfig, guided: bool) -> list[tuple[float, list[int]]]:
