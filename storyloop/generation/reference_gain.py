@@ -7,8 +7,8 @@ can learn it alongside its LoRA (`DPOConfig.train_reference_gain`), `adapter_off
 reference model, and it is saved in the LoRA's folder and loaded with it.
 
 Why: on the toy world, a fixed bias of +1 on every layer makes Stage-1 beat itself 63 % of the time
-(a probe, README #6), and a full-capacity LoRA learns a round's pairs rather than the preference behind
-them; 18 numbers cannot memorise pairs, only move how strongly frames follow their references.
+(a probe, docs/toy-world-experiments.md), and a full-capacity LoRA learns a round's pairs rather than the
+preference behind them; 18 numbers cannot memorise pairs, only move how strongly frames follow their references.
 """
 
 from __future__ import annotations

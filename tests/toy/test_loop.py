@@ -81,7 +81,7 @@ def test_each_pool_of_stories_keeps_to_its_characters(pool):
 
 
 def test_the_default_validation_stories_are_the_ones_the_readme_figures_used():
-    """The README's validation readings (and scripts/toy_guidance_ceiling.py) assume this exact set."""
+    """The validation readings in docs/toy-world-experiments.md (and scripts/toy_guidance_ceiling.py) use this set."""
     config = LoopConfig()
     validation = validation_scenarios(config, round1_scenarios(config))
     fingerprint = repr([(sc.key, sc.prompt, sc.asked.protagonist) for sc in validation])
