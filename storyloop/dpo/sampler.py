@@ -3,9 +3,10 @@
 Per scenario with W winners and L losers an epoch holds W x L pairs (the combinatorial size of its
 pools), each drawn with a uniform winner and a loser chosen with probability proportional to the
 weight of the level it failed at, so losers that failed late in the hierarchy (closest to the
-winners: hard negatives) come up more often. An epoch is a pure function of (seed, epoch), shuffled,
-and process `rank` of `world` takes every world-th pair, so accelerate processes see different pairs
-and a resumed run sees exactly the pairs it would have seen.
+winners: hard negatives) come up more often. An epoch is a pure function of (seed, epoch), shuffled;
+the epochs form one stream of pairs, and process `rank` of `world` takes every world-th pair of it, so
+accelerate processes see different pairs, together the ones a single process would, and a resumed run
+sees exactly the pairs it would have seen.
 """
 
 from __future__ import annotations
@@ -83,18 +84,20 @@ class PairSampler:
                          self.lose_level[loser[order]])
 
     def pair_at(self, index: int, rank: int = 0, world: int = 1) -> tuple[int, int, int]:
-        """The index-th pair this process sees, counting across epochs: (scenario, winner, loser)."""
-        per_rank = len(range(rank, self.epoch_size, world))
-        if per_rank == 0:
+        """The index-th pair process `rank` of `world` sees: pair `index * world + rank` of the one stream of
+        epochs a single process walks through, so `world` processes drawing B pairs a step see exactly the
+        pairs one process drawing world x B would (an epoch need not split evenly between processes).
+        Returns (scenario, winner, loser)."""
+        if self.epoch_size == 0:
             raise ValueError("the pools give no pairs")
-        batch = self._cached_epoch(index // per_rank, rank, world)
-        i = index % per_rank
+        position = index * world + rank
+        batch = self._cached_epoch(position // self.epoch_size)
+        i = position % self.epoch_size
         return int(batch.scenario_id[i]), int(batch.winner_id[i]), int(batch.loser_id[i])
 
-    def _cached_epoch(self, epoch: int, rank: int, world: int) -> PairBatch:
-        key = (epoch, rank, world)
-        if getattr(self, "_epoch_key", None) != key:
-            self._epoch_key, self._epoch_val = key, self.epoch(epoch, rank, world)
+    def _cached_epoch(self, epoch: int) -> PairBatch:
+        if getattr(self, "_epoch_key", None) != epoch:
+            self._epoch_key, self._epoch_val = epoch, self.epoch(epoch)
         return self._epoch_val
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from accelerate.utils import gather_object
+from accelerate.utils import gather_object, parse_flag_from_env
 from diffusers import FluxPipeline
 from PIL import Image
 from sqlalchemy import func, select
@@ -134,7 +134,9 @@ def _check_references(settings: Settings, scenarios: list[Scenario]) -> None:
 
 def generate_round(settings: Settings, round_name: str, config: GenerateConfig, model: str | None = None,
                    dtype=torch.float32, progress: bool = True) -> GenerateSummary:
-    state = PartialState()
+    # PartialState alone ignores ACCELERATE_USE_CPU (only Accelerator reads it), so several CPU processes
+    # would each take every scenario.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     with read_scope(settings.db_url) as session:
         rnd = get_round(session, round_name)
         scenarios = list(session.scalars(select(Scenario).where(Scenario.round_id == rnd.id).order_by(Scenario.id)))

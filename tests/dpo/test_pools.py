@@ -94,3 +94,15 @@ def test_sampler_is_deterministic_weighted_and_sharded(settings, tmp_path):
     full = big.epoch(5)
     assert len(r0) + len(r1) == len(full)
     assert sorted(np.concatenate([r0.loser_id, r1.loser_id]).tolist()) == sorted(full.loser_id.tolist())
+
+
+def test_processes_together_walk_the_stream_of_one_process_even_when_an_epoch_splits_unevenly(settings, tmp_path):
+    (sid,), (cands,), users = judged_round(settings, tmp_path, candidates=4, annotators=("ann",))
+    judge(settings, sid, cands, users["ann"], [P, A, C, P], ranks={0: 1, 3: 2})
+    sampler = PairSampler(pools(settings), seed=3)
+    assert sampler.epoch_size == 3  # odd: two processes cannot split an epoch evenly
+    alone = [sampler.pair_at(i) for i in range(12)]
+    assert alone[:3] == [(int(s), int(w), int(l)) for s, w, l in zip(*(getattr(sampler.epoch(0), f)
+                                                                   for f in ("scenario_id", "winner_id", "loser_id")))]
+    two = [sampler.pair_at(i, rank, 2) for i in range(6) for rank in (0, 1)]
+    assert two == alone  # on main, process 1 started its second epoch a pair early and the two drifted apart
