@@ -18,12 +18,12 @@ is asked for explicitly, and there is nothing to offload to.
 `quantization=auto|none|nf4|int8|fp8` overrides the mode's choice for the frozen transformer
 (`auto` = the mode's). Each goes through diffusers' quantisation configs in `from_pretrained`:
 
-| name | backend (pip)   | diffusers config                           | weights stored as                    | runs on   |
-|------|-----------------|--------------------------------------------|--------------------------------------|-----------|
-| none | -               | -                                          | bf16 (CUDA) / fp32 (CPU)             | CUDA, CPU |
-| nf4  | bitsandbytes    | BitsAndBytesConfig(load_in_4bit, nf4)      | 4 bit + an fp32 absmax per 64        | CUDA      |
-| int8 | torchao         | TorchAoConfig(Int8WeightOnlyConfig())      | int8 + fp32 scale, int8 zero per row | CUDA, CPU |
-| fp8  | torchao         | TorchAoConfig(Float8WeightOnlyConfig())    | float8 e4m3 + an fp32 scale per row  | CUDA, CPU |
+| name | backend      | diffusers config                         | weights stored as                    | runs on   |
+|------|--------------|------------------------------------------|--------------------------------------|-----------|
+| none | -            | -                                        | bf16 (CUDA) / fp32 (CPU)             | CUDA, CPU |
+| nf4  | bitsandbytes | BitsAndBytesConfig(load_in_4bit, nf4)    | 4 bit + an fp32 absmax per 64        | CUDA      |
+| int8 | torchao      | TorchAoConfig(Int8WeightOnlyConfig())    | int8 + fp32 scale, int8 zero per row | CUDA, CPU |
+| fp8  | torchao      | TorchAoConfig(Float8WeightOnlyConfig())  | float8 e4m3 + an fp32 scale per row  | CUDA, CPU |
 
 Weight-only: activations stay bf16, weights are dequantised inside each linear. peft adds LoRA
 layers on all of them (bitsandbytes' Linear4bit, torchao tensors); a LoRA trained on a quantised
@@ -50,8 +50,8 @@ from storyloop.generation.errors import ModelError
 Use = Literal["stage1", "dpo", "generate"]
 USES: tuple[str, ...] = ("stage1", "dpo", "generate")
 
-FP16_REFUSED = ("float16 is refused for FLUX: its activations overflow in fp16 (inf/NaN images, NaN losses); "
-                "use bfloat16 on a GPU (float32 on a CPU)")
+FP16_REASON = "FLUX activations overflow in float16 (inf/NaN images, NaN losses)"
+FP16_REFUSED = f"float16 is refused: {FP16_REASON}; use bfloat16 on a GPU (float32 on a CPU)"
 
 
 @dataclass(frozen=True)
