@@ -3,18 +3,23 @@ wherever a dtype is chosen (load_flux is covered in test_quantized.py)."""
 
 import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
+
+import storyloop.toy
 
 from storyloop.cli.main import app
 from storyloop.dpo.config import DPOConfig
 from storyloop.generation.config import Stage1Config
 from storyloop.generation.memory import (FP16_REASON, MODES, QUANTIZATION_CHOICES, adamw, apply_memory_plan,
                                          check_dtype, resolve)
-from storyloop.generation.models import ModelError
+from storyloop.generation.models import ModelError, load_flux
 from storyloop.generation.tiny import tiny_flux_pipeline
+
+TOY_BASE = Path(storyloop.toy.__file__).parent / "weights" / "base"
 
 
 def test_modes_resolve_to_bf16_and_their_savings_on_cuda_and_to_plain_fp32_on_a_cpu(monkeypatch):
@@ -53,6 +58,8 @@ def test_a_plan_sets_vae_slicing_and_tiling_and_keeps_everything_on_a_cpu():
     assert {p.device.type for p in pipe.text_encoder_2.parameters()} == {"cpu"}
     with pytest.raises(ValueError, match="use must be one of stage1, dpo, generate"):
         apply_memory_plan(pipe, resolve("full", "cpu"), "train")
+    toy = load_flux(str(TOY_BASE))  # the toy world's VAE-interface codec has nothing to slice or tile
+    apply_memory_plan(toy, resolve("24gb", "cpu"), "generate")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, "float16", "torch.float16", "fp16", "half"])
