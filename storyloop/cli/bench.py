@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from storyloop.cli.common import console, err_console, fail
 
-app = typer.Typer(no_args_is_help=True, help="Benchmarks: gsa, annotator, dpo, pairs.")
+app = typer.Typer(no_args_is_help=True, help="Benchmarks: gsa, annotator, dpo, pairs, memory.")
 
 
 @app.command("gsa")
@@ -90,4 +91,35 @@ def dpo(
         err_console.print(f"ours {result['ours_s'] * 1e3:.0f} ms/step ({result['ours_peak_mb']:.0f} MB), naive "
                           f"{result['naive_s'] * 1e3:.0f} ms/step ({result['naive_peak_mb']:.0f} MB); "
                           f"step-0 loss {result['loss_step0']:.7f} (log 2 = {result['log2']:.7f})")
+    print(json.dumps(result))
+
+
+@app.command("memory")
+def memory(
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON object on the last line.")] = False,
+    config: Annotated[str, typer.Option(help="flux1-dev (FLUX.1-dev with T5-XXL, CLIP-L, VAE) or a CPU-sized "
+                                             "transformer (mid, tiny; no encoders counted).")] = "flux1-dev",
+    mode: Annotated[str, typer.Option(help="Memory mode: full, 80gb or 24gb.")] = "24gb",
+    resolution: Annotated[int, typer.Option(min=16, help="Training image side (Stage-1 and DPO).")] = 512,
+    refs: Annotated[int, typer.Option(min=0, help="References per target.")] = 2,
+    rank: Annotated[int, typer.Option(min=1, help="LoRA rank (Stage-1 and DPO).")] = 16,
+    batch_size: Annotated[int, typer.Option(min=1, help="Training micro-batch (targets or pairs).")] = 1,
+    generate_resolution: Annotated[int, typer.Option(min=16, help="Generated image side.")] = 1024,
+    generate_batch_size: Annotated[int, typer.Option(min=1, help="Candidates denoised together.")] = 4,
+    quantization: Annotated[str, typer.Option(help="Base storage: auto (the mode's), none, nf4, int8, fp8.")] = "auto",
+    measured: Annotated[Path | None, typer.Option(help="A GPU check's JSON with measured peaks "
+                                                       '({"peak_gb": {MODE: {"stage1": GB, ...}}}).')] = None,
+) -> None:
+    """Estimated peak GPU memory (GB) of Stage-1, DPO and generation in a memory mode, and whether it fits."""
+    from storyloop.bench.memory import lines, run_memory_bench
+    from storyloop.generation.errors import ModelError
+
+    try:
+        result = run_memory_bench(config, mode, resolution, refs, rank, batch_size, generate_resolution,
+                                  generate_batch_size, quantization, measured)
+    except ModelError as exc:
+        raise fail(str(exc)) from None
+    if not as_json:
+        for line in lines(result):
+            err_console.print(line, highlight=False, soft_wrap=True)
     print(json.dumps(result))

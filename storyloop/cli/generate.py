@@ -11,12 +11,16 @@ from storyloop.cli.common import (DataDirOpt, DbOpt, console, fail, main_process
 
 app = typer.Typer(no_args_is_help=True, help="Stage-1 GSA training and candidate generation for a round.")
 
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}  # float16 is refused: FLUX overflows in it
 
 
 def torch_dtype(name: str):
     import torch
 
+    from storyloop.generation.memory import FP16_REASON
+
+    if name in ("float16", "fp16", "half"):
+        raise fail(f"--dtype {name} is refused: {FP16_REASON}; use bfloat16 on a GPU (float32 on a CPU)")
     if name not in DTYPES:
         raise fail(f"--dtype must be one of {', '.join(DTYPES)}")
     return getattr(torch, name)
@@ -34,7 +38,7 @@ def run(
     seed: Annotated[int, typer.Option(help="Base seed; each candidate derives its own.")] = 0,
     max_sequence_length: Annotated[int, typer.Option(help="T5 prompt tokens.")] = 512,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute reference K/V at every step.")] = False,
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    dtype: Annotated[str, typer.Option(help="float32 (CPU) or bfloat16 (GPU); float16 overflows in FLUX.")] = "float32",
     batch_size: Annotated[int, typer.Option(min=1, help="Candidates of a scenario denoised together.")] = 4,
     reference_guidance_scale: Annotated[list[float] | None, typer.Option(
         min=0.0, metavar="SCALE",
@@ -46,12 +50,13 @@ def run(
     from storyloop.generation.models import ModelError
     from storyloop.generation.run import GenerateConfig, generate_round
 
+    weight_dtype = torch_dtype(dtype)  # a refused dtype fails before anything is opened
     s = ready_settings(data_dir, db)
     config = GenerateConfig(num_candidates, steps, guidance, height, width, seed, max_sequence_length, not no_cache,
                             batch_size, tuple(reference_guidance_scale or (1.0,)))
     with user_errors():
         try:
-            summary = generate_round(s, round_name, config, model, dtype=torch_dtype(dtype))
+            summary = generate_round(s, round_name, config, model, dtype=weight_dtype)
         except ModelError as exc:
             raise fail(str(exc)) from None
     if main_process():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storyloop.generation.config import ConfigSources, knob
+from storyloop.generation.memory import FP16_REASON
 
 
 @dataclass
@@ -39,7 +40,7 @@ class DPOConfig(ConfigSources):
     level_weights: tuple = knob((1.0, 2.0, 4.0), "Sampling weight of losers failing at consistency, "
                                                  "anatomy, aesthetics (hard negatives weigh more).")
     include_gold: bool = knob(False, "Also train on the gold scenarios.")
-    mixed_precision: str = knob("no", "no, bf16 or fp16 (accelerate); base weights cast, LoRA fp32.")
+    mixed_precision: str = knob("no", "no or bf16 (accelerate; fp16 overflows in FLUX); base weights cast, LoRA fp32.")
     gradient_checkpointing: bool = knob(True, "Recompute block activations in backward to save memory.")
     logging_steps: int = knob(1, "Log metrics (trackers and the DB run row) every this many steps.")
     save_steps: int = knob(100, "Save a resumable checkpoint every this many steps.")
@@ -62,8 +63,10 @@ class DPOConfig(ConfigSources):
             raise ValueError("rpo_alpha must be >= 0")
         if not 0.5 < self.min_agreement <= 1:
             raise ValueError("min_agreement must be in (0.5, 1]")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError("mixed_precision must be no, bf16 or fp16")
+        if self.mixed_precision == "fp16":
+            raise ValueError(f"mixed_precision=fp16 is refused: {FP16_REASON}; use bf16 (or no)")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError("mixed_precision must be no or bf16")
         if self.eval_steps < 0:
             raise ValueError("eval_steps must be 0 (never) or positive")
         if not 0 <= self.eval_split < 1:

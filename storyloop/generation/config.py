@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from storyloop.generation.memory import FP16_REASON
+
 
 def knob(default, help: str):
     """A config field with its one line of meaning (shown in --help and the README)."""
@@ -86,7 +88,7 @@ class Stage1Config(ConfigSources):
     logit_mean: float = knob(0.0, "Mean of the logit-normal noise-level sampling.")
     logit_std: float = knob(1.0, "Std of the logit-normal noise-level sampling.")
     max_sequence_length: int = knob(512, "T5 prompt tokens.")
-    mixed_precision: str = knob("no", "no, bf16 or fp16 (accelerate); base weights are cast, LoRA stays fp32.")
+    mixed_precision: str = knob("no", "no or bf16 (accelerate; fp16 overflows in FLUX); base weights cast, LoRA fp32.")
     gradient_checkpointing: bool = knob(True, "Recompute block activations in backward to save memory.")
     checkpointing_steps: int = knob(500, "Save a resumable checkpoint every this many steps.")
     checkpoints_total_limit: int = knob(3, "Keep at most this many checkpoints.")
@@ -98,8 +100,10 @@ class Stage1Config(ConfigSources):
             raise ValueError("num_references must be >= 0")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError("caption_dropout must be in [0, 1)")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError("mixed_precision must be no, bf16 or fp16")
+        if self.mixed_precision == "fp16":
+            raise ValueError(f"mixed_precision=fp16 is refused: {FP16_REASON}; use bf16 (or no)")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError("mixed_precision must be no or bf16")
         for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps",
                      "rank"):
             if getattr(self, name) < 1:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import FluxPipeline
+from diffusers import FluxPipeline, FluxTransformer2DModel
 from PIL import Image
 from transformers.utils import logging as hf_logging
 
 import storyloop.toy.codec  # noqa: F401  (our own VAE-interface codec: diffusers loads only imported modules)
+from storyloop.generation.errors import ModelError
 from storyloop.generation.flux import TextEmbeds, pack_latents, unpack_latents
 from storyloop.hashing import sha256_path
 
@@ -21,25 +22,55 @@ from storyloop.hashing import sha256_path
 hf_logging.set_verbosity_error()  # transformers' import-time notices are noise for our users
 
 
-class ModelError(RuntimeError):
-    """A model or LoRA that cannot be loaded or does not fit; the message names it."""
-
-
 def looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or Path(spec).exists() or spec.count("/") != 1
 
 
-def load_flux(spec: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> FluxPipeline:
-    """A FluxPipeline from a local diffusers-format folder, or a hub id (e.g. FLUX.1-dev)."""
+FLUX_TRANSFORMER = "FluxTransformer2DModel"
+
+
+def _check_flux_folder(folder: Path) -> None:
+    """A diffusers folder whose pipeline has a FLUX.1 transformer, or a one-line error naming what it is."""
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise ModelError(f"{folder}: not a diffusers FLUX folder (no model_index.json)")
+    try:
+        index = json.loads(index_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{index_path}: unreadable ({exc})") from None
+    transformer = index.get("transformer") if isinstance(index, dict) else None
+    if not (isinstance(transformer, list) and transformer[-1:] == [FLUX_TRANSFORMER]):
+        kind = index.get("_class_name", "an unknown pipeline") if isinstance(index, dict) else "not a pipeline"
+        raise ModelError(f"{folder}: not a FLUX.1 model: model_index.json names {kind} "
+                         f"(transformer {transformer!r}), storyloop needs a {FLUX_TRANSFORMER}")
+
+
+def load_flux(spec: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+              quantization: str | None = None) -> FluxPipeline:
+    """A FluxPipeline from a local diffusers-format folder, or a hub id (e.g. FLUX.1-dev).
+
+    `quantization` (none, nf4, int8, fp8: see storyloop.generation.memory) stores the frozen
+    transformer's linear weights in that format through diffusers' quantisation configs; the text
+    encoders and the VAE load in `dtype`. float16 is refused (FLUX overflows in it).
+    """
+    from storyloop.generation.memory import check_dtype, quantization_config
+
+    check_dtype(dtype)
+    qconfig = quantization_config(quantization or "none", dtype, device)  # a missing backend: one line
     if looks_like_path(spec):
         folder = Path(spec).expanduser()
-        if not (folder / "model_index.json").is_file():
-            raise ModelError(f"{folder}: not a diffusers FLUX folder (no model_index.json)")
+        _check_flux_folder(folder)
         source = str(folder)
     else:
         source = spec
     try:
-        pipe = FluxPipeline.from_pretrained(source, dtype=dtype)
+        components = {}
+        if qconfig is not None:
+            # Quantise where the model will run: bitsandbytes places weights on the GPU as it loads.
+            placement = {"device_map": {"": str(device)}} if str(device) != "cpu" else {}
+            components["transformer"] = FluxTransformer2DModel.from_pretrained(
+                source, subfolder="transformer", quantization_config=qconfig, torch_dtype=dtype, **placement)
+        pipe = FluxPipeline.from_pretrained(source, dtype=dtype, **components)
     except Exception as exc:  # diffusers raises many kinds; the user needs one line naming the model
         raise ModelError(f"cannot load FLUX model {spec!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") \
             from exc
