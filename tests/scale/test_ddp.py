@@ -19,7 +19,6 @@ from storyloop.dpo.config import DPOConfig
 from storyloop.dpo.data import PairBatchTensors
 from storyloop.dpo.trainer import ADAPTER as DPO, STAGE1, add_dpo_adapter, dpo_loss_for_batch
 from storyloop.generation.config import Stage1Config
-from storyloop.generation.flux import References
 from storyloop.generation.gsa import install_gsa
 from storyloop.generation.lora import lora_config
 from storyloop.generation.sampling import sample
@@ -94,9 +93,7 @@ def test_dpo_loss_through_ddp_equals_the_plain_model(process_group):
     randomise(model, DPO, seed=1)  # a policy away from its reference: the loss is not just log 2
     model.enable_gradient_checkpointing()
     model.train()
-    refs = references(2 * REFS)
-    batch = PairBatchTensors(targets(2), targets(2, seed=4), text(2, seed=1),
-                             References(refs.tokens, refs.text, GRID), REFS, GRID)
+    batch = PairBatchTensors(targets(2), targets(2, seed=4), text(2, seed=1), references(2 * REFS), REFS, GRID)
     sigmas, noise, config = torch.tensor([0.3, 0.8]), targets(2, seed=5), DPOConfig(beta=50.0)
 
     def loss_fn(m):
