@@ -108,16 +108,21 @@ def load_policy(rnd, config: DPOConfig, device, dtype) -> RoundModel:
             raise DPOError(f"Stage-1 LoRA {rnd.stage1_lora_path} changed since round {rnd.name!r} was created")
         load_lora(pipe, Path(rnd.stage1_lora_path), STAGE1, base, "stage1")
         adapters.append(STAGE1)
+    add_dpo_adapter(transformer, config, frozen=adapters)
+    install_gsa(transformer)
+    return RoundModel(pipe, base, rnd.stage1_lora_sha256)
+
+
+def add_dpo_adapter(transformer, config: DPOConfig, frozen: list[str]) -> None:
+    """A fresh zero-initialised DPO LoRA (and reference gain) over the `frozen` adapters; only it trains."""
     torch.manual_seed(config.seed)
     transformer.add_adapter(lora_config(config.rank, config.lora_alpha, init=True), adapter_name=ADAPTER)
-    transformer.set_adapters(adapters + [ADAPTER])
+    transformer.set_adapters(frozen + [ADAPTER])
     if config.train_reference_gain:
         add_reference_gain(transformer, ADAPTER)
     # set_adapters marks every active adapter trainable again: only the DPO LoRA (and gain) may learn.
     for name, p in transformer.named_parameters():
         p.requires_grad_(f".{ADAPTER}." in name and (config.train_lora or "reference_gains" in name))
-    install_gsa(transformer)
-    return RoundModel(pipe, base, rnd.stage1_lora_sha256)
 
 
 @dataclass
