@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,19 +13,12 @@ from PIL import Image
 from transformers.utils import logging as hf_logging
 
 import storyloop.toy.codec  # noqa: F401  (our own VAE-interface codec: diffusers loads only imported modules)
+from storyloop.generation.errors import ModelError  # noqa: F401  (callers import it from here)
+from storyloop.generation.fingerprint import base_fingerprint, base_identity, looks_like_path  # noqa: F401
 from storyloop.generation.flux import TextEmbeds, pack_latents, unpack_latents
-from storyloop.hashing import sha256_path
 
 
 hf_logging.set_verbosity_error()  # transformers' import-time notices are noise for our users
-
-
-class ModelError(RuntimeError):
-    """A model or LoRA that cannot be loaded or does not fit; the message names it."""
-
-
-def looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or Path(spec).exists() or spec.count("/") != 1
 
 
 def load_flux(spec: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> FluxPipeline:
@@ -46,13 +38,6 @@ def load_flux(spec: str, dtype: torch.dtype = torch.float32, device: str | torch
     for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
         module.eval().requires_grad_(False)
     return pipe.to(device)
-
-
-def base_fingerprint(spec: str) -> str:
-    """What identifies a base model: the transformer's content hash for a folder, else the hub id."""
-    if looks_like_path(spec):
-        return "sha256:" + sha256_path(Path(spec).expanduser() / "transformer")
-    return "hub:" + spec
 
 
 @torch.no_grad()
@@ -97,7 +82,7 @@ class LoraMeta:
     """The record saved beside a storyloop LoRA (storyloop_lora.json)."""
 
     kind: str  # "stage1" or "dpo"
-    base: str  # base_fingerprint of the model it was trained on
+    base: str  # base_fingerprint of the model it was trained on (older LoRAs: "sha256:…" or "hub:…")
     position_scheme: str
     rank: int
     alpha: int
