@@ -1,4 +1,4 @@
-"""Where storyloop keeps things: the data directory and the database URL."""
+"""Where storyloop keeps things: the data directory, the database URL, and a per-user cache."""
 
 from __future__ import annotations
 
@@ -8,12 +8,21 @@ from pathlib import Path
 
 DATA_DIR_ENV = "STORYLOOP_DATA_DIR"
 DB_URL_ENV = "STORYLOOP_DB_URL"
+CACHE_DIR_ENV = "STORYLOOP_CACHE_DIR"
 DB_FILENAME = "storyloop.db"
 
 
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "storyloop"
+
+
+def cache_dir() -> Path:
+    """Per-user facts about this machine's files that are cheap to lose (e.g. model fingerprints):
+    $STORYLOOP_CACHE_DIR, else $XDG_CACHE_HOME/storyloop, else ~/.cache/storyloop."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "storyloop"
 
 
 @dataclass(frozen=True)

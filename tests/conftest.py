@@ -12,9 +12,22 @@ from sqlalchemy import create_engine, text
 
 from storyloop.db import upgrade
 from storyloop.db.engine import get_engine, normalize_url
-from storyloop.settings import Settings
+from storyloop.settings import CACHE_DIR_ENV, Settings
 
 PG_ENV = "STORYLOOP_TEST_PG_URL"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_cache(tmp_path_factory):
+    """Model fingerprint memos (and any per-user cache) go to a temp dir, not the runner's ~/.cache;
+    subprocesses inherit it."""
+    saved = os.environ.get(CACHE_DIR_ENV)
+    os.environ[CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("user-cache"))
+    yield
+    if saved is None:
+        os.environ.pop(CACHE_DIR_ENV, None)
+    else:
+        os.environ[CACHE_DIR_ENV] = saved
 
 
 def _postgres_admin_url() -> str:

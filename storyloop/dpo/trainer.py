@@ -42,7 +42,7 @@ from storyloop.generation.encoding_cache import EncodingCache
 from storyloop.generation.flux import predict, write_grouped_reference_cache
 from storyloop.generation.gsa import POSITION_SCHEME, install_gsa
 from storyloop.generation.lora import adapter_off, load_lora, lora_config, save_lora
-from storyloop.generation.models import LoraMeta, ModelError, base_fingerprint, load_flux
+from storyloop.generation.models import LoraMeta, ModelError, base_identity, load_flux
 from storyloop.generation.reference_gain import (add_reference_gain, gain_parameters, reference_gain_state,
                                                   set_reference_gain_state)
 from storyloop.generation.stage1 import sample_sigmas
@@ -100,7 +100,7 @@ def load_policy(rnd, config: DPOConfig, device, dtype) -> RoundModel:
     if not spec:
         raise DPOError(f"round {rnd.name!r} records no base model: set --model")
     pipe = load_flux(spec, dtype=dtype, device=device)
-    base = base_fingerprint(spec)
+    base = base_identity(spec)
     transformer = pipe.transformer
     adapters = []
     if rnd.stage1_lora_path:
@@ -110,7 +110,7 @@ def load_policy(rnd, config: DPOConfig, device, dtype) -> RoundModel:
         adapters.append(STAGE1)
     add_dpo_adapter(transformer, config, frozen=adapters)
     install_gsa(transformer)
-    return RoundModel(pipe, base, rnd.stage1_lora_sha256)
+    return RoundModel(pipe, base.fingerprint, rnd.stage1_lora_sha256)
 
 
 def add_dpo_adapter(transformer, config: DPOConfig, frozen: list[str]) -> None:

@@ -19,6 +19,7 @@ from peft.tuners.lora.layer import LoraLayer
 from peft.utils import get_peft_model_state_dict
 
 from storyloop.generation.gsa import POSITION_SCHEME
+from storyloop.generation.fingerprint import BaseIdentity
 from storyloop.generation.models import LoraMeta, ModelError
 from storyloop.generation.reference_gain import (gains, has_reference_gain, load_reference_gain,
                                                   save_reference_gain)
@@ -53,21 +54,23 @@ def save_lora(transformer: FluxTransformer2DModel, adapter_name: str, folder: Pa
     return folder
 
 
-def check_lora(folder: Path, base: str, kind: str) -> LoraMeta:
-    """The LoRA's metadata, after checking it was made for this base model and position scheme."""
+def check_lora(folder: Path, base: BaseIdentity, kind: str) -> LoraMeta:
+    """The LoRA's metadata, after checking it was made for this base model and position scheme.
+    (LoRAs that record the base in an older format are checked against it in that format.)"""
     meta = LoraMeta.read(folder)
     if meta.kind != kind:
         raise ModelError(f"{folder}: this is a {meta.kind} LoRA, expected a {kind} LoRA")
-    if meta.base != base:
-        raise ModelError(f"{folder}: LoRA was trained on base {meta.base[:23]}…, "
-                         f"but the model is {base[:23]}…")
+    if not base.accepts(meta.base):
+        unseen = " (not in the local Hugging Face cache: load it once first)" if base.transformer is None else ""
+        raise ModelError(f"{folder}: LoRA was trained on base {meta.base[:23]}…, but the model is "
+                         f"{base.fingerprint[:23]}…{unseen}: use the base it was trained on, or train it again")
     if meta.position_scheme != POSITION_SCHEME:
         raise ModelError(f"{folder}: LoRA uses GSA position scheme {meta.position_scheme!r}, "
                          f"this storyloop uses {POSITION_SCHEME!r}")
     return meta
 
 
-def load_lora(pipe: FluxPipeline, folder: Path, adapter_name: str, base: str, kind: str) -> LoraMeta:
+def load_lora(pipe: FluxPipeline, folder: Path, adapter_name: str, base: BaseIdentity, kind: str) -> LoraMeta:
     """Check and load a storyloop LoRA into `pipe.transformer` under `adapter_name`."""
     meta = check_lora(folder, base, kind)
     try:

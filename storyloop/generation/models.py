@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,16 +13,12 @@ from PIL import Image
 from transformers.utils import logging as hf_logging
 
 import storyloop.toy.codec  # noqa: F401  (our own VAE-interface codec: diffusers loads only imported modules)
-from storyloop.generation.errors import ModelError
+from storyloop.generation.errors import ModelError  # noqa: F401  (callers import it from here)
+from storyloop.generation.fingerprint import base_fingerprint, base_identity, looks_like_path  # noqa: F401
 from storyloop.generation.flux import TextEmbeds, pack_latents, unpack_latents
-from storyloop.hashing import sha256_path
 
 
 hf_logging.set_verbosity_error()  # transformers' import-time notices are noise for our users
-
-
-def looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or os.sep + os.sep in spec or Path(spec).exists() or spec.count("/") != 1
 
 
 FLUX_TRANSFORMER = "FluxTransformer2DModel"
@@ -79,13 +74,6 @@ def load_flux(spec: str, dtype: torch.dtype = torch.float32, device: str | torch
     return pipe.to(device)
 
 
-def base_fingerprint(spec: str) -> str:
-    """What identifies a base model: the transformer's content hash for a folder, else the hub id."""
-    if looks_like_path(spec):
-        return "sha256:" + sha256_path(Path(spec).expanduser() / "transformer")
-    return "hub:" + spec
-
-
 @torch.no_grad()
 def encode_text(pipe: FluxPipeline, prompts: list[str], max_sequence_length: int = 512) -> TextEmbeds:
     device = pipe.transformer.device
@@ -128,7 +116,7 @@ class LoraMeta:
     """The record saved beside a storyloop LoRA (storyloop_lora.json)."""
 
     kind: str  # "stage1" or "dpo"
-    base: str  # base_fingerprint of the model it was trained on
+    base: str  # base_fingerprint of the model it was trained on (older LoRAs: "sha256:…" or "hub:…")
     position_scheme: str
     rank: int
     alpha: int

@@ -30,7 +30,7 @@ from storyloop.db.rounds import RoundError, get_round
 from storyloop.generation.flux import References, write_reference_cache
 from storyloop.generation.gsa import POSITION_SCHEME, REFERENCE_PROMPT, install_gsa
 from storyloop.generation.lora import adapter_off, load_lora
-from storyloop.generation.models import (ModelError, base_fingerprint, decode_tokens, encode_images, encode_text,
+from storyloop.generation.models import (ModelError, base_identity, decode_tokens, encode_images, encode_text,
                                          latent_grid, load_flux)
 from storyloop.generation.sampling import sample
 from storyloop.hashing import sha256_path
@@ -96,8 +96,8 @@ def load_round_model(rnd: Round, model: str | None = None, dtype=torch.float32, 
     if not spec:
         raise ModelError(f"round {rnd.name!r} records no base model: pass --model")
     pipe = load_flux(spec, dtype=dtype, device=device)
-    base = base_fingerprint(spec)
-    parts = {"base": base, "scheme": POSITION_SCHEME}
+    base = base_identity(spec)
+    parts = {"base": base.fingerprint, "scheme": POSITION_SCHEME}
     adapters = []
     for kind, path, sha in (("stage1", rnd.stage1_lora_path, rnd.stage1_lora_sha256),
                             ("dpo", rnd.dpo_lora_path, rnd.dpo_lora_sha256)):

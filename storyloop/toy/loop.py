@@ -20,7 +20,7 @@ from storyloop.dpo.config import DPOConfig
 from storyloop.dpo.trainer import train_dpo
 from storyloop.generation.gsa import install_gsa
 from storyloop.generation.lora import load_lora
-from storyloop.generation.models import LoraMeta, base_fingerprint, load_flux
+from storyloop.generation.models import LoraMeta, base_identity, load_flux
 from storyloop.generation.run import GenerateConfig, generate_round
 from storyloop.settings import Settings
 from storyloop.toy.annotate import ScriptedAnnotator, judge_round
@@ -139,7 +139,7 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
     t = lap("generate round 2", t)
 
     pipe = judge.pipe  # the base pipeline the validation judge loaded (its transformer has no adapters yet)
-    base = base_fingerprint(str(BASE))
+    base = base_identity(str(BASE))
     for folder, kind in ((STAGE1, "stage1"), (dpo_lora, "dpo")):  # as `generate run` loads them (gain and all)
         load_lora(pipe, Path(folder), kind, base, kind)
     pipe.transformer.set_adapters(["stage1", "dpo"])

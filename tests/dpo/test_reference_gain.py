@@ -9,7 +9,7 @@ from peft.utils import get_peft_model_state_dict
 from storyloop.dpo.trainer import DPOTrainer, dpo_loss_for_batch, dpo_velocities
 from storyloop.generation.gsa import install_gsa
 from storyloop.generation.lora import adapter_off, load_lora
-from storyloop.generation.models import ModelError, base_fingerprint, load_flux
+from storyloop.generation.models import ModelError, base_identity, load_flux
 from storyloop.generation.reference_gain import FILE, reference_gain_state, reference_mask
 from tests.dpo.test_trainer import config, first_batch, judged, loaded_trainer, models  # noqa: F401 (fixtures)
 
@@ -60,7 +60,7 @@ def test_the_gain_trains_and_is_saved_and_loaded_with_the_lora(settings, judged,
     assert torch.equal(stage1, reference)
 
     fresh = load_flux(str(models / "flux"))  # what `generate run` does with a round's DPO LoRA
-    base = base_fingerprint(str(models / "flux"))
+    base = base_identity(str(models / "flux"))
     load_lora(fresh, models / "stage1", "stage1", base, "stage1")
     load_lora(fresh, lora, "dpo", base, "dpo")
     fresh.transformer.set_adapters(["stage1", "dpo"])
@@ -96,7 +96,7 @@ def test_a_gain_for_another_architecture_is_refused(settings, judged, tmp_path, 
     state.pop(sorted(state)[0])
     save_file(state, str(lora / FILE))
     with pytest.raises(ModelError, match="reference gain's layers do not match"):
-        load_lora(load_flux(str(models / "flux")), lora, "dpo", base_fingerprint(str(models / "flux")), "dpo")
+        load_lora(load_flux(str(models / "flux")), lora, "dpo", base_identity(str(models / "flux")), "dpo")
 
 
 def test_gain_only_leaves_the_lora_at_zero(settings, judged, tmp_path):

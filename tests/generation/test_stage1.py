@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from storyloop.generation.checkpoints import ResumeError
 from storyloop.generation.gsa import POSITION_SCHEME
 from storyloop.generation.lora import check_lora
-from storyloop.generation.models import ModelError, base_fingerprint, load_flux
+from storyloop.generation.models import ModelError, base_identity, load_flux
 from storyloop.generation.config import Stage1Config
 from storyloop.generation.stage1 import train_stage1
 from storyloop.generation.tiny import tiny_flux_pipeline
@@ -45,7 +45,7 @@ def config(root, out, **kw):
 
 def test_stage1_trains_and_saves_a_lora_for_its_base(setup, tmp_path):
     lora = train_stage1(config(setup, tmp_path / "a", report_to="tensorboard"), progress=False)
-    meta = check_lora(lora, base_fingerprint(str(setup / "flux")), "stage1")
+    meta = check_lora(lora, base_identity(str(setup / "flux")), "stage1")
     assert (meta.rank, meta.steps, meta.position_scheme) == (4, 4, POSITION_SCHEME)
     weights = load_file(lora / "pytorch_lora_weights.safetensors")
     assert any("single_transformer_blocks" in k for k in weights) and any("ff.net" in k for k in weights)
