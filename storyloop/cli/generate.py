@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -15,14 +16,17 @@ DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}  # float16 is refused: F
 
 
 def torch_dtype(name: str):
+    """The torch dtype for --dtype; None for auto (bfloat16 on a GPU, float32 on a CPU)."""
     import torch
 
     from storyloop.generation.memory import FP16_REASON
 
     if name in ("float16", "fp16", "half"):
         raise fail(f"--dtype {name} is refused: {FP16_REASON}; use bfloat16 on a GPU (float32 on a CPU)")
+    if name == "auto":
+        return None
     if name not in DTYPES:
-        raise fail(f"--dtype must be one of {', '.join(DTYPES)}")
+        raise fail(f"--dtype must be auto or one of {', '.join(DTYPES)}")
     return getattr(torch, name)
 
 
@@ -38,7 +42,14 @@ def run(
     seed: Annotated[int, typer.Option(help="Base seed; each candidate derives its own.")] = 0,
     max_sequence_length: Annotated[int, typer.Option(help="T5 prompt tokens.")] = 512,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute reference K/V at every step.")] = False,
-    dtype: Annotated[str, typer.Option(help="float32 (CPU) or bfloat16 (GPU); float16 overflows in FLUX.")] = "float32",
+    dtype: Annotated[str, typer.Option(help="auto (bfloat16 on a GPU, float32 on a CPU), float32 or bfloat16; "
+                                            "float16 overflows in FLUX.")] = "auto",
+    memory: Annotated[str, typer.Option(help="Memory mode: full, 80gb (encoders leave the GPU between "
+                                             "encodings) or 24gb (also a quantised base, tiled VAE).")] = "80gb",
+    quantization: Annotated[str, typer.Option(help="Frozen transformer: auto (the memory mode's), none, nf4, "
+                                                   "int8 or fp8.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON object on the last line (counts, "
+                                                         "seconds, s_per_image, peak_gb).")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Candidates of a scenario denoised together.")] = 4,
     reference_guidance_scale: Annotated[list[float] | None, typer.Option(
         min=0.0, metavar="SCALE",
@@ -52,14 +63,18 @@ def run(
 
     weight_dtype = torch_dtype(dtype)  # a refused dtype fails before anything is opened
     s = ready_settings(data_dir, db)
-    config = GenerateConfig(num_candidates, steps, guidance, height, width, seed, max_sequence_length, not no_cache,
-                            batch_size, tuple(reference_guidance_scale or (1.0,)))
     with user_errors():
         try:
+            config = GenerateConfig(num_candidates, steps, guidance, height, width, seed, max_sequence_length,
+                                    not no_cache, batch_size, tuple(reference_guidance_scale or (1.0,)), memory,
+                                    quantization)
             summary = generate_round(s, round_name, config, model, dtype=weight_dtype)
         except ModelError as exc:
             raise fail(str(exc)) from None
     if main_process():
+        if as_json:
+            print(json.dumps(summary.as_json()))
+            return
         over = f" by {summary.processes} processes" if summary.processes > 1 else ""
         console.print(f"Round {round_name!r}: {summary.generated} candidate(s) generated, {summary.skipped} already "
                       f"there, over {summary.scenarios} scenario(s){over} in {summary.seconds:.1f}s "

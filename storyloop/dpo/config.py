@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storyloop.generation.config import ConfigSources, knob
-from storyloop.generation.memory import FP16_REASON
+from storyloop.generation.config import TrainingKnobs, knob
 
 
 @dataclass
-class DPOConfig(ConfigSources):
+class DPOConfig(TrainingKnobs):
     """Flow-matching Diffusion-DPO on a frozen base + frozen Stage-1 LoRA (paper section 4.4, eqs. 7-8)."""
 
     round: str = knob("", "The judged round whose pairs train the LoRA.")
@@ -19,7 +18,7 @@ class DPOConfig(ConfigSources):
                                "a sum over elements would need beta / element count.")
     rpo_alpha: float = knob(0.0, "Weight of the winners' own velocity MSE added to the DPO loss (trl's rpo_alpha, "
                                  "Pang et al. 2024); 0: pure DPO.")
-    learning_rate: float = knob(2e-5, "AdamW learning rate (constant).")
+    learning_rate: float = knob(2e-5, "AdamW learning rate (after warmup; see lr_scheduler).")
     adam_weight_decay: float = knob(0.0, "AdamW weight decay.")
     max_grad_norm: float = knob(1.0, "Gradient clipping norm.")
     max_steps: int = knob(1000, "Optimizer steps.")
@@ -40,8 +39,6 @@ class DPOConfig(ConfigSources):
     level_weights: tuple = knob((1.0, 2.0, 4.0), "Sampling weight of losers failing at consistency, "
                                                  "anatomy, aesthetics (hard negatives weigh more).")
     include_gold: bool = knob(False, "Also train on the gold scenarios.")
-    mixed_precision: str = knob("no", "no or bf16 (accelerate; fp16 overflows in FLUX); base weights cast, LoRA fp32.")
-    gradient_checkpointing: bool = knob(True, "Recompute block activations in backward to save memory.")
     logging_steps: int = knob(1, "Log metrics (trackers and the DB run row) every this many steps.")
     save_steps: int = knob(100, "Save a resumable checkpoint every this many steps.")
     save_total_limit: int = knob(3, "Keep at most this many checkpoints.")
@@ -54,6 +51,7 @@ class DPOConfig(ConfigSources):
     seed: int = knob(0, "Seed of pairs, noise and timesteps.")
 
     def __post_init__(self):
+        super().__post_init__()
         self.level_weights = tuple(float(w) for w in self.level_weights)
         if len(self.level_weights) != 3 or min(self.level_weights) <= 0:
             raise ValueError("level_weights needs 3 positive weights (consistency, anatomy, aesthetics)")
@@ -63,10 +61,6 @@ class DPOConfig(ConfigSources):
             raise ValueError("rpo_alpha must be >= 0")
         if not 0.5 < self.min_agreement <= 1:
             raise ValueError("min_agreement must be in (0.5, 1]")
-        if self.mixed_precision == "fp16":
-            raise ValueError(f"mixed_precision=fp16 is refused: {FP16_REASON}; use bf16 (or no)")
-        if self.mixed_precision not in ("no", "bf16"):
-            raise ValueError("mixed_precision must be no or bf16")
         if self.eval_steps < 0:
             raise ValueError("eval_steps must be 0 (never) or positive")
         if not 0 <= self.eval_split < 1:

@@ -25,11 +25,11 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, broadcast_object_list
 from diffusers.training_utils import cast_training_params
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
-from sqlalchemy import select
+from sqlalchemy import func, select
 from tqdm.auto import tqdm
 
 from storyloop.db import read_scope, session_scope
-from storyloop.db.models import DpoMetric, DpoRun, RunStatus, utcnow
+from storyloop.db.models import DpoMetric, DpoRun, RunStatus, ScenarioReference, utcnow
 from storyloop.db.rounds import RoundError, get_round
 from storyloop.dpo.config import DPOConfig
 from storyloop.dpo.errors import DPOError
@@ -45,7 +45,11 @@ from storyloop.generation.lora import adapter_off, load_lora, lora_config, save_
 from storyloop.generation.models import LoraMeta, ModelError, base_identity, load_flux
 from storyloop.generation.reference_gain import (add_reference_gain, gain_parameters, reference_gain_state,
                                                   set_reference_gain_state)
+from storyloop.generation.memory import apply_memory_plan
+from storyloop.generation.memory_estimate import Workload
 from storyloop.generation.stage1 import sample_sigmas
+from storyloop.generation.training import (RunClock, accelerate_precision, make_lr_scheduler, make_optimizer,
+                                           plan_for, use_checkpointing, weight_dtype)
 from storyloop.hashing import sha256_path
 from storyloop.provenance import code_version
 from storyloop.settings import Settings
@@ -94,12 +98,12 @@ class RoundModel:
     stage1_sha256: str | None
 
 
-def load_policy(rnd, config: DPOConfig, device, dtype) -> RoundModel:
-    """Base + frozen Stage-1 + a fresh zero-initialised DPO LoRA, with GSA installed."""
+def load_policy(rnd, config: DPOConfig, device, dtype, quantization: str | None = None) -> RoundModel:
+    """Base (quantised when asked) + frozen Stage-1 + a fresh zero-initialised DPO LoRA, with GSA installed."""
     spec = config.model or rnd.base_model
     if not spec:
         raise DPOError(f"round {rnd.name!r} records no base model: set --model")
-    pipe = load_flux(spec, dtype=dtype, device=device)
+    pipe = load_flux(spec, dtype=dtype, device=device, quantization=quantization)
     base = base_identity(spec)
     transformer = pipe.transformer
     adapters = []
@@ -182,11 +186,12 @@ class DPOTrainer:
     def _open_run(self, resume: bool) -> None:
         """Accelerator, pools and the run's DB row: from here on a failure is recorded on the run."""
         c = self.config
+        self.precision = accelerate_precision(c)
         self.accelerator = Accelerator(
-            mixed_precision=c.mixed_precision, gradient_accumulation_steps=c.gradient_accumulation_steps,
+            mixed_precision=self.precision, gradient_accumulation_steps=c.gradient_accumulation_steps,
             log_with=None if c.report_to == "none" else c.report_to,
             project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")))
-        self.weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(c.mixed_precision, torch.float32)
+        self.weight_dtype = weight_dtype(self.precision)
         with read_scope(self.settings.db_url) as session:  # every process reads; none waits for a writer
             self.round = get_round(session, c.round)
             self.pools = round_pools(session, c.round, AggregationPolicy(c.min_agreement, include_gold=c.include_gold))
@@ -204,7 +209,10 @@ class DPOTrainer:
         acc = self.accelerator
         with read_scope(self.settings.db_url) as session:
             rnd = get_round(session, c.round)
-            self.model = load_policy(rnd, c, acc.device, self.weight_dtype)
+            work = Workload(c.resolution, c.resolution, self._references(session), c.train_batch_size, c.rank,
+                            c.max_sequence_length)
+            self.plan = plan_for(c, "dpo", acc.device, work)
+            self.model = load_policy(rnd, c, acc.device, self.weight_dtype, self.plan.quantization)
             cache = EncodingCache(self.out / "cache", f"{self.model.base}|{c.resolution}|{c.max_sequence_length}")
             encode = partial(encode_pairs, session, self.model.pipe, self.settings.store_dir, self.pools, cache,
                              c.resolution, c.max_sequence_length, progress=acc.is_local_main_process)
@@ -212,6 +220,7 @@ class DPOTrainer:
                 encode(shard=(acc.process_index, acc.num_processes))
                 acc.wait_for_everyone()
             self.data: PairData = encode()
+        apply_memory_plan(self.model.pipe, self.plan, "dpo")  # the encoders (and VAE) leave the GPU if the mode says
         self.eval_pairs = every_pair(self.eval_pools)  # none without eval_split
         if c.eval_split:
             self.evaluate = HeldOutPairs(self.data, self.eval_pairs, c, self.accelerator.device,
@@ -231,6 +240,14 @@ class DPOTrainer:
         if not ok:
             raise value
         return value
+
+    def _references(self, session) -> int:
+        """The most references a scenario of the pools has (what the memory estimate needs)."""
+        ids = sorted(set(self.pools.members.scenario_id.tolist()))
+        counts = session.execute(select(func.count()).select_from(ScenarioReference)
+                                 .where(ScenarioReference.scenario_id.in_(ids))
+                                 .group_by(ScenarioReference.scenario_id)).scalars().all()
+        return max(counts, default=0)
 
     def _start_run(self, resume: bool) -> int:
         """The run's DB row and run.json, written by the main process alone."""
@@ -269,7 +286,7 @@ class DPOTrainer:
     def _train(self, resume: bool, progress: bool) -> Path:
         c, acc = self.config, self.accelerator
         transformer = self.model.pipe.transformer
-        if c.gradient_checkpointing:
+        if use_checkpointing(c, self.plan):
             transformer.enable_gradient_checkpointing()
         cast_training_params(transformer, dtype=torch.float32)
         transformer.train()
@@ -278,9 +295,11 @@ class DPOTrainer:
         groups = [{"params": [p for p in params if id(p) not in gain]}]
         if gain:  # a handful of numbers: they move at their own, much larger rate
             groups.append({"params": [p for p in params if id(p) in gain], "lr": c.reference_gain_learning_rate})
-        optimizer = torch.optim.AdamW(groups, lr=c.learning_rate, weight_decay=c.adam_weight_decay)
-        step = resume_latest(transformer, ADAPTER, optimizer, self.out) if resume else 0
+        optimizer = make_optimizer(groups, c, self.plan, c.learning_rate, c.adam_weight_decay)
+        lr_scheduler = make_lr_scheduler(optimizer, c, c.max_steps)
+        step = resume_latest(transformer, ADAPTER, optimizer, self.out, lr_scheduler=lr_scheduler) if resume else 0
         transformer, optimizer = acc.prepare(transformer, optimizer)
+        clock = RunClock(acc.device)
         if acc.is_main_process and c.report_to != "none":
             acc.init_trackers("dpo", config=_jsonable(asdict(c)))
         sched_cfg = dict(self.model.pipe.scheduler.config)
@@ -316,7 +335,10 @@ class DPOTrainer:
                 for k, v in acc.reduce(metrics, "mean").items():  # over processes: the global batch's figures
                     totals[k] = totals.get(k, 0.0) + float(v) / c.gradient_accumulation_steps
             step += 1
-            logs = {**totals, "grad_norm": float(grad_norm), "learning_rate": c.learning_rate,
+            learning_rate = lr_scheduler.get_last_lr()[0]  # the rate this step used
+            lr_scheduler.step()
+            clock.step()
+            logs = {**totals, "grad_norm": float(grad_norm), "learning_rate": learning_rate,
                     "epoch": step * c.gradient_accumulation_steps * c.train_batch_size / self.sampler.epoch_size}
             if gain_state := reference_gain_state(acc.unwrap_model(transformer), ADAPTER):
                 logs["reference_gain/mean"] = float(torch.cat(list(gain_state.values())).mean())
@@ -332,7 +354,7 @@ class DPOTrainer:
             if step % c.save_steps == 0 or step == c.max_steps:
                 if acc.is_main_process:  # every process holds the same adapter and optimizer state
                     save_checkpoint(acc.unwrap_model(transformer), ADAPTER, optimizer, self.out, step,
-                                    c.save_total_limit)
+                                    c.save_total_limit, lr_scheduler=lr_scheduler)
                 acc.wait_for_everyone()
         bar.close()
         acc.wait_for_everyone()
@@ -353,6 +375,10 @@ class DPOTrainer:
                                    {"score": self.best[0], "step": self.best[1]}})
             save_lora(acc.unwrap_model(transformer), ADAPTER, lora_dir, meta)
         acc.end_training()
+        if acc.is_main_process:
+            clock.write(self.out, memory=self.plan.mode.name, quantization=self.plan.quantization,
+                        precision=self.precision, processes=acc.num_processes,
+                        tokens_per_image=self.data.grid[0] * self.data.grid[1])
         self._finish(RunStatus.completed, artifact=str(lora_dir.resolve()))
         return lora_dir
 

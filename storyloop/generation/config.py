@@ -66,8 +66,45 @@ def _describe(error: dict, source: dict[str, str]) -> str:
     return f"{key} ({source.get(key, 'default')}): {error['msg'].lower()} (got {error['input']!r})"
 
 
+# diffusers.optimization.SchedulerType's names (a test keeps the two in step; this module stays light).
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+OPTIMIZERS = ("auto", "adamw", "adamw8bit")
+MEMORY_MODES = ("full", "80gb", "24gb")  # defined in storyloop.generation.memory
+QUANTIZATIONS = ("auto", "none", "nf4", "int8", "fp8")
+
+
 @dataclass
-class Stage1Config(ConfigSources):
+class TrainingKnobs(ConfigSources):
+    """The knobs both trainers share: hardware, precision, optimizer and learning-rate schedule."""
+
+    memory: str = knob("80gb", "Memory mode: full (no savings), 80gb (encoders leave the GPU, checkpointing) or "
+                               "24gb (also a quantised base and 8-bit AdamW); see storyloop bench memory.")
+    quantization: str = knob("auto", "Frozen transformer weights: auto (the memory mode's), none, nf4 "
+                                     "(bitsandbytes, CUDA), int8 or fp8 (torchao, CUDA or CPU).")
+    mixed_precision: str = knob("auto", "auto (bf16 on a GPU, no on a CPU), no or bf16 (accelerate autocast); "
+                                        "fp16 is refused: FLUX overflows in it. LoRA weights stay fp32.")
+    gradient_checkpointing: bool | None = knob(None, "Recompute block activations in backward to save memory "
+                                                     "(default: the memory mode's).")
+    optimizer: str = knob("auto", "auto (the memory mode's: 8-bit AdamW in 24gb when bitsandbytes is "
+                                  "installed), adamw or adamw8bit.")
+    lr_scheduler: str = knob("constant", "Learning-rate schedule (diffusers' get_scheduler): " + ", ".join(LR_SCHEDULERS)
+                                         + ".")
+    lr_warmup_steps: int = knob(0, "Steps of linear warmup from 0 to learning_rate.")
+
+    def __post_init__(self):
+        if self.mixed_precision == "fp16":
+            raise ValueError(f"mixed_precision=fp16 is refused: {FP16_REASON}; use bf16 (or no)")
+        for name, allowed in (("memory", MEMORY_MODES), ("quantization", QUANTIZATIONS),
+                              ("mixed_precision", ("auto", "no", "bf16")), ("optimizer", OPTIMIZERS),
+                              ("lr_scheduler", LR_SCHEDULERS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
+        if self.lr_warmup_steps < 0:
+            raise ValueError("lr_warmup_steps must be >= 0")
+
+
+@dataclass
+class Stage1Config(TrainingKnobs):
     """Every knob of Stage-1 training, in the naming of diffusers' FLUX LoRA training scripts."""
 
     model: str = knob("", "FLUX.1 base: diffusers-format folder or hub id.")
@@ -75,7 +112,7 @@ class Stage1Config(ConfigSources):
     output_dir: str = knob("stage1-out", "Where the LoRA, checkpoints, cache and logs go.")
     rank: int = knob(16, "LoRA rank on every linear layer of the transformer blocks.")
     lora_alpha: int = knob(16, "LoRA alpha (scale = alpha / rank).")
-    learning_rate: float = knob(1e-4, "AdamW learning rate (constant).")
+    learning_rate: float = knob(1e-4, "AdamW learning rate (after warmup; see lr_scheduler).")
     adam_weight_decay: float = knob(1e-4, "AdamW weight decay.")
     max_grad_norm: float = knob(1.0, "Gradient clipping norm.")
     max_train_steps: int = knob(1000, "Optimizer steps.")
@@ -88,22 +125,17 @@ class Stage1Config(ConfigSources):
     logit_mean: float = knob(0.0, "Mean of the logit-normal noise-level sampling.")
     logit_std: float = knob(1.0, "Std of the logit-normal noise-level sampling.")
     max_sequence_length: int = knob(512, "T5 prompt tokens.")
-    mixed_precision: str = knob("no", "no or bf16 (accelerate; fp16 overflows in FLUX); base weights cast, LoRA fp32.")
-    gradient_checkpointing: bool = knob(True, "Recompute block activations in backward to save memory.")
     checkpointing_steps: int = knob(500, "Save a resumable checkpoint every this many steps.")
     checkpoints_total_limit: int = knob(3, "Keep at most this many checkpoints.")
     report_to: str = knob("tensorboard", "accelerate tracker: tensorboard, wandb, ... or none.")
     seed: int = knob(0, "Seed of every random choice (groups, noise, timesteps, dropout).")
 
     def __post_init__(self):
+        super().__post_init__()
         if self.num_references < 0:
             raise ValueError("num_references must be >= 0")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError("caption_dropout must be in [0, 1)")
-        if self.mixed_precision == "fp16":
-            raise ValueError(f"mixed_precision=fp16 is refused: {FP16_REASON}; use bf16 (or no)")
-        if self.mixed_precision not in ("no", "bf16"):
-            raise ValueError("mixed_precision must be no or bf16")
         for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps",
                      "rank"):
             if getattr(self, name) < 1:

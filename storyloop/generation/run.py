@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,11 +28,14 @@ from storyloop.db import read_scope, session_scope
 from storyloop.db.assets import ImageError, asset_path, inspect_bytes, inspect_image, put_image
 from storyloop.db.models import Candidate, Round, Scenario
 from storyloop.db.rounds import RoundError, get_round
-from storyloop.generation.flux import References, write_reference_cache
+from storyloop.generation.flux import References, TextEmbeds, write_reference_cache
 from storyloop.generation.gsa import POSITION_SCHEME, REFERENCE_PROMPT, install_gsa
 from storyloop.generation.lora import adapter_off, load_lora
+from storyloop.generation.memory import apply_memory_plan, check_dtype, encoders_on, resolve
+from storyloop.generation.memory_estimate import Workload, check_fits, model_sizes
 from storyloop.generation.models import (ModelError, base_identity, decode_tokens, encode_images, encode_text,
                                          latent_grid, load_flux)
+from storyloop.generation.training import peak_gb, transformer_config
 from storyloop.generation.sampling import sample
 from storyloop.hashing import sha256_path
 from storyloop.settings import Settings
@@ -53,8 +57,15 @@ class GenerateConfig:
     # Guidance over the GSA references (see generation/sampling.py), cycled over a scenario's candidates:
     # (1.0,) is the paper's sampler; (1.0, 3.0) makes every other candidate guided, at twice its cost.
     reference_guidance_scales: tuple[float, ...] = (1.0,)
+    memory: str = "80gb"  # memory mode (storyloop.generation.memory): full, 80gb or 24gb
+    quantization: str = "auto"  # of the frozen transformer: auto (the mode's), none, nf4, int8, fp8
 
     def __post_init__(self):
+        from storyloop.generation.config import MEMORY_MODES, QUANTIZATIONS
+
+        if self.memory not in MEMORY_MODES or self.quantization not in QUANTIZATIONS:
+            raise ModelError(f"memory must be one of {', '.join(MEMORY_MODES)} and quantization one of "
+                             f"{', '.join(QUANTIZATIONS)} (got {self.memory!r}, {self.quantization!r})")
         if self.num_candidates < 1 or self.num_inference_steps < 1 or self.batch_size < 1:
             raise ValueError("num_candidates, num_inference_steps and batch_size must be at least 1")
         self.reference_guidance_scales = tuple(float(x) for x in self.reference_guidance_scales)
@@ -76,6 +87,17 @@ class GenerateSummary:
     seconds: float
     model_fingerprint: str
     processes: int = 1
+    peak_gb: float | None = None  # the most GPU memory one process held (None off CUDA)
+    memory: str = ""
+    quantization: str = ""
+
+    @property
+    def s_per_image(self) -> float | None:
+        """Wall seconds per generated image, all processes together (encoding and decoding included)."""
+        return self.seconds / self.generated if self.generated else None
+
+    def as_json(self) -> dict:
+        return {**asdict(self), "s_per_image": self.s_per_image}
 
 
 def candidate_seed(base_seed: int, round_name: str, scenario_key: str, index: int) -> int:
@@ -90,14 +112,17 @@ class LoadedModel:
     fingerprint: str  # hash of base + LoRAs + GSA scheme: what every candidate records
 
 
-def load_round_model(rnd: Round, model: str | None = None, dtype=torch.float32, device="cpu") -> LoadedModel:
+def load_round_model(rnd: Round, model: str | None = None, dtype=torch.float32, device="cpu",
+                     quantization: str = "none") -> LoadedModel:
     """The FLUX pipeline a round was created for, with its Stage-1 (and DPO) LoRA checked and loaded."""
     spec = model or rnd.base_model
     if not spec:
         raise ModelError(f"round {rnd.name!r} records no base model: pass --model")
-    pipe = load_flux(spec, dtype=dtype, device=device)
+    pipe = load_flux(spec, dtype=dtype, device=device, quantization=quantization)
     base = base_identity(spec)
     parts = {"base": base.fingerprint, "scheme": POSITION_SCHEME}
+    if quantization != "none":  # a quantised base draws (slightly) other images: part of what made them
+        parts["quantization"] = quantization
     adapters = []
     for kind, path, sha in (("stage1", rnd.stage1_lora_path, rnd.stage1_lora_sha256),
                             ("dpo", rnd.dpo_lora_path, rnd.dpo_lora_sha256)):
@@ -132,8 +157,12 @@ def _check_references(settings: Settings, scenarios: list[Scenario]) -> None:
                 raise RoundError(f"scenario {sc.key!r}: reference {ref.position} unreadable: {exc}") from None
 
 
+ENCODE_CHUNK = 64  # scenarios whose prompts and references are encoded at once (the encoders visit the GPU once)
+
+
 def generate_round(settings: Settings, round_name: str, config: GenerateConfig, model: str | None = None,
-                   dtype=torch.float32, progress: bool = True) -> GenerateSummary:
+                   dtype=None, progress: bool = True) -> GenerateSummary:
+    """K candidates per scenario of `round_name`; `dtype` None: bfloat16 on a GPU, float32 on a CPU."""
     # PartialState alone ignores ACCELERATE_USE_CPU (only Accelerator reads it), so several CPU processes
     # would each take every scenario.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
@@ -143,15 +172,28 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
         for sc in scenarios:  # load what we need before the session closes
             _ = [r.asset for r in sc.references], [c.index for c in sc.candidates]
         _check_references(settings, scenarios)
-        loaded = load_round_model(rnd, model, dtype=dtype, device=state.device)
+        plan = resolve(config.memory, state.device, config.quantization)
+        if dtype is None:
+            dtype = plan.torch_dtype
+        check_dtype(dtype)
+        if state.device.type == "cuda":
+            refs = max((len(sc.references) for sc in scenarios), default=0)
+            check_fits(config.memory, "generate", state.device, quantization=config.quantization,
+                       sizes=model_sizes(transformer_config(model or rnd.base_model or "")),
+                       work=Workload(config.height, config.width, refs, config.batch_size, 16,
+                                     config.max_sequence_length))
+        loaded = load_round_model(rnd, model, dtype=dtype, device=state.device, quantization=plan.quantization)
         rnd_has_dpo = rnd.dpo_lora_path is not None
     pipe, grid = loaded.pipe, latent_grid(loaded.pipe, config.height, config.width)
     if rnd_has_dpo and not config.use_reference_cache:
         raise ModelError("--no-cache is not available with a DPO LoRA: references must go through the "
                          "Stage-1 model only, as in DPO training")
     params = {k: v for k, v in asdict(config).items()
-              if k not in ("num_candidates", "seed", "batch_size", "reference_guidance_scales")}
-    params["position_scheme"] = POSITION_SCHEME
+              if k not in ("num_candidates", "seed", "batch_size", "reference_guidance_scales", "memory",
+                           "quantization")}
+    params.update(position_scheme=POSITION_SCHEME, dtype=str(dtype).removeprefix("torch."),
+                  quantization=plan.quantization)
+    apply_memory_plan(pipe, plan, "generate")  # VAE slicing/tiling; encoders off the GPU between encodings
 
     todo = {sc.id: [k for k in range(config.num_candidates) if k not in {c.index for c in sc.candidates}]
             for sc in scenarios}
@@ -161,44 +203,69 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
     # One bar, on the main process, for the whole run: it counts every process's stored candidates.
     bar = RoundProgress(settings, rnd.id, sum(len(v) for v in todo.values()), f"generate {round_name}",
                         enabled=progress and state.is_main_process)
-    for sc in mine:
-        if not todo[sc.id]:
-            skipped += config.num_candidates
-            continue
-        text = encode_text(pipe, [sc.prompt], config.max_sequence_length)
-        refs = None
-        if sc.references:
-            images = [Image.open(asset_path(settings.store_dir, r.asset)) for r in sc.references]
-            refs = References(encode_images(pipe, images, (config.width, config.height)),
-                              encode_text(pipe, [REFERENCE_PROMPT] * len(images), config.max_sequence_length),
-                              grid)
-        batches = _batches(todo[sc.id], config, guided=refs is not None)
-        cache = None
-        reads_refs = any(scale != 0.0 for scale, _ in batches)  # s = 0 samples without them
-        if refs is not None and config.use_reference_cache and reads_refs:  # one pass serves all K candidates
-            # References go through the Stage-1 model only, as in DPO training (see dpo/trainer.py).
-            with torch.no_grad(), adapter_off(pipe.transformer, "dpo"):
-                cache = write_reference_cache(pipe.transformer, refs, config.guidance_scale)
-        for scale, chunk in batches:
-            seeds = [candidate_seed(config.seed, round_name, sc.key, index) for index in chunk]
-            tokens = sample(pipe.transformer, pipe.scheduler, text.expand(len(chunk)), grid, seeds, refs,
-                            config.num_inference_steps, config.guidance_scale, config.use_reference_cache,
-                            reference_cache=cache, reference_guidance_scale=scale)
-            own = {**params, "reference_guidance_scale": scale}
-            for index, seed, image in zip(chunk, seeds, decode_tokens(pipe, tokens, grid)):
-                buf = io.BytesIO()
-                image.save(buf, format="PNG")
-                if _store_candidate(settings, sc.id, index, buf.getvalue(), seed, own, loaded.fingerprint):
-                    done += 1
-                else:
-                    skipped += 1
-            bar.refresh()
-        skipped += config.num_candidates - len(todo[sc.id])
+    skipped += config.num_candidates * sum(1 for sc in mine if not todo[sc.id])
+    work = [sc for sc in mine if todo[sc.id]]
+    for first in range(0, len(work), ENCODE_CHUNK):
+        chunk_scenarios = work[first:first + ENCODE_CHUNK]
+        with encoders_on(pipe, state.device) if plan.offload_encoders else nullcontext():
+            inputs = {sc.id: _encode_scenario(pipe, settings, sc, config, grid) for sc in chunk_scenarios}
+        for sc in chunk_scenarios:
+            text, refs = inputs.pop(sc.id)
+            done_here, skipped_here = _generate_scenario(settings, loaded, sc, todo[sc.id], text, refs, config,
+                                                         round_name, grid, params, bar)
+            done, skipped = done + done_here, skipped + skipped_here + config.num_candidates - len(todo[sc.id])
     state.wait_for_everyone()
     bar.close()
-    shares = gather_object([(done, skipped, len(mine))]) if state.num_processes > 1 else [(done, skipped, len(mine))]
+    shares = [(done, skipped, len(mine), peak_gb(state.device))]
+    if state.num_processes > 1:
+        shares = gather_object(shares)
+    peaks = [s[3] for s in shares if s[3] is not None]
     return GenerateSummary(sum(s[0] for s in shares), sum(s[1] for s in shares), sum(s[2] for s in shares),
-                           time.perf_counter() - start, loaded.fingerprint, state.num_processes)
+                           time.perf_counter() - start, loaded.fingerprint, state.num_processes,
+                           round(max(peaks), 3) if peaks else None, plan.mode.name, plan.quantization)
+
+
+def _encode_scenario(pipe, settings: Settings, sc: Scenario, config: GenerateConfig, grid
+                     ) -> tuple[TextEmbeds, References | None]:
+    """A scenario's prompt and its references (clean latents with the empty prompt), encoded."""
+    text = encode_text(pipe, [sc.prompt], config.max_sequence_length)
+    refs = None
+    if sc.references:
+        images = [Image.open(asset_path(settings.store_dir, r.asset)) for r in sc.references]
+        refs = References(encode_images(pipe, images, (config.width, config.height)),
+                          encode_text(pipe, [REFERENCE_PROMPT] * len(images), config.max_sequence_length),
+                          grid)
+    return text, refs
+
+
+def _generate_scenario(settings: Settings, loaded: LoadedModel, sc: Scenario, indices: list[int],
+                       text: TextEmbeds, refs: References | None, config: GenerateConfig, round_name: str, grid,
+                       params: dict, bar: RoundProgress) -> tuple[int, int]:
+    """Denoise, decode and store the candidates `indices` of one scenario; (stored, already there)."""
+    pipe = loaded.pipe
+    done = skipped = 0
+    batches = _batches(indices, config, guided=refs is not None)
+    cache = None
+    reads_refs = any(scale != 0.0 for scale, _ in batches)  # s = 0 samples without them
+    if refs is not None and config.use_reference_cache and reads_refs:  # one pass serves all K candidates
+        # References go through the Stage-1 model only, as in DPO training (see dpo/trainer.py).
+        with torch.no_grad(), adapter_off(pipe.transformer, "dpo"):
+            cache = write_reference_cache(pipe.transformer, refs, config.guidance_scale)
+    for scale, chunk in batches:
+        seeds = [candidate_seed(config.seed, round_name, sc.key, index) for index in chunk]
+        tokens = sample(pipe.transformer, pipe.scheduler, text.expand(len(chunk)), grid, seeds, refs,
+                        config.num_inference_steps, config.guidance_scale, config.use_reference_cache,
+                        reference_cache=cache, reference_guidance_scale=scale)
+        own = {**params, "reference_guidance_scale": scale}
+        for index, seed, image in zip(chunk, seeds, decode_tokens(pipe, tokens, grid)):
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            if _store_candidate(settings, sc.id, index, buf.getvalue(), seed, own, loaded.fingerprint):
+                done += 1
+            else:
+                skipped += 1
+        bar.refresh()
+    return done, skipped
 
 
 class RoundProgress:

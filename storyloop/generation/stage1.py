@@ -33,6 +33,11 @@ from storyloop.generation.encoding_cache import EncodingCache
 from storyloop.generation.flux import References, TextEmbeds, predict_with_references
 from storyloop.generation.gsa import POSITION_SCHEME, REFERENCE_PROMPT, install_gsa
 from storyloop.generation.lora import lora_config, save_lora
+from storyloop.generation.memory import apply_memory_plan
+from storyloop.generation.memory_estimate import Workload
+from storyloop.generation.training import (RunClock, accelerate_precision, make_lr_scheduler, make_optimizer,
+                                           plan_for, use_checkpointing)
+from storyloop.generation.training import weight_dtype as dtype_for
 from storyloop.generation.models import (LoraMeta, ModelError, base_fingerprint, encode_images, encode_text,
                                          latent_grid, load_flux)
 
@@ -183,30 +188,36 @@ def flow_matching_loss(transformer, batch: Stage1Batch, sigmas: torch.Tensor, no
 def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = True) -> Path:
     """Train the Stage-1 GSA LoRA; returns the folder of the saved LoRA."""
     out = Path(config.output_dir)
+    precision = accelerate_precision(config)
     accelerator = Accelerator(
-        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=None if config.report_to == "none" else config.report_to,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
-    weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision, torch.float32)
+    weight_dtype = dtype_for(precision)
+    work = Workload(config.resolution, config.resolution, config.num_references, config.train_batch_size,
+                    config.rank, config.max_sequence_length)
+    plan = plan_for(config, "stage1", accelerator.device, work)
 
-    pipe = load_flux(config.model, dtype=weight_dtype, device=accelerator.device)
+    pipe = load_flux(config.model, dtype=weight_dtype, device=accelerator.device, quantization=plan.quantization)
     if accelerator.num_processes > 1:  # each process encodes its share into the cache, then all read it whole
         encode_dataset(pipe, config, out / "cache", shard=(accelerator.process_index, accelerator.num_processes),
                        progress=progress and accelerator.is_local_main_process)
         accelerator.wait_for_everyone()
     data = encode_dataset(pipe, config, out / "cache", progress=progress and accelerator.is_local_main_process)
+    apply_memory_plan(pipe, plan, "stage1")  # the encoders (and VAE) leave the GPU where the mode says so
     transformer = pipe.transformer
     torch.manual_seed(config.seed)  # LoRA A matrices start from the seed too
     transformer.add_adapter(lora_config(config.rank, config.lora_alpha), adapter_name=ADAPTER)
     install_gsa(transformer)
-    if config.gradient_checkpointing:
+    if use_checkpointing(config, plan):
         transformer.enable_gradient_checkpointing()
     cast_training_params(transformer, dtype=torch.float32)  # LoRA weights train in fp32
     transformer.train()
     params = [p for p in transformer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.adam_weight_decay)
+    optimizer = make_optimizer([{"params": params}], config, plan, config.learning_rate, config.adam_weight_decay)
+    lr_scheduler = make_lr_scheduler(optimizer, config, config.max_train_steps)
 
-    step = resume_latest(transformer, ADAPTER, optimizer, out, data.fingerprint) if resume else 0
+    step = resume_latest(transformer, ADAPTER, optimizer, out, data.fingerprint, lr_scheduler) if resume else 0
     transformer, optimizer = accelerator.prepare(transformer, optimizer)
     if accelerator.is_main_process and config.report_to != "none":
         accelerator.init_trackers("stage1", config=asdict(config))
@@ -216,6 +227,7 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
     bar = tqdm(total=config.max_train_steps, initial=step, desc="stage-1", unit="step",
                disable=not (progress and accelerator.is_local_main_process))
     world, rank = accelerator.num_processes, accelerator.process_index
+    clock = RunClock(accelerator.device)
     while step < config.max_train_steps:
         for micro in range(config.gradient_accumulation_steps):
             # One global batch of world x B samples, a pure function of (seed, step, micro), and this process
@@ -240,16 +252,18 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
                 optimizer.step()
                 optimizer.zero_grad()
         step += 1
+        lr = lr_scheduler.get_last_lr()[0]  # the rate this step used
+        lr_scheduler.step()
         # The mean over processes: what one process of the global batch would have logged.
-        logs = {"loss": accelerator.reduce(loss.detach(), "mean").item(), "grad_norm": float(grad_norm),
-                "lr": config.learning_rate}
+        logs = {"loss": accelerator.reduce(loss.detach(), "mean").item(), "grad_norm": float(grad_norm), "lr": lr}
+        clock.step()
         accelerator.log(logs, step=step)
         bar.update(1)
         bar.set_postfix(loss=f"{logs['loss']:.4f}")
         if step % config.checkpointing_steps == 0 or step == config.max_train_steps:
             if accelerator.is_main_process:  # every process holds the same adapter and optimizer state
                 save_checkpoint(accelerator.unwrap_model(transformer), ADAPTER, optimizer, out, step,
-                                config.checkpoints_total_limit, data.fingerprint)
+                                config.checkpoints_total_limit, data.fingerprint, lr_scheduler)
             accelerator.wait_for_everyone()  # no process runs ahead of a checkpoint it could resume from
     bar.close()
     accelerator.wait_for_everyone()
@@ -259,6 +273,8 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
                         step, extra={"config": asdict(config), "dataset_sha256": data.fingerprint,
                                      "dataset_images": len(data.latents)})
         save_lora(accelerator.unwrap_model(transformer), ADAPTER, lora_dir, meta)
+        clock.write(out, memory=plan.mode.name, quantization=plan.quantization, precision=precision,
+                    processes=world, tokens_per_image=num_tokens)
     accelerator.end_training()
     return lora_dir
 

@@ -31,7 +31,10 @@ def test_a_zero_gain_is_exactly_the_stage1_model_at_step0(settings, judged, tmp_
     transformer = trainer.model.pipe.transformer
     batch, noise, sigmas = first_batch(trainer)
     loss, _ = dpo_loss_for_batch(transformer, batch, noise, sigmas, trainer.config)
-    assert abs(loss.item() - math.log(2)) < 1e-6
+    # log 2 up to float32 rounding: with a gain, attention takes a (zero) mask, and torch may run masked attention
+    # with a different kernel when gradients are on than off (seen with OMP_NUM_THREADS=1: 2.3e-6). Without a
+    # gain both passes run the same kernel and step 0 is exactly log 2 (test_trainer's step-0 test).
+    assert abs(loss.item() - math.log(2)) < 1e-5
     with torch.no_grad():  # and the zero gain changes nothing against a model that has none
         with_gain, _, _ = dpo_velocities(transformer, batch, noise, sigmas, 3.5)
         plain = loaded_trainer(settings, config(tmp_path / "plain", train_batch_size=2))

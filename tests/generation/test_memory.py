@@ -75,7 +75,7 @@ def test_mixed_precision_fp16_is_refused_with_the_reason(config):
     refused = rf"^mixed_precision=fp16 is refused: {re.escape(FP16_REASON)}; use bf16 \(or no\)$"
     with pytest.raises(ValueError, match=refused):
         config.from_sources(None, mixed_precision="fp16")
-    with pytest.raises(ValueError, match=r"^mixed_precision must be no or bf16$"):
+    with pytest.raises(ValueError, match=r"^mixed_precision must be one of auto, no, bf16 \(got 'fp8'\)$"):
         config(mixed_precision="fp8")
     assert config(mixed_precision="bf16").mixed_precision == "bf16"
 

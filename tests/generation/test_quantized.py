@@ -12,7 +12,7 @@ from storyloop.generation.flux import References, TextEmbeds, predict_with_refer
 from storyloop.generation.gsa import POSITION_SCHEME, install_gsa
 from storyloop.generation.lora import load_lora, lora_config, save_lora
 from storyloop.generation.memory import FP16_REFUSED
-from storyloop.generation.models import LoraMeta, ModelError, base_fingerprint, load_flux
+from storyloop.generation.models import LoraMeta, ModelError, base_fingerprint, base_identity, load_flux
 from storyloop.generation.tiny import tiny_flux_pipeline
 
 WORDS = "a red fox reads".split()
@@ -90,7 +90,7 @@ def test_lora_trains_on_an_int8_base_and_loads_onto_the_unquantized_one(folder, 
     base = base_fingerprint(str(folder))
     save_lora(transformer, "stage1", tmp_path / "lora", LoraMeta("stage1", base, POSITION_SCHEME, 4, 4, 6))
     plain = load_flux(str(folder))
-    load_lora(plain, tmp_path / "lora", "stage1", base, "stage1")
+    load_lora(plain, tmp_path / "lora", "stage1", base_identity(str(folder)), "stage1")
     install_gsa(plain.transformer)
     with torch.no_grad():
         loaded = gsa_forward(plain.transformer, seed=1)

@@ -1,0 +1,120 @@
+"""What the Stage-1 and DPO trainers set up the same way: precision, memory plan, optimizer, learning-rate
+schedule, and the run summary (step time, peak GPU memory) written beside the LoRA.
+
+Both trainers build an Accelerator, then call these in order: `plan_for` (refuses a mode that cannot fit
+before anything is loaded), `load_flux(..., quantization=plan.quantization)`, encode, `apply_memory_plan`,
+`make_optimizer`, `make_lr_scheduler`. The scheduler is stepped by hand once per optimizer step rather than
+prepared by accelerate, which would step it once per process and make a run depend on how many there are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate.utils import parse_flag_from_env
+
+from storyloop.generation.config import TrainingKnobs
+from storyloop.generation.errors import ModelError
+from storyloop.generation.fingerprint import looks_like_path
+from storyloop.generation.memory import MemoryPlan, installed, resolve
+from storyloop.generation.memory_estimate import FLUX1_DEV_TRANSFORMER, Workload, check_fits, model_sizes
+
+
+def accelerate_precision(config: TrainingKnobs) -> str:
+    """accelerate's mixed_precision for `config.mixed_precision`: auto is bf16 on a GPU, no on a CPU."""
+    if config.mixed_precision != "auto":
+        return config.mixed_precision
+    on_gpu = torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_CPU")
+    return "bf16" if on_gpu else "no"
+
+
+def weight_dtype(precision: str) -> torch.dtype:
+    """The frozen weights' dtype under accelerate's `precision` (LoRA weights are cast to fp32 apart)."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def transformer_config(spec: str) -> dict:
+    """The transformer config of a model folder, without loading it; FLUX.1-dev's for a hub id."""
+    path = Path(spec).expanduser() / "transformer" / "config.json"
+    if looks_like_path(spec) and path.is_file():
+        return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+    return FLUX1_DEV_TRANSFORMER
+
+
+def plan_for(config: TrainingKnobs, use: str, device, work: Workload) -> MemoryPlan:
+    """The memory plan on `device`, after refusing (one line) a mode the GPU has too little memory for."""
+    if config.optimizer == "adamw8bit" and not installed("bitsandbytes"):
+        raise ModelError("optimizer=adamw8bit needs bitsandbytes, which is not installed: pip install bitsandbytes")
+    plan = resolve(config.memory, device, config.quantization)
+    if str(device).startswith("cuda"):
+        check_fits(config.memory, use, device, sizes=model_sizes(transformer_config(config.model)), work=work,
+                   quantization=config.quantization)
+    return plan
+
+
+def use_checkpointing(config: TrainingKnobs, plan: MemoryPlan) -> bool:
+    return plan.gradient_checkpointing if config.gradient_checkpointing is None else config.gradient_checkpointing
+
+
+def make_optimizer(groups: list[dict], config: TrainingKnobs, plan: MemoryPlan, lr: float, weight_decay: float):
+    """AdamW over the trainable (fp32 LoRA) parameter groups; bitsandbytes' 8-bit AdamW when asked or when the
+    memory mode says so and bitsandbytes is installed."""
+    eight_bit = config.optimizer == "adamw8bit" or (config.optimizer == "auto" and plan.adam_8bit)
+    if eight_bit:
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(groups, lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+def make_lr_scheduler(optimizer, config: TrainingKnobs, total_steps: int):
+    """diffusers' named schedule over `total_steps` optimizer steps, with `lr_warmup_steps` of warmup."""
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
+                         num_training_steps=total_steps)
+
+
+def peak_gb(device) -> float | None:
+    """The most GPU memory torch held on `device` so far (GiB); None off CUDA."""
+    if not str(device).startswith("cuda"):
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+@dataclass
+class RunClock:
+    """Seconds per optimizer step and the GPU's peak memory, for `summary.json` and the progress bar."""
+
+    device: object
+    start: float = field(default_factory=time.perf_counter)
+    steps: list[float] = field(default_factory=list)
+    _last: float = field(default_factory=time.perf_counter)
+
+    def step(self) -> None:
+        if str(self.device).startswith("cuda"):
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.steps.append(now - self._last)
+        self._last = now
+
+    def summary(self, **extra) -> dict:
+        timed = self.steps[1:] or self.steps  # the first step pays for warm-up (allocation, kernels)
+        return {"steps": len(self.steps), "seconds": round(time.perf_counter() - self.start, 3),
+                "step_s": round(statistics.median(timed), 5) if timed else None,
+                "peak_gb": None if (p := peak_gb(self.device)) is None else round(p, 3), **extra}
+
+    def write(self, folder: Path, **extra) -> dict:
+        """Write `folder/summary.json` (under a temporary name first) and return what was written."""
+        summary = self.summary(**extra)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"summary.json.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(folder / "summary.json")
+        return summary
