@@ -150,13 +150,13 @@ class HeldOutPairs:
 
     def __call__(self, transformer, step: int) -> EvalResult:
         c, n = self.config, len(self.pairs)
-        num_tokens = self.data.grid[0] * self.data.grid[1]
         loss = accuracy = 0.0
         for start in range(0, n, c.train_batch_size):
             chunk = self.pairs[start:start + c.train_batch_size]
             batch = assemble(self.data, chunk).to(self.device, self.dtype)
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence([c.seed, start]).generate_state(1)[0]))
-            sigmas = sample_sigmas(len(chunk), num_tokens, self.scheduler_config, c.logit_mean, c.logit_std, gen)
+            sigmas = sample_sigmas(len(chunk), batch.num_tokens, self.scheduler_config, c.logit_mean, c.logit_std,
+                                   gen)
             noise = torch.randn(batch.winners.shape, generator=gen).to(self.device, self.dtype)
             value, metrics = dpo_loss_for_batch(transformer, batch, noise, sigmas.to(self.device), c)
             loss += float(value) * len(chunk) / n
@@ -204,6 +204,11 @@ class DPOTrainer:
             cache = EncodingCache(self.out / "cache", f"{self.model.base}|{c.resolution}|{c.max_sequence_length}")
             self.data: PairData = encode_pairs(session, self.model.pipe, self.settings.store_dir, self.pools,
                                                cache, c.resolution, c.max_sequence_length)
+        if c.train_batch_size > 1 and len(self.data.grids) > 1:  # a batch shares one noise shape
+            sizes = ", ".join(f"{w}x{h}" for h, w in sorted(self.data.grids))
+            raise DPOError(f"round {c.round!r} has candidates of several sizes ({sizes} tokens) and the pairs of "
+                           "one batch must share one: set train_batch_size = 1 (and gradient_accumulation_steps "
+                           "for a larger effective batch)")
         self.eval_pairs = every_pair(self.eval_pools)  # none without eval_split
         if c.eval_split:
             self.evaluate = HeldOutPairs(self.data, self.eval_pairs, c, self.accelerator.device,
@@ -257,7 +262,6 @@ class DPOTrainer:
         if acc.is_main_process and c.report_to != "none":
             acc.init_trackers("dpo", config=_jsonable(asdict(c)))
         sched_cfg = dict(self.model.pipe.scheduler.config)
-        num_tokens = self.data.grid[0] * self.data.grid[1]
         bar = tqdm(total=c.max_steps, initial=step, desc="dpo", unit="step",
                    disable=not (progress and acc.is_local_main_process))
         recent = deque(maxlen=50)  # the bar shows running means: one micro-batch's accuracy is too noisy
@@ -270,7 +274,7 @@ class DPOTrainer:
                 batch = assemble(self.data, pairs).to(acc.device, self.weight_dtype)
                 key = [c.seed, step, micro, acc.process_index]
                 gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-                sigmas = sample_sigmas(c.train_batch_size, num_tokens, sched_cfg, c.logit_mean, c.logit_std,
+                sigmas = sample_sigmas(c.train_batch_size, batch.num_tokens, sched_cfg, c.logit_mean, c.logit_std,
                                        gen).to(acc.device)
                 noise = torch.randn(batch.winners.shape, generator=gen).to(acc.device, self.weight_dtype)
                 with acc.accumulate(transformer):

@@ -21,21 +21,23 @@ MAX_ASPECT = 2.0  # 2:1, landscape
 Size = tuple[int, int]  # (width, height) in pixels
 
 
-def buckets(resolution: int, factor: int, min_aspect: float = MIN_ASPECT, max_aspect: float = MAX_ASPECT) -> list[Size]:
+def buckets(resolution: float, factor: int, min_aspect: float = MIN_ASPECT,
+            max_aspect: float = MAX_ASPECT) -> list[Size]:
     """Every bucket of about resolution**2 pixels, sides multiples of `factor`, sorted from tall to wide.
 
     For each height (a multiple of factor) the width is the multiple of factor nearest area / height;
-    portrait buckets are the landscape ones turned, so the list is symmetric.
+    portrait buckets are the landscape ones turned, so the list is symmetric. `resolution` may be the
+    square root of any area (e.g. of a 1360 x 768 target).
     """
     if resolution < factor or factor < 1:
         raise ValueError(f"resolution {resolution} is smaller than the model's size factor {factor}")
     area = resolution * resolution
     landscape = set()
-    for height in range(factor, resolution + factor, factor):
+    for height in range(factor, math.floor(resolution) + factor, factor):
         width = max(factor, round(area / height / factor) * factor)
         if height <= width and width / height <= max_aspect:
             landscape.add((width, height))
-    if not landscape:  # resolution not a multiple of factor and no near-square fit: the nearest square
+    if not landscape:  # no fit within the aspect range: the nearest square
         side = max(factor, round(resolution / factor) * factor)
         landscape.add((side, side))
     found = landscape | {(h, w) for w, h in landscape if min_aspect <= h / w}
@@ -74,9 +76,17 @@ def fit_image(image: Image.Image, size: Size) -> Image.Image:
     return image.resize(size, Image.BICUBIC, box=cover_box(*image.size, size))
 
 
-def bucket_for(width: int, height: int, resolution: int, factor: int) -> Size:
+def bucket_for(width: int, height: int, resolution: float, factor: int) -> Size:
     """The bucket of about resolution**2 pixels an image of width x height goes to."""
     return nearest_bucket(width, height, buckets(resolution, factor))
+
+
+def reference_size(width: int, height: int, target: Size, factor: int) -> Size:
+    """The size a reference of width x height is encoded at for targets of `target` = (width, height):
+    its own aspect ratio's bucket among those of about the target's area. Generation and DPO training
+    both use it, so a reference conditions a target the same way in both.
+    """
+    return bucket_for(width, height, math.sqrt(target[0] * target[1]), factor)
 
 
 def downscaled_size(width: int, height: int, max_area: int, factor: int) -> Size:
