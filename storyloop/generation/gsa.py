@@ -103,21 +103,29 @@ class GSAContext:
         index = self.ref_index if ref_index is None else ref_index
         return GSAContext("read", text_len, index, cache=self.cache, ref_lengths=self.ref_lengths)
 
-    def token_index(self, device) -> torch.Tensor | list[torch.Tensor]:
-        """For a packed cache: the packed token positions each target reads, in slot order.
+    def token_index(self, device) -> slice | torch.Tensor | list[torch.Tensor]:
+        """For a packed cache: the packed token positions the targets read, in slot order.
 
-        One [targets, tokens] tensor when every target reads as many tokens (one gather, one batched
-        attention call), else one [tokens] tensor per target. Built once per context, not per layer.
+        Every target reads the same rows (generation): one [tokens] index, or `slice(None)` when that is
+        the whole cache in order. Every target reads as many tokens: a [targets, tokens] index (one
+        gather, one batched attention call). Else one [tokens] index per target. Built once per context.
         """
         if self._token_index is None:
             starts = [0]
             for n in self.ref_lengths:
                 starts.append(starts[-1] + n)
-            per_target = [torch.cat([torch.arange(starts[r], starts[r + 1], device=device) for r in rows]
-                                    or [torch.zeros(0, dtype=torch.long, device=device)])
-                          for rows in self.ref_index.tolist()]
-            same = len({len(t) for t in per_target}) <= 1
-            self._token_index = torch.stack(per_target) if same and per_target else per_target
+            rows = self.ref_index.tolist()
+            if rows and all(r == rows[0] for r in rows) and rows[0] == list(range(len(self.ref_lengths))):
+                self._token_index = slice(None)
+                return self._token_index
+            per_target = [torch.cat([torch.arange(starts[r], starts[r + 1], device=device) for r in row]
+                                    or [torch.zeros(0, dtype=torch.long, device=device)]) for row in rows]
+            if rows and all(r == rows[0] for r in rows):
+                self._token_index = per_target[0]
+            elif len({len(t) for t in per_target}) == 1:
+                self._token_index = torch.stack(per_target)
+            else:
+                self._token_index = per_target
         return self._token_index
 
 
@@ -211,7 +219,6 @@ class GSAAttnProcessor(FluxAttnProcessor):
             return dispatch_attention_fn(q, k, v, attn_mask=mask, backend=self._attention_backend,
                                          parallel_config=self._parallel_config)
 
-
         def attend_targets(q, k, v, ref_k, ref_v):  # targets over [their own keys, their references' keys]
             k_t, v_t = torch.cat([k, ref_k], dim=1), torch.cat([v, ref_v], dim=1)
             bias = reference_logit_bias(attn)  # None unless a reference gain is attached
@@ -228,11 +235,14 @@ class GSAAttnProcessor(FluxAttnProcessor):
                                      _gather_refs(ref_v, gsa.ref_index))
             else:  # packed rows of several grids
                 index = gsa.token_index(ref_k.device)
-                if isinstance(index, torch.Tensor):  # every target reads as many tokens: one call
-                    out = attend_targets(query, key, value, ref_k[index], ref_v[index])
-                else:
+                if isinstance(index, list):  # reference lengths differ between targets: one call each
                     out = torch.cat([attend_targets(query[t:t + 1], key[t:t + 1], value[t:t + 1],
                                                     ref_k[i][None], ref_v[i][None]) for t, i in enumerate(index)])
+                elif isinstance(index, slice) or index.dim() == 1:  # the same references for every target
+                    shared = [r[index][None].expand(n, -1, -1, -1) for r in (ref_k, ref_v)]
+                    out = attend_targets(query, key, value, *shared)
+                else:  # as many reference tokens for every target: one gather, one call
+                    out = attend_targets(query, key, value, ref_k[index], ref_v[index])
             if gsa.mode == "batch" and n < query.shape[0]:  # references attend only to themselves
                 out = torch.cat([out, attend(query[n:], key[n:], value[n:])], dim=0)
 

@@ -1,5 +1,6 @@
 """GSA with references of their own token grids: exact against GSA written out by hand (float32, CPU)."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import apply_rotary_emb
@@ -148,26 +149,34 @@ def test_a_reference_read_among_other_grids_has_the_kv_it_has_written_alone(tran
     with torch.no_grad():
         packed = write_reference_cache(transformer, References.of([a, b], txt, [(4, 4), (2, 6)]))
         alone = write_reference_cache(transformer, References.of([other, b], txt, [(2, 6), (2, 6)]))
-    read = packed.reading(TEXT_LEN)
-    index = read.token_index("cpu")
-    assert index.shape == (1, 16 + 12)
+    assert packed.reading(TEXT_LEN).token_index("cpu") == slice(None)  # both rows, in order: the whole cache
+    index = packed.reading(TEXT_LEN, torch.tensor([[1]])).token_index("cpu")  # a target reading B alone
+    assert torch.equal(index, torch.arange(16, 16 + 12))
     for layer, (k, v) in alone.cache.items():
         pk, pv = packed.cache[layer]
-        assert torch.allclose(pk[index][0, 16:], k[1], atol=ATOL, rtol=1e-5)
-        assert torch.allclose(pv[index][0, 16:], v[1], atol=ATOL, rtol=1e-5)
+        assert torch.allclose(pk[index], k[1], atol=ATOL, rtol=1e-5)
+        assert torch.allclose(pv[index], v[1], atol=ATOL, rtol=1e-5)
+    # and targets of a (3, 5) grid reading B only get what they get from B's own-grid cache
+    x, sigma, only_b = tokens((3, 5), n=2, seed=4), torch.tensor([0.2, 0.6]), torch.tensor([[1], [1]])
+    read_packed = predict(transformer, x, sigma, text(2, 1), (3, 5), cache=packed, ref_index=only_b)
+    read_alone = predict(transformer, x, sigma, text(2, 1), (3, 5), cache=alone, ref_index=only_b)
+    assert torch.allclose(read_packed, read_alone, atol=ATOL)
 
 
-def test_targets_reading_different_reference_lengths_equal_each_target_alone(transformer):
-    """Two stories in one batch: target 0 reads a (4, 4) and a (3, 5) reference, target 1 two (2, 6) ones, so
-    their reference lengths differ (one attention call per target)."""
+@pytest.mark.parametrize("grids, calls", [([(4, 4), (3, 5), (2, 6), (2, 6)], "one per target"),
+                                          ([(4, 4), (3, 5), (3, 5), (4, 4)], "one")])
+def test_targets_reading_their_own_references_equal_each_target_alone(transformer, grids, calls):
+    """Two stories in one batch, each target with its own two references. Target 0 reads (4, 4) + (3, 5); target
+    1 reads two (2, 6) references (other lengths: one attention call per target) or (3, 5) + (4, 4) (as many
+    tokens: one gather, one call)."""
     install_gsa(transformer)
-    grids = [(4, 4), (3, 5), (2, 6), (2, 6)]
     refs = mixed(grids)
     x, txt, sigma, grid = tokens((4, 4), n=2, seed=5), text(2, 1), torch.tensor([0.4, 0.7]), (4, 4)
     with torch.no_grad():
         cache = write_grouped_reference_cache(transformer, refs, 2)
     index = torch.tensor([[0, 1], [2, 3]])
-    assert isinstance(cache.reading(TEXT_LEN, index).token_index("cpu"), list)
+    token_index = cache.reading(TEXT_LEN, index).token_index("cpu")
+    assert isinstance(token_index, list) if calls == "one per target" else token_index.shape == (2, 31)
     both = predict(transformer, x, sigma, txt, grid, cache=cache, ref_index=index)
     grouped = predict_with_references(transformer, x, sigma, txt, grid, refs, refs_per_target=2)
     for t in range(2):
