@@ -69,7 +69,7 @@ def main() -> None:
     sampler = PairSampler(pools, seed=c.seed, level_weights=c.level_weights)
     level_of = dict(zip(sampler.lose_ids.tolist(), sampler.lose_level.tolist()))
     transformer = model.pipe.transformer.eval()
-    sched, num_tokens, b_size = dict(model.pipe.scheduler.config), data.grid[0] * data.grid[1], c.train_batch_size
+    sched, b_size = dict(model.pipe.scheduler.config), c.train_batch_size
 
     a_all, b_all, sigma_all, level_all = [], [], [], []
     with torch.no_grad(), adapter_off(transformer, ADAPTER):  # the DPO LoRA is zero anyway: Stage-1
@@ -77,7 +77,7 @@ def main() -> None:
             pairs = [sampler.pair_at(step * b_size + i) for i in range(b_size)]
             batch = assemble(data, pairs)
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence([c.seed, step]).generate_state(1)[0]))
-            sigmas = sample_sigmas(b_size, num_tokens, sched, c.logit_mean, c.logit_std, gen)
+            sigmas = sample_sigmas(b_size, batch.num_tokens, sched, c.logit_mean, c.logit_std, gen)
             noise = torch.randn(batch.winners.shape, generator=gen)
             s = sigmas.view(-1, 1, 1)
             tokens = torch.cat([(1 - s) * batch.winners + s * noise, (1 - s) * batch.losers + s * noise])

@@ -30,7 +30,8 @@ class DPOConfig(TrainingKnobs):
                                              "bias on target->reference attention logits, saved with the LoRA.")
     reference_gain_learning_rate: float = knob(1e-2, "AdamW learning rate of the reference gain.")
     train_lora: bool = knob(True, "Train the DPO LoRA; false keeps it at zero, so only the reference gain learns.")
-    resolution: int = knob(1024, "Images are resized to resolution x resolution before encoding.")
+    resolution: int = knob(1024, "Largest candidate area trained on, resolution^2 pixels: candidates are encoded at "
+                                 "their own size, larger ones scaled down keeping their aspect ratio.")
     max_sequence_length: int = knob(512, "T5 prompt tokens.")
     guidance_scale: float = knob(3.5, "Distilled-guidance value fed to FLUX.1-dev.")
     logit_mean: float = knob(0.0, "Mean of the logit-normal noise-level sampling.")

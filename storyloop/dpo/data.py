@@ -1,7 +1,15 @@
-"""The tensors a DPO run trains on, encoded once: candidate latents, prompts, reference latents."""
+"""The tensors a DPO run trains on, encoded once: candidate latents, prompts, reference latents.
+
+Sizes: a scenario's candidates are encoded at their own size (as generated), scaled down keeping
+their aspect ratio only when larger than `resolution`^2 pixels, with sides rounded down to the model's
+factor; a scenario whose candidates differ in size uses its most common one for all. Its references
+are encoded as generation encodes them: each at its aspect ratio's bucket of about the candidates'
+area. The pairs of one batch share one noise shape, so they need one candidate size.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +26,16 @@ from storyloop.dpo.pools import Pools
 from storyloop.generation.encoding_cache import EncodingCache
 from storyloop.generation.flux import References, TextEmbeds
 from storyloop.generation.gsa import REFERENCE_PROMPT
-from storyloop.generation.models import encode_images, encode_text, latent_grid
+from storyloop.generation.buckets import downscaled_size, reference_size
+from storyloop.generation.models import encode_images, encode_text, latent_grid, size_factor
 
 
 @dataclass
 class ScenarioTensors:
     text: TextEmbeds  # one row: the scenario's prompt
-    refs: torch.Tensor  # [N, L, C] clean reference latents, in slot order
+    refs: list[torch.Tensor]  # per reference [L_i, C] clean latents, in slot order
+    ref_grids: list[tuple[int, int]]  # per reference its token grid
+    grid: tuple[int, int]  # token grid of the scenario's candidates
 
 
 @dataclass
@@ -32,7 +43,11 @@ class PairData:
     latents: dict[int, torch.Tensor]  # candidate id -> [L, C]
     scenarios: dict[int, ScenarioTensors]
     empty: TextEmbeds  # one row: the empty prompt the references are encoded with
-    grid: tuple[int, int]
+
+    @property
+    def grids(self) -> set[tuple[int, int]]:
+        """The candidates' token grids over all scenarios."""
+        return {sc.grid for sc in self.scenarios.values()}
 
 
 @dataclass
@@ -44,12 +59,15 @@ class PairBatchTensors:
     refs_per_pair: int
     grid: tuple[int, int]  # token grid of every image in the batch
 
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
     def to(self, device, dtype) -> PairBatchTensors:
         def t(x):
             return TextEmbeds(x.prompt_embeds.to(device, dtype), x.pooled.to(device, dtype))
 
-        refs = None if self.refs is None else References(self.refs.tokens.to(device, dtype), t(self.refs.text),
-                                                         self.refs.grid)
+        refs = None if self.refs is None else self.refs.to(device, dtype)
         return PairBatchTensors(self.winners.to(device, dtype), self.losers.to(device, dtype), t(self.text), refs,
                                 self.refs_per_pair, self.grid)
 
@@ -61,13 +79,14 @@ def encode_pairs(session: Session, pipe, store_dir: Path, pools: Pools, cache: E
 
     With `shard = (rank, world)` only every world-th scenario is encoded into the cache and nothing is
     returned: several processes fill the cache side by side, then each reads it whole.
-    """
-    size = (resolution, resolution)
-    grid = latent_grid(pipe, *size)
 
-    def image(asset) -> torch.Tensor:
+    `resolution`^2 is the largest candidate area trained on (larger candidates are scaled down).
+    """
+    factor = size_factor(pipe)
+
+    def image(asset, size) -> torch.Tensor:
         path = asset_path(store_dir, asset)
-        return cache.get(f"img:{asset.sha256}",
+        return cache.get(f"img:{asset.sha256}:{size[0]}x{size[1]}",
                          lambda: {"x": encode_images(pipe, [Image.open(path)], size)[0]})["x"]
 
     def text(prompt: str) -> TextEmbeds:
@@ -81,14 +100,24 @@ def encode_pairs(session: Session, pipe, store_dir: Path, pools: Pools, cache: E
     scenarios = session.scalars(select(Scenario).where(Scenario.id.in_(scenario_ids)))
     latents, per_scenario = {}, {}
     for sc in tqdm(list(scenarios), desc="encode pairs", unit="scenario", leave=False, disable=not progress):
-        for c in sc.candidates:
-            if c.id in wanted:
-                latents[c.id] = image(c.asset)
-        refs = [image(r.asset) for r in sc.references]
-        per_scenario[sc.id] = ScenarioTensors(
-            text(sc.prompt), torch.stack(refs) if refs else torch.zeros(0, grid[0] * grid[1], 0))
+        pooled = [c for c in sc.candidates if c.id in wanted]
+        size = candidate_size([(c.asset.width, c.asset.height) for c in pooled], resolution * resolution, factor)
+        for c in pooled:
+            latents[c.id] = image(c.asset, size)
+        ref_sizes = [reference_size(r.asset.width, r.asset.height, size, factor) for r in sc.references]
+        per_scenario[sc.id] = ScenarioTensors(text(sc.prompt), [image(r.asset, s) for r, s in zip(sc.references, ref_sizes)],
+                                              [latent_grid(pipe, h, w) for w, h in ref_sizes],
+                                              latent_grid(pipe, size[1], size[0]))
     empty = text(REFERENCE_PROMPT)
-    return None if shard is not None else PairData(latents, per_scenario, empty, grid)
+    return None if shard is not None else PairData(latents, per_scenario, empty)
+
+
+def candidate_size(sizes: list[tuple[int, int]], max_area: int, factor: int) -> tuple[int, int]:
+    """The (width, height) a scenario's candidates are encoded at: their most common size (ties: the
+    smallest), scaled down to at most max_area pixels and rounded down to the factor."""
+    counts = Counter(sizes)
+    common = min(counts, key=lambda s: (-counts[s], s[0] * s[1], s))
+    return downscaled_size(*common, max_area, factor)
 
 
 def _text(pipe, prompt: str, max_len: int) -> dict[str, torch.Tensor]:
@@ -97,18 +126,24 @@ def _text(pipe, prompt: str, max_len: int) -> dict[str, torch.Tensor]:
 
 
 def assemble(data: PairData, pairs: list[tuple[int, int, int]]) -> PairBatchTensors:
-    """Tensors for (scenario, winner, loser) pairs; every scenario in a batch needs the same reference count."""
-    counts = {data.scenarios[s].refs.shape[0] for s, _, _ in pairs}
+    """Tensors for (scenario, winner, loser) pairs; every scenario in a batch needs the same reference count
+    and the same candidate size."""
+    counts = {len(data.scenarios[s].refs) for s, _, _ in pairs}
     if len(counts) != 1:
         raise DPOError(f"pairs in one batch have different reference counts {sorted(counts)}: "
                          "use train_batch_size = 1 for this round")
-    n = counts.pop()
+    grids = {data.scenarios[s].grid for s, _, _ in pairs}
+    if len(grids) != 1:
+        raise DPOError(f"pairs in one batch have candidates of different sizes {sorted(grids)}: "
+                         "use train_batch_size = 1 for this round")
+    n, grid = counts.pop(), grids.pop()
     winners = torch.stack([data.latents[w] for _, w, _ in pairs])
     losers = torch.stack([data.latents[l] for _, _, l in pairs])
     text = TextEmbeds(torch.cat([data.scenarios[s].text.prompt_embeds for s, _, _ in pairs]),
                       torch.cat([data.scenarios[s].text.pooled for s, _, _ in pairs]))
     refs = None
     if n:
-        tokens = torch.cat([data.scenarios[s].refs for s, _, _ in pairs])
-        refs = References(tokens, data.empty.expand(tokens.shape[0]), data.grid)
-    return PairBatchTensors(winners, losers, text, refs, n, data.grid)
+        tokens = [t for s, _, _ in pairs for t in data.scenarios[s].refs]
+        grids_ = [g for s, _, _ in pairs for g in data.scenarios[s].ref_grids]
+        refs = References.of(tokens, data.empty.expand(len(tokens)), grids_)
+    return PairBatchTensors(winners, losers, text, refs, n, grid)

@@ -157,13 +157,13 @@ class HeldOutPairs:
 
     def __call__(self, transformer, step: int) -> EvalResult:
         c, n = self.config, len(self.pairs)
-        num_tokens = self.data.grid[0] * self.data.grid[1]
         loss = accuracy = 0.0
         for start in range(0, n, c.train_batch_size):
             chunk = self.pairs[start:start + c.train_batch_size]
             batch = assemble(self.data, chunk).to(self.device, self.dtype)
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence([c.seed, start]).generate_state(1)[0]))
-            sigmas = sample_sigmas(len(chunk), num_tokens, self.scheduler_config, c.logit_mean, c.logit_std, gen)
+            sigmas = sample_sigmas(len(chunk), batch.num_tokens, self.scheduler_config, c.logit_mean, c.logit_std,
+                                   gen)
             noise = torch.randn(batch.winners.shape, generator=gen).to(self.device, self.dtype)
             value, metrics = dpo_loss_for_batch(transformer, batch, noise, sigmas.to(self.device), c)
             loss += float(value) * len(chunk) / n
@@ -221,6 +221,11 @@ class DPOTrainer:
                 acc.wait_for_everyone()
             self.data: PairData = encode()
         apply_memory_plan(self.model.pipe, self.plan, "dpo")  # the encoders (and VAE) leave the GPU if the mode says
+        if c.train_batch_size > 1 and len(self.data.grids) > 1:  # a batch shares one noise shape
+            sizes = ", ".join(f"{w}x{h}" for h, w in sorted(self.data.grids))
+            raise DPOError(f"round {c.round!r} has candidates of several sizes ({sizes} tokens) and the pairs of "
+                           "one batch must share one: set train_batch_size = 1 (and gradient_accumulation_steps "
+                           "for a larger effective batch)")
         self.eval_pairs = every_pair(self.eval_pools)  # none without eval_split
         if c.eval_split:
             self.evaluate = HeldOutPairs(self.data, self.eval_pairs, c, self.accelerator.device,
@@ -303,7 +308,6 @@ class DPOTrainer:
         if acc.is_main_process and c.report_to != "none":
             acc.init_trackers("dpo", config=_jsonable(asdict(c)))
         sched_cfg = dict(self.model.pipe.scheduler.config)
-        num_tokens = self.data.grid[0] * self.data.grid[1]
         bar = tqdm(total=c.max_steps, initial=step, desc="dpo", unit="step",
                    disable=not (progress and acc.is_local_main_process))
         recent = deque(maxlen=50)  # the bar shows running means: one micro-batch's accuracy is too noisy
@@ -320,9 +324,11 @@ class DPOTrainer:
                 # The trailing 0 keeps one process's stream as it always was.
                 key = [c.seed, step, micro, 0]
                 gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+                # (Candidates of several sizes: each process draws at its own pair's size, so the equivalence
+                # holds where the global batch's pairs share one size.)
                 world, mine = acc.num_processes, slice(acc.process_index, None, acc.num_processes)
-                sigmas = sample_sigmas(world * c.train_batch_size, num_tokens, sched_cfg, c.logit_mean, c.logit_std,
-                                       gen)[mine].to(acc.device)
+                sigmas = sample_sigmas(world * c.train_batch_size, batch.num_tokens, sched_cfg, c.logit_mean,
+                                       c.logit_std, gen)[mine].to(acc.device)
                 noise = torch.randn((world * c.train_batch_size, *batch.winners.shape[1:]),
                                     generator=gen)[mine].to(acc.device, self.weight_dtype)
                 with acc.accumulate(transformer):
@@ -378,7 +384,7 @@ class DPOTrainer:
         if acc.is_main_process:
             clock.write(self.out, memory=self.plan.mode.name, quantization=self.plan.quantization,
                         precision=self.precision, processes=acc.num_processes,
-                        tokens_per_image=self.data.grid[0] * self.data.grid[1])
+                        tokens_per_image=max(h * w for h, w in self.data.grids))
         self._finish(RunStatus.completed, artifact=str(lora_dir.resolve()))
         return lora_dir
 

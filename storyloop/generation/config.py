@@ -119,7 +119,11 @@ class Stage1Config(TrainingKnobs):
     train_batch_size: int = knob(1, "Groups (one target each) per micro-batch.")
     gradient_accumulation_steps: int = knob(1, "Micro-batches per optimizer step.")
     num_references: int = knob(2, "References per target (N in the paper); groups need N + 1 images.")
-    resolution: int = knob(1024, "Training images are resized to resolution x resolution.")
+    resolution: int = knob(1024, "Training area: each image goes to the aspect bucket of about resolution^2 pixels "
+                                 "nearest its aspect ratio (resolution x resolution when square).")
+    aspect_buckets: bool = knob(True, "Train images of many sizes in aspect-ratio buckets (sides multiples of 16 "
+                                      "for FLUX, aspect 1:2 to 2:1, resized to cover and centre-cropped); false: "
+                                      "every image is centre-cropped to resolution x resolution.")
     caption_dropout: float = knob(0.1, "Probability of training a target on the empty prompt.")
     guidance_scale: float = knob(3.5, "Distilled-guidance value fed to FLUX.1-dev during training.")
     logit_mean: float = knob(0.0, "Mean of the logit-normal noise-level sampling.")

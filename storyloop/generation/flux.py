@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
 
-from storyloop.generation.gsa import GSAContext, latent_image_ids, reference_rope, unwrapped
+from storyloop.generation.gsa import GSAContext, latent_image_ids, packed_cache, reference_rope, unwrapped
 
 
 def pack_latents(latents: torch.Tensor) -> torch.Tensor:
@@ -47,17 +47,66 @@ class TextEmbeds:
                           torch.cat([self.pooled, other.pooled]))
 
 
+Grid = tuple[int, int]  # token grid (h, w)
+
+
 @dataclass
 class References:
-    """Clean reference latents of one group (slots 0..n-1), with their (empty-prompt) text."""
+    """Clean reference latents (slots 0..n-1, or groups of slots), with their (empty-prompt) text.
 
-    tokens: torch.Tensor  # [n, L, C] packed clean latents
+    References of one token grid: `tokens` is [n, L, C] and `grid` that (h, w). References of their
+    own sizes: `tokens` is a list of n [L_i, C] and `grid` a list of n grids. `References.of` builds
+    whichever fits, so references that happen to share a grid take the one-grid paths.
+    """
+
+    tokens: torch.Tensor | list[torch.Tensor]  # packed clean latents
     text: TextEmbeds  # n rows
-    grid: tuple[int, int]  # token grid (h, w) of each reference
+    grid: Grid | list[Grid]
+
+    @classmethod
+    def of(cls, tokens: list[torch.Tensor], text: TextEmbeds, grids: list[Grid]) -> References:
+        """From one [L_i, C] tensor and one grid per reference (at least one reference)."""
+        grids = [tuple(g) for g in grids]
+        if len(tokens) != len(grids) or not tokens:
+            raise ValueError(f"{len(tokens)} reference tensors for {len(grids)} grids (need at least one each)")
+        if len(set(grids)) == 1:
+            return cls(torch.stack(list(tokens)), text, grids[0])
+        return cls(list(tokens), text, grids)
 
     @property
     def count(self) -> int:
-        return self.tokens.shape[0]
+        return len(self.tokens)
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every reference has the one grid `grid`."""
+        return isinstance(self.grid, tuple)
+
+    @property
+    def grids(self) -> list[Grid]:
+        return [self.grid] * self.count if self.uniform else list(self.grid)
+
+    def by_grid(self) -> list[tuple[Grid, list[int]]]:
+        """(grid, reference rows with that grid), grids in order of first appearance."""
+        rows: dict[Grid, list[int]] = {}
+        for r, g in enumerate(self.grids):
+            rows.setdefault(g, []).append(r)
+        return list(rows.items())
+
+    def rows(self, ids: list[int]) -> References:
+        """The references `ids`, in that order."""
+        pick = torch.tensor(ids, dtype=torch.long)
+        text = TextEmbeds(self.text.prompt_embeds[pick.to(self.text.prompt_embeds.device)],
+                          self.text.pooled[pick.to(self.text.pooled.device)])
+        if self.uniform:
+            return References(self.tokens[pick.to(self.tokens.device)], text, self.grid)
+        return References.of([self.tokens[i] for i in ids], text, [self.grid[i] for i in ids])
+
+    def to(self, device, dtype) -> References:
+        text = TextEmbeds(self.text.prompt_embeds.to(device, dtype), self.text.pooled.to(device, dtype))
+        if self.uniform:
+            return References(self.tokens.to(device, dtype), text, self.grid)
+        return References([t.to(device, dtype) for t in self.tokens], text, list(self.grid))
 
 
 def _call(transformer: FluxTransformer2DModel, tokens, timestep, text: TextEmbeds, grid, guidance,
@@ -112,18 +161,25 @@ def write_grouped_reference_cache(transformer: FluxTransformer2DModel, refs: Ref
 
     Reference row r is slot r % refs_per_group of group r // refs_per_group; read it back with
     `ref_index[t] = group * refs_per_group + arange(refs_per_group)`.
+    References of several grids are written in one forward per grid and packed (see gsa.py).
     """
-    device = refs.tokens.device
     n = refs.count
     per = max(refs_per_group, 1)
     if n % per:
         raise ValueError(f"{n} reference rows do not split into groups of {refs_per_group}")
-    ctx = GSAContext("write", text_len=refs.text.prompt_embeds.shape[1],
-                     ref_index=torch.arange(refs_per_group, device=device)[None],
-                     ref_slots=torch.arange(refs_per_group, device=device).repeat(n // per),
-                     ref_rope=reference_rope(transformer, *refs.grid, refs_per_group, device=device))
-    _call(transformer, refs.tokens, torch.zeros(n, device=device), refs.text, refs.grid, guidance, ctx)
-    return ctx
+    parts = []
+    for grid, rows in refs.by_grid() or [(refs.grid, [])]:
+        part = refs if refs.uniform else refs.rows(rows)
+        device = part.tokens.device
+        ctx = GSAContext("write", text_len=refs.text.prompt_embeds.shape[1],
+                         ref_index=torch.arange(refs_per_group, device=device)[None],
+                         ref_slots=torch.tensor([r % per for r in rows], dtype=torch.long, device=device),
+                         ref_rope=reference_rope(transformer, *grid, refs_per_group, device=device))
+        _call(transformer, part.tokens, torch.zeros(len(rows), device=device), part.text, grid, guidance, ctx)
+        parts.append((ctx, rows))
+    if len(parts) == 1:
+        return parts[0][0]
+    return packed_cache(parts, n)
 
 
 def predict_with_references(transformer: FluxTransformer2DModel, tokens: torch.Tensor, sigma: torch.Tensor,
@@ -134,10 +190,11 @@ def predict_with_references(transformer: FluxTransformer2DModel, tokens: torch.T
     By default every target attends to all of `refs`. With `refs_per_target = n`, `refs` holds one
     group of n references per target, in target order (Stage-1 batches of several stories).
     This is Stage-1 training's forward, and the uncached path for tests and benchmarks.
-    References must have the targets' resolution.
+
+    One forward needs one token count: references whose grid is not the targets' are written first
+    (one forward per grid, with the graph kept when grad is enabled, so gradients still reach both
+    paths) and then read, which gives the same velocities.
     """
-    if refs.grid != grid:
-        raise ValueError(f"batch GSA needs references at the targets' size: {refs.grid} != {grid}")
     t, device = tokens.shape[0], tokens.device
     if refs_per_target is None:
         n, index = refs.count, _ref_index(t, refs.count, device)
@@ -146,6 +203,9 @@ def predict_with_references(transformer: FluxTransformer2DModel, tokens: torch.T
         if refs.count != t * n:
             raise ValueError(f"{t} targets x {n} references need {t * n} reference rows, got {refs.count}")
         index = torch.arange(t * n, device=device).view(t, n)
+    if not (refs.uniform and tuple(refs.grid) == tuple(grid)):  # references of other sizes: write, then read
+        cache = write_grouped_reference_cache(transformer, refs, n, guidance)
+        return predict(transformer, tokens, sigma, text, grid, guidance, cache, index)
     sigma = torch.as_tensor(sigma, dtype=torch.float32, device=device).expand(t)
     ctx = GSAContext("batch", text_len=text.prompt_embeds.shape[1], ref_index=index,
                      ref_slots=torch.arange(n, device=device).repeat(refs.count // max(n, 1)),

@@ -16,6 +16,15 @@ axis 0 = 1, generalised to one offset per reference so the target can tell refer
 they never collide with its own tokens (axis 0 = 0). Training, DPO and generation all build the
 context here, so the scheme has one definition.
 
+References of their own sizes. Each reference row has its own token grid (h, w): slot i's keys are
+rotated with first axis 1 + i and that grid's own row/column ids. A forward needs one token count
+for all its rows, so references are written one forward per distinct grid; the cache then packs
+every row's image K/V one after another ([tokens of all rows, heads, dim], `ref_lengths` saying how
+many tokens each row has) instead of [rows, tokens, heads, dim]. A target reads the concatenation of
+its references' rows: one batched attention call when every target of the forward reads as many
+reference tokens (always in generation: the K candidates of a scenario share its references), else
+one call per target. References of one grid keep the [rows, tokens, heads, dim] cache and its reads.
+
 The context travels through `joint_attention_kwargs={"gsa": ctx}`; diffusers forwards a kwarg to a
 processor only if its `__call__` names it, which this one does.
 """
@@ -74,6 +83,9 @@ class GSAContext:
     `ref_index[t]` lists the reference rows (batch: 0 = first reference row; read: cache rows) that
     target t attends to, in slot order. `ref_slots[r]` is reference row r's slot, which selects the
     rotary table in `ref_rope` (cos, sin of shape [slots, tokens, head_dim]).
+
+    `ref_lengths` is None when every cache row has one grid (the cache holds [rows, tokens, H, D] per
+    layer); else the token count of each row, and the cache holds the rows packed ([sum, H, D]).
     """
 
     mode: Mode
@@ -83,11 +95,53 @@ class GSAContext:
     ref_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # batch and write modes
     num_targets: int = 0
     cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    ref_lengths: list[int] | None = None
+    _token_index: torch.Tensor | list[torch.Tensor] | None = field(default=None, repr=False)
 
     def reading(self, text_len: int, ref_index: torch.Tensor | None = None) -> GSAContext:
         """A read context over this (written) cache for a forward of targets only."""
         index = self.ref_index if ref_index is None else ref_index
-        return GSAContext("read", text_len, index, cache=self.cache)
+        return GSAContext("read", text_len, index, cache=self.cache, ref_lengths=self.ref_lengths)
+
+    def token_index(self, device) -> slice | torch.Tensor | list[torch.Tensor]:
+        """For a packed cache: the packed token positions the targets read, in slot order.
+
+        Every target reads the same rows (generation): one [tokens] index, or `slice(None)` when that is
+        the whole cache in order. Every target reads as many tokens: a [targets, tokens] index (one
+        gather, one batched attention call). Else one [tokens] index per target. Built once per context.
+        """
+        if self._token_index is None:
+            starts = [0]
+            for n in self.ref_lengths:
+                starts.append(starts[-1] + n)
+            rows = self.ref_index.tolist()
+            if rows and all(r == rows[0] for r in rows) and rows[0] == list(range(len(self.ref_lengths))):
+                self._token_index = slice(None)
+                return self._token_index
+            per_target = [torch.cat([torch.arange(starts[r], starts[r + 1], device=device) for r in row]
+                                    or [torch.zeros(0, dtype=torch.long, device=device)]) for row in rows]
+            if rows and all(r == rows[0] for r in rows):
+                self._token_index = per_target[0]
+            elif len({len(t) for t in per_target}) == 1:
+                self._token_index = torch.stack(per_target)
+            else:
+                self._token_index = per_target
+        return self._token_index
+
+
+def packed_cache(parts: list[tuple[GSAContext, list[int]]], num_rows: int) -> GSAContext:
+    """One write context from several (one per grid): `parts` pairs a written context with the global
+    row number of each of its rows. Every layer's K/V become the rows' image tokens packed in row order."""
+    where: list[tuple[GSAContext, int]] = [None] * num_rows  # global row -> (context, its local row)
+    for ctx, rows in parts:
+        for local, row in enumerate(rows):
+            where[row] = (ctx, local)
+    first = parts[0][0]
+    packed = {layer: tuple(torch.cat([ctx.cache[layer][i][local] for ctx, local in where]) for i in (0, 1))
+              for layer in first.cache}
+    layer = next(iter(first.cache))
+    lengths = [ctx.cache[layer][0].shape[1] for ctx, _ in where]
+    return GSAContext("write", first.text_len, first.ref_index, cache=packed, ref_lengths=lengths)
 
 
 def reference_rope(transformer: FluxTransformer2DModel, height: int, width: int, num_slots: int,
@@ -165,6 +219,10 @@ class GSAAttnProcessor(FluxAttnProcessor):
             return dispatch_attention_fn(q, k, v, attn_mask=mask, backend=self._attention_backend,
                                          parallel_config=self._parallel_config)
 
+        def attend_targets(q, k, v, ref_k, ref_v):  # targets over [their own keys, their references' keys]
+            k_t, v_t = torch.cat([k, ref_k], dim=1), torch.cat([v, ref_v], dim=1)
+            bias = reference_logit_bias(attn)  # None unless a reference gain is attached
+            return attend(q, k_t, v_t, None if bias is None else reference_mask(bias, q, k_t))
 
         if gsa.mode == "write":
             out = attend(query, key, value)
@@ -172,10 +230,19 @@ class GSAAttnProcessor(FluxAttnProcessor):
             if gsa.mode == "read":
                 ref_k, ref_v = gsa.cache[self.layer]
             n = gsa.num_targets if gsa.mode == "batch" else query.shape[0]
-            k_t = torch.cat([key[:n], _gather_refs(ref_k, gsa.ref_index)], dim=1)
-            v_t = torch.cat([value[:n], _gather_refs(ref_v, gsa.ref_index)], dim=1)
-            bias = reference_logit_bias(attn)  # None unless a reference gain is attached
-            out = attend(query[:n], k_t, v_t, None if bias is None else reference_mask(bias, query, k_t))
+            if gsa.ref_lengths is None:  # references of one grid: [rows, tokens, H, D]
+                out = attend_targets(query[:n], key[:n], value[:n], _gather_refs(ref_k, gsa.ref_index),
+                                     _gather_refs(ref_v, gsa.ref_index))
+            else:  # packed rows of several grids
+                index = gsa.token_index(ref_k.device)
+                if isinstance(index, list):  # reference lengths differ between targets: one call each
+                    out = torch.cat([attend_targets(query[t:t + 1], key[t:t + 1], value[t:t + 1],
+                                                    ref_k[i][None], ref_v[i][None]) for t, i in enumerate(index)])
+                elif isinstance(index, slice) or index.dim() == 1:  # the same references for every target
+                    shared = [r[index][None].expand(n, -1, -1, -1) for r in (ref_k, ref_v)]
+                    out = attend_targets(query, key, value, *shared)
+                else:  # as many reference tokens for every target: one gather, one call
+                    out = attend_targets(query, key, value, ref_k[index], ref_v[index])
             if gsa.mode == "batch" and n < query.shape[0]:  # references attend only to themselves
                 out = torch.cat([out, attend(query[n:], key[n:], value[n:])], dim=0)
 

@@ -13,6 +13,7 @@ from PIL import Image
 from transformers.utils import logging as hf_logging
 
 import storyloop.toy.codec  # noqa: F401  (our own VAE-interface codec: diffusers loads only imported modules)
+from storyloop.generation.buckets import fit_image
 from storyloop.generation.errors import ModelError  # noqa: F401  (callers import it from here)
 from storyloop.generation.fingerprint import base_fingerprint, base_identity, looks_like_path  # noqa: F401
 from storyloop.generation.flux import TextEmbeds, pack_latents, unpack_latents
@@ -82,9 +83,14 @@ def encode_text(pipe: FluxPipeline, prompts: list[str], max_sequence_length: int
     return TextEmbeds(prompt_embeds.float(), pooled.float())
 
 
+def size_factor(pipe: FluxPipeline) -> int:
+    """Image sides must be multiples of this: the VAE's downsampling, then FLUX's 2x2 token packing (16)."""
+    return pipe.vae_scale_factor * 2
+
+
 def latent_grid(pipe: FluxPipeline, height: int, width: int) -> tuple[int, int]:
     """Token grid (h, w) of an image of height x width pixels: VAE factor, then 2x2 packing."""
-    f = pipe.vae_scale_factor * 2
+    f = size_factor(pipe)
     if height % f or width % f:
         raise ModelError(f"image size {width}x{height} must be a multiple of {f} for this model")
     return height // f, width // f
@@ -92,9 +98,13 @@ def latent_grid(pipe: FluxPipeline, height: int, width: int) -> tuple[int, int]:
 
 @torch.no_grad()
 def encode_images(pipe: FluxPipeline, images: list[Image.Image], size: tuple[int, int]) -> torch.Tensor:
-    """Packed clean latent tokens [n, L, C] of images resized to `size` = (width, height)."""
+    """Packed clean latent tokens [n, L, C] of images brought to `size` = (width, height).
+
+    An image of another aspect ratio is resized to cover `size` and centre-cropped, never stretched
+    (see generation/buckets.py); one of the same aspect ratio is only resized.
+    """
     vae = pipe.vae
-    arr = np.stack([np.asarray(im.convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32) for im in images])
+    arr = np.stack([np.asarray(fit_image(im, size), dtype=np.float32) for im in images])
     x = torch.from_numpy(arr).permute(0, 3, 1, 2).div(127.5).sub(1.0).to(vae.device, vae.dtype)
     latents = vae.encode(x).latent_dist.mode()  # the mean: the cached latent is deterministic
     latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor

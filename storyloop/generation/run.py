@@ -3,6 +3,10 @@
 Idempotent and resumable: each image is committed (store file, then DB row) as soon as it is made,
 and a re-run skips every (scenario, index) that already has a candidate, so a crash loses at most
 the image in flight. Scenarios are sharded over accelerate processes.
+
+Candidates are made at width x height (multiples of 16 for FLUX). References keep their own aspect
+ratio: each is encoded at its bucket of about the candidates' area (generation/buckets.py), never
+stretched to the candidates' shape.
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ from storyloop.db import read_scope, session_scope
 from storyloop.db.assets import ImageError, asset_path, inspect_bytes, inspect_image, put_image
 from storyloop.db.models import Candidate, Round, Scenario
 from storyloop.db.rounds import RoundError, get_round
+from storyloop.generation.buckets import reference_size
 from storyloop.generation.flux import References, TextEmbeds, write_reference_cache
 from storyloop.generation.gsa import POSITION_SCHEME, REFERENCE_PROMPT, install_gsa
 from storyloop.generation.lora import adapter_off, load_lora
 from storyloop.generation.memory import apply_memory_plan, check_dtype, encoders_on, resolve
 from storyloop.generation.memory_estimate import Workload, check_fits, model_sizes
 from storyloop.generation.models import (ModelError, base_identity, decode_tokens, encode_images, encode_text,
-                                         latent_grid, load_flux)
+                                         latent_grid, load_flux, size_factor)
 from storyloop.generation.training import peak_gb, transformer_config
 from storyloop.generation.sampling import sample
 from storyloop.hashing import sha256_path
@@ -208,7 +213,7 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
     for first in range(0, len(work), ENCODE_CHUNK):
         chunk_scenarios = work[first:first + ENCODE_CHUNK]
         with encoders_on(pipe, state.device) if plan.offload_encoders else nullcontext():
-            inputs = {sc.id: _encode_scenario(pipe, settings, sc, config, grid) for sc in chunk_scenarios}
+            inputs = {sc.id: _encode_scenario(pipe, settings, sc, config) for sc in chunk_scenarios}
         for sc in chunk_scenarios:
             text, refs = inputs.pop(sc.id)
             done_here, skipped_here = _generate_scenario(settings, loaded, sc, todo[sc.id], text, refs, config,
@@ -225,16 +230,14 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
                            round(max(peaks), 3) if peaks else None, plan.mode.name, plan.quantization)
 
 
-def _encode_scenario(pipe, settings: Settings, sc: Scenario, config: GenerateConfig, grid
+def _encode_scenario(pipe, settings: Settings, sc: Scenario, config: GenerateConfig
                      ) -> tuple[TextEmbeds, References | None]:
     """A scenario's prompt and its references (clean latents with the empty prompt), encoded."""
     text = encode_text(pipe, [sc.prompt], config.max_sequence_length)
     refs = None
     if sc.references:
         images = [Image.open(asset_path(settings.store_dir, r.asset)) for r in sc.references]
-        refs = References(encode_images(pipe, images, (config.width, config.height)),
-                          encode_text(pipe, [REFERENCE_PROMPT] * len(images), config.max_sequence_length),
-                          grid)
+        refs = encode_references(pipe, images, (config.width, config.height), config.max_sequence_length)
     return text, refs
 
 
@@ -293,6 +296,21 @@ class RoundProgress:
     def close(self) -> None:
         self.refresh()
         self.bar.close()
+
+
+def encode_references(pipe: FluxPipeline, images: list[Image.Image], target: tuple[int, int],
+                      max_sequence_length: int) -> References:
+    """A scenario's references, each at its own aspect ratio's bucket of about the target's area
+    (`buckets.reference_size`), in slot order; references of one size are encoded together."""
+    factor = size_factor(pipe)
+    sizes = [reference_size(*im.size, target, factor) for im in images]
+    tokens: list[torch.Tensor] = [None] * len(images)
+    for size in dict.fromkeys(sizes):
+        rows = [i for i, s in enumerate(sizes) if s == size]
+        for i, t in zip(rows, encode_images(pipe, [images[i] for i in rows], size)):
+            tokens[i] = t
+    text = encode_text(pipe, [REFERENCE_PROMPT] * len(images), max_sequence_length)
+    return References.of(tokens, text, [latent_grid(pipe, h, w) for w, h in sizes])
 
 
 def _batches(indices: list[int], config: GenerateConfig, guided: bool) -> list[tuple[float, list[int]]]:

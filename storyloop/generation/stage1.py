@@ -6,9 +6,14 @@ t = 0. The loss (eq. 6) is the velocity MSE on the target only.
 
 Dataset folder: `metadata.jsonl`, one image a line: {"group": "story-07", "image": "a.png",
 "caption": "..."}; paths are relative to the folder. Images are VAE-encoded and captions
-text-encoded once into a cache under the output folder (keyed by content hash), so training never
-runs the VAE or T5. Every random choice of step s derives from (seed, s): resuming from a
-checkpoint replays exactly what an uninterrupted run would have done.
+text-encoded once into a cache under the output folder (keyed by content hash and size), so
+training never runs the VAE or T5. Every random choice of step s derives from (seed, s): resuming
+from a checkpoint replays exactly what an uninterrupted run would have done.
+
+Images of many sizes train in aspect-ratio buckets (generation/buckets.py): each image is encoded
+once, at the bucket of about resolution^2 pixels nearest its aspect ratio. A batch's targets come
+from one bucket (one token grid per forward); each reference keeps its own bucket, and GSA reads it
+at its own grid. A dataset of square images has one bucket, resolution x resolution.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from diffusers.training_utils import cast_training_params
 from PIL import Image
 from tqdm.auto import tqdm
 
+from storyloop.generation.buckets import buckets, nearest_bucket
 from storyloop.generation.checkpoints import resume_latest, save_checkpoint
 from storyloop.generation.config import Stage1Config
 from storyloop.generation.encoding_cache import EncodingCache
@@ -39,7 +45,7 @@ from storyloop.generation.training import (RunClock, accelerate_precision, make_
                                            plan_for, use_checkpointing)
 from storyloop.generation.training import weight_dtype as dtype_for
 from storyloop.generation.models import (LoraMeta, ModelError, base_fingerprint, encode_images, encode_text,
-                                         latent_grid, load_flux)
+                                         latent_grid, load_flux, size_factor)
 
 ADAPTER = "stage1"
 
@@ -47,14 +53,27 @@ ADAPTER = "stage1"
 # -- data -------------------------------------------------------------------------------------------
 
 @dataclass
+class Bucket:
+    """The targets of one token grid: which groups have images there, and how often to draw each."""
+
+    grid: tuple[int, int]
+    groups: list[int]  # positions in EncodedDataset.groups of the groups with an image here
+    members: list[list[int]]  # per listed group: its images in this bucket
+    group_p: np.ndarray  # per listed group: its share of images here, normalised
+    p: float  # this bucket's probability: the share of draws (uniform group, uniform image) landing here
+
+
+@dataclass
 class EncodedDataset:
-    """Cached encodings: per image its packed latent tokens, per caption its text embedding."""
+    """Cached encodings: per image its packed latent tokens at its bucket, per caption its text embedding."""
 
     groups: list[list[int]]  # image indices per group with at least N + 1 images
-    latents: torch.Tensor  # [images, L, C]
+    latents: list[torch.Tensor]  # per image [L_i, C]
+    grids: list[tuple[int, int]]  # per image: its token grid (that of its bucket)
     captions: TextEmbeds  # one row per image
     empty: TextEmbeds  # one row: the empty prompt (references, dropped captions)
-    grid: tuple[int, int]
+    buckets: list[Bucket]  # the buckets that hold a target of some group, by grid
+    sizes: list[tuple[int, int]]  # per image: its bucket (width, height) in pixels
     fingerprint: str  # sha256 over every row's group, caption and image bytes: what trained the LoRA
 
 
@@ -86,20 +105,25 @@ def encode_dataset(pipe, config: Stage1Config, cache_dir: Path, shard: tuple[int
     rows = read_metadata(Path(config.dataset))
     if shard is not None:
         rows = rows[shard[0]::shard[1]]
-    size = (config.resolution, config.resolution)
-    grid = latent_grid(pipe, *size)
+    square = (config.resolution, config.resolution)
+    factor = size_factor(pipe)
+    sizes = buckets(config.resolution, factor) if config.aspect_buckets else [square]
     key = f"{base_fingerprint(config.model)}|{config.resolution}|{config.max_sequence_length}"
     cache = EncodingCache(cache_dir, key)
     cached = cache.get
 
-    latents, embeds, pooled = [], [], []
+    latents, grids, image_sizes, embeds, pooled = [], [], [], [], []
     fingerprint = hashlib.sha256()
     for row in tqdm(rows, desc="encode dataset", unit="img", leave=False, disable=not progress):
         image_path = Path(config.dataset) / row["image"]
         digest = hashlib.sha256(image_path.read_bytes()).hexdigest()
         fingerprint.update(json.dumps([row["group"], row["caption"], digest]).encode() + b"\n")
-        encoded = cached(f"img:{digest}", lambda: {"x": encode_images(pipe, [Image.open(image_path)], size)[0]})
+        size = nearest_bucket(*_image_size(image_path), sizes)
+        encoded = cached(f"img:{digest}:{size[0]}x{size[1]}",
+                         lambda: {"x": encode_images(pipe, [Image.open(image_path)], size)[0]})
         latents.append(encoded["x"])
+        grids.append(latent_grid(pipe, size[1], size[0]))
+        image_sizes.append(size)
         t = cached(f"txt:{row['caption']}", lambda: _text_tensors(pipe, row["caption"], config.max_sequence_length))
         embeds.append(t["prompt_embeds"])
         pooled.append(t["pooled"])
@@ -114,9 +138,38 @@ def encode_dataset(pipe, config: Stage1Config, cache_dir: Path, shard: tuple[int
     if not groups:
         raise ModelError(f"{config.dataset}: no group has {config.num_references + 1} images "
                          f"(num_references = {config.num_references})")
-    return EncodedDataset(groups, torch.stack(latents), TextEmbeds(torch.stack(embeds), torch.stack(pooled)),
-                          TextEmbeds(empty["prompt_embeds"][None], empty["pooled"][None]), grid,
-                          fingerprint.hexdigest())
+    return EncodedDataset(groups, latents, grids, TextEmbeds(torch.stack(embeds), torch.stack(pooled)),
+                          TextEmbeds(empty["prompt_embeds"][None], empty["pooled"][None]),
+                          target_buckets(groups, grids), image_sizes, fingerprint.hexdigest())
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as im:  # reads the header only
+            return im.size
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable image ({exc})") from None
+
+
+def target_buckets(groups: list[list[int]], grids: list[tuple[int, int]]) -> list[Bucket]:
+    """The buckets targets are drawn from, so that bucketing changes no image's chance to be a target.
+
+    Without buckets a target is a uniform group, then a uniform image of it: an image of group g is
+    drawn with probability 1 / (G |g|). Drawing a bucket b with probability sum_g |g & b| / (G |g|),
+    then a group in proportion to |g & b| / |g|, then a uniform image of g in b gives every image that
+    same chance.
+    """
+    found: dict[tuple[int, int], dict[int, list[int]]] = {}
+    for g, members in enumerate(groups):
+        for i in members:
+            found.setdefault(grids[i], {}).setdefault(g, []).append(i)
+    out = []
+    for grid in sorted(found):
+        where = found[grid]
+        shares = np.array([len(where[g]) / len(groups[g]) for g in where])
+        out.append(Bucket(grid, list(where), list(where.values()), shares / shares.sum(),
+                          float(shares.sum() / len(groups))))
+    return out
 
 
 def _text_tensors(pipe, prompt: str, max_len: int) -> dict[str, torch.Tensor]:
@@ -126,9 +179,14 @@ def _text_tensors(pipe, prompt: str, max_len: int) -> dict[str, torch.Tensor]:
 
 @dataclass
 class Stage1Batch:
-    target: torch.Tensor  # [B, L, C] clean target latents
+    target: torch.Tensor  # [B, L, C] clean target latents, all of one bucket
     text: TextEmbeds  # B rows (captions, some dropped to empty)
-    refs: References  # B * N rows, grouped by target
+    refs: References  # B * N rows, grouped by target, each at its own bucket
+    grid: tuple[int, int]  # the targets' token grid
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
 
     def rows(self, index: slice) -> Stage1Batch:
         """The targets `index` selects, with their own references."""
@@ -136,28 +194,43 @@ class Stage1Batch:
         n = self.refs.count // max(self.target.shape[0], 1)
         ref_rows = (picked[:, None] * n + torch.arange(n)).flatten()
         text = TextEmbeds(self.text.prompt_embeds[picked], self.text.pooled[picked])
-        refs = References(self.refs.tokens[ref_rows], TextEmbeds(self.refs.text.prompt_embeds[ref_rows],
-                                                                   self.refs.text.pooled[ref_rows]), self.refs.grid)
-        return Stage1Batch(self.target[picked], text, refs)
+        return Stage1Batch(self.target[picked], text, self.refs.rows(ref_rows.tolist()), self.grid)
 
 
 def make_batch(data: EncodedDataset, config: Stage1Config, rng: np.random.Generator,
                size: int | None = None) -> Stage1Batch:
     """`size` (default: train_batch_size) groups; in each a random target and N other images of its group
-    as references."""
+    as references. All targets come from one bucket (drawn first, see `target_buckets`).
+
+    The draws of a dataset with one bucket (square images) are call for call those made before buckets
+    existed, so such a run replays bit for bit.
+    """
     n = config.num_references
+    several = len(data.buckets) > 1
+    bucket = data.buckets[rng.choice(len(data.buckets), p=[b.p for b in data.buckets]) if several else 0]
+    uniform = len(set(bucket.group_p.tolist())) == 1
     target_ids, ref_ids, drop = [], [], []
     for _ in range(size or config.train_batch_size):
-        group = data.groups[rng.integers(len(data.groups))]
-        chosen = rng.choice(len(group), size=n + 1, replace=False)
-        target_ids.append(group[chosen[0]])
-        ref_ids.extend(group[c] for c in chosen[1:])
+        k = rng.integers(len(bucket.groups)) if uniform else rng.choice(len(bucket.groups), p=bucket.group_p)
+        group, inside = data.groups[bucket.groups[k]], bucket.members[k]
+        if len(inside) == len(group):  # the whole group is in this bucket: the draw of old
+            chosen = [group[c] for c in rng.choice(len(group), size=n + 1, replace=False)]
+        else:  # a target of this bucket, then N of the group's other images (any bucket)
+            target = inside[rng.integers(len(inside))]
+            others = [i for i in group if i != target]
+            chosen = [target] + [others[c] for c in rng.choice(len(others), size=n, replace=False)]
+        target_ids.append(chosen[0])
+        ref_ids.extend(chosen[1:])
         drop.append(rng.random() < config.caption_dropout)
     embeds = torch.stack([data.empty.prompt_embeds[0] if d else data.captions.prompt_embeds[i]
                           for i, d in zip(target_ids, drop)])
     pooled = torch.stack([data.empty.pooled[0] if d else data.captions.pooled[i] for i, d in zip(target_ids, drop)])
-    refs = References(data.latents[ref_ids], data.empty.expand(len(ref_ids)), data.grid)
-    return Stage1Batch(data.latents[target_ids], TextEmbeds(embeds, pooled), refs)
+    refs = References.of([data.latents[i] for i in ref_ids], data.empty.expand(len(ref_ids)),
+                         [data.grids[i] for i in ref_ids]) if ref_ids else \
+        References(torch.zeros(0, bucket.grid[0] * bucket.grid[1], data.latents[0].shape[-1]),
+                   data.empty.expand(0), bucket.grid)
+    target = torch.stack([data.latents[i] for i in target_ids])
+    return Stage1Batch(target, TextEmbeds(embeds, pooled), refs, bucket.grid)
 
 
 def sample_sigmas(n: int, num_tokens: int, scheduler_config, logit_mean: float, logit_std: float,
@@ -174,11 +247,15 @@ def sample_sigmas(n: int, num_tokens: int, scheduler_config, logit_mean: float, 
 
 
 def flow_matching_loss(transformer, batch: Stage1Batch, sigmas: torch.Tensor, noise: torch.Tensor,
-                       grid, config: Stage1Config) -> torch.Tensor:
-    """Eq. 6: velocity MSE on the targets, conditioned on clean references through GSA."""
+                       config: Stage1Config) -> torch.Tensor:
+    """Eq. 6: velocity MSE on the targets, conditioned on clean references through GSA.
+
+    References at the targets' grid share the targets' forward (the "batch" pass); references of
+    other buckets are written first, with their graph, then read (see `predict_with_references`).
+    """
     s = sigmas.view(-1, 1, 1)
     noisy = (1 - s) * batch.target + s * noise
-    pred = predict_with_references(transformer, noisy, sigmas, batch.text, grid, batch.refs,
+    pred = predict_with_references(transformer, noisy, sigmas, batch.text, batch.grid, batch.refs,
                                    config.guidance_scale, refs_per_target=config.num_references)
     return torch.nn.functional.mse_loss(pred.float(), (noise - batch.target).float())
 
@@ -223,7 +300,6 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
         accelerator.init_trackers("stage1", config=asdict(config))
 
     sched_cfg = dict(pipe.scheduler.config)
-    num_tokens = data.grid[0] * data.grid[1]
     bar = tqdm(total=config.max_train_steps, initial=step, desc="stage-1", unit="step",
                disable=not (progress and accelerator.is_local_main_process))
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -238,14 +314,14 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
             mine = slice(rank, None, world)
             batch = make_batch(data, config, rng, size=world * config.train_batch_size)
-            sigmas = sample_sigmas(world * config.train_batch_size, num_tokens, sched_cfg, config.logit_mean,
+            sigmas = sample_sigmas(world * config.train_batch_size, batch.num_tokens, sched_cfg, config.logit_mean,
                                    config.logit_std, gen)
             noise = torch.randn(batch.target.shape, generator=gen)
             batch, sigmas, noise = batch.rows(mine), sigmas[mine], noise[mine]
             batch = _to(batch, accelerator.device, weight_dtype)
             with accelerator.accumulate(transformer):
                 loss = flow_matching_loss(transformer, batch, sigmas.to(accelerator.device),
-                                          noise.to(accelerator.device, weight_dtype), data.grid, config)
+                                          noise.to(accelerator.device, weight_dtype), config)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
@@ -271,17 +347,22 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
     if accelerator.is_main_process:
         meta = LoraMeta("stage1", base_fingerprint(config.model), POSITION_SCHEME, config.rank, config.lora_alpha,
                         step, extra={"config": asdict(config), "dataset_sha256": data.fingerprint,
-                                     "dataset_images": len(data.latents)})
+                                     "dataset_images": len(data.latents), "buckets": bucket_counts(data)})
         save_lora(accelerator.unwrap_model(transformer), ADAPTER, lora_dir, meta)
         clock.write(out, memory=plan.mode.name, quantization=plan.quantization, precision=precision,
-                    processes=world, tokens_per_image=num_tokens)
+                    processes=world, resolution=config.resolution)
     accelerator.end_training()
     return lora_dir
 
 
-def _to(batch: Stage1Batch, device, dtype) -> Stage1Batch:
-    def text(t: TextEmbeds) -> TextEmbeds:
-        return TextEmbeds(t.prompt_embeds.to(device, dtype), t.pooled.to(device, dtype))
+def bucket_counts(data: EncodedDataset) -> dict[str, int]:
+    """Images per bucket, "WxH" -> count: what the LoRA was trained at."""
+    counts: dict[str, int] = {}
+    for w, h in sorted(data.sizes, key=lambda s: (s[0] / s[1], s)):
+        counts[f"{w}x{h}"] = counts.get(f"{w}x{h}", 0) + 1
+    return counts
 
-    refs = References(batch.refs.tokens.to(device, dtype), text(batch.refs.text), batch.refs.grid)
-    return Stage1Batch(batch.target.to(device, dtype), text(batch.text), refs)
+
+def _to(batch: Stage1Batch, device, dtype) -> Stage1Batch:
+    text = TextEmbeds(batch.text.prompt_embeds.to(device, dtype), batch.text.pooled.to(device, dtype))
+    return Stage1Batch(batch.target.to(device, dtype), text, batch.refs.to(device, dtype), batch.grid)

@@ -17,14 +17,17 @@ P, A, C = "pass", "anatomy-fail", "consistency-fail"  # what an annotator says o
 
 def judged_round(settings, tmp_path, scenarios: int = 1, candidates: int = 4, references: int = 1,
                  annotators=("ann", "bob", "cat"), name: str = "r1", size=(32, 32)):
-    """A round whose scenarios each have `candidates` images; returns (scenario ids, candidate ids, users)."""
+    """A round whose scenarios each have `candidates` images; returns (scenario ids, candidate ids, users).
+
+    `size`: of every image, or a list with one size per scenario."""
     src = tmp_path / f"src-{name}"
     rows = []
+    sizes = size if isinstance(size, list) else [size] * scenarios
     for s in range(scenarios):
         refs = [f"ref{s}-{r}.png" for r in range(references)]
         cands = [f"c{s}-{c}.png" for c in range(candidates)]
         for i, f in enumerate(refs + cands):
-            make_image(src / f, ((37 * s + 11 * i) % 255, (90 + 53 * i) % 255, (13 * s) % 255), size=size)
+            make_image(src / f, ((37 * s + 11 * i) % 255, (90 + 53 * i) % 255, (13 * s) % 255), size=sizes[s])
         rows.append({"id": f"s{s}", "story_id": f"story{s % 2}", "frame_index": s, "prompt": f"a red fox {s}",
                      "references": refs, "candidates": cands})
     (src / "s.jsonl").write_text("\n".join(json.dumps(r) for r in rows))

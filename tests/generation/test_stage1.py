@@ -108,3 +108,55 @@ def test_bad_dataset_and_config_errors_are_clear(setup, tmp_path):
         train_stage1(config(setup, tmp_path / "e", dataset=str(tmp_path)), progress=False)
     with pytest.raises(ValueError, match="caption_dropout"):
         config(setup, tmp_path, caption_dropout=1.5)
+
+
+# -- images of many sizes: aspect-ratio buckets ---------------------------------------------------------
+
+MIXED = {"fox": [(48, 32), (32, 32), (24, 40), (40, 28)], "cat": [(32, 32), (32, 32), (32, 32)],
+         "owl": [(24, 44), (48, 32), (30, 34)]}  # pixels; with resolution 32 and the tiny VAE's factor 4
+
+
+@pytest.fixture(scope="module")
+def mixed_setup(tmp_path_factory, setup):
+    """(the tiny model's root, a dataset folder of images of many sizes)"""
+    data = tmp_path_factory.mktemp("stage1-mixed") / "data"
+    data.mkdir()
+    rows = []
+    for g, (animal, sizes) in enumerate(MIXED.items()):
+        for f, (w, h) in enumerate(sizes):
+            img = Image.new("RGB", (w, h), (240, 240, 240))
+            img.paste((30 * f, 90 * g, 200 - 30 * f), (w // 4, h // 4, 3 * w // 4, 3 * h // 4))
+            img.save(data / f"{animal}{f}.png")
+            rows.append({"group": animal, "image": f"{animal}{f}.png", "caption": f"a {animal} sleeps"})
+    (data / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return setup, data
+
+
+def mixed_config(mixed, out, **kw):
+    root, data = mixed
+    return config(root, out, **{"dataset": str(data), "train_batch_size": 2, **kw})
+
+
+@pytest.mark.slow
+def test_stage1_trains_images_of_many_sizes_in_buckets_and_resumes_exactly(mixed_setup, tmp_path):
+    straight = train_stage1(mixed_config(mixed_setup, tmp_path / "straight"), progress=False)
+    extra = json.loads((straight / "storyloop_lora.json").read_text())["extra"]
+    # 48x32 and 40x28 -> 36x28; 24x40 and 24x44 -> 24x44; 30x34 and the squares -> 32x32
+    assert extra["buckets"] == {"24x44": 2, "32x32": 5, "36x28": 3}
+    assert extra["config"]["aspect_buckets"] is True
+    weights = load_file(straight / "pytorch_lora_weights.safetensors")
+    assert max(v.abs().max() for k, v in weights.items() if "lora_B" in k) > 0
+    cached = len(list((tmp_path / "straight" / "cache").iterdir()))
+    assert cached == 10 + 3 + 1  # every image once, at its own bucket; captions; the empty prompt
+
+    train_stage1(mixed_config(mixed_setup, tmp_path / "resumed", max_train_steps=2), progress=False)
+    resumed = train_stage1(mixed_config(mixed_setup, tmp_path / "resumed"), resume=True, progress=False)
+    again = load_file(resumed / "pytorch_lora_weights.safetensors")
+    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
+
+
+@pytest.mark.slow
+def test_without_buckets_every_image_is_a_square_crop(mixed_setup, tmp_path):
+    lora = train_stage1(mixed_config(mixed_setup, tmp_path / "sq", aspect_buckets=False, max_train_steps=1),
+                        progress=False)
+    assert json.loads((lora / "storyloop_lora.json").read_text())["extra"]["buckets"] == {"32x32": 10}
