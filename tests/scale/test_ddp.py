@@ -77,12 +77,12 @@ def test_stage1_loss_through_ddp_equals_the_plain_model(process_group):
     model = with_stage1()
     model.enable_gradient_checkpointing()
     model.train()
-    batch = Stage1Batch(targets(2), text(2, seed=1), references(2 * REFS))  # two groups of two references
+    batch = Stage1Batch(targets(2), text(2, seed=1), references(2 * REFS), GRID)  # two groups of two references
     sigmas, noise = torch.tensor([0.3, 0.8]), targets(2, seed=5)
     config = Stage1Config(num_references=REFS)
 
     def loss_fn(m):
-        return flow_matching_loss(m, batch, sigmas, noise, GRID, config), {}
+        return flow_matching_loss(m, batch, sigmas, noise, config), {}
 
     assert_same(loss_and_grads(model, loss_fn, wrapped=False), loss_and_grads(model, loss_fn, wrapped=True))
 

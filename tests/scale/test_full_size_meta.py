@@ -163,9 +163,9 @@ def flux_scheduler() -> FlowMatchEulerDiscreteScheduler:
 def test_stage1_loss_and_backward_at_full_size(stage1_model, size):
     grid = SIZES[size]
     stage1_model.zero_grad(set_to_none=True)
-    batch = Stage1Batch(tokens(1, grid), text(1), references(grid))
+    batch = Stage1Batch(tokens(1, grid), text(1), references(grid), grid)
     with StrictMeta() as watch:
-        loss = flow_matching_loss(stage1_model, batch, torch.empty(1, device=META), tokens(1, grid), grid,
+        loss = flow_matching_loss(stage1_model, batch, torch.empty(1, device=META), tokens(1, grid),
                                   Stage1Config(num_references=REFS))
     loss.backward()
     assert (loss.shape, loss.device, loss.dtype) == ((), META, torch.float32)
