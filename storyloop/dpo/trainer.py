@@ -301,8 +301,8 @@ class DPOTrainer:
         if gain:  # a handful of numbers: they move at their own, much larger rate
             groups.append({"params": [p for p in params if id(p) in gain], "lr": c.reference_gain_learning_rate})
         optimizer = make_optimizer(groups, c, self.plan, c.learning_rate, c.adam_weight_decay)
-        lr_scheduler = make_lr_scheduler(optimizer, c, c.max_steps)
-        step = resume_latest(transformer, ADAPTER, optimizer, self.out, lr_scheduler=lr_scheduler) if resume else 0
+        step = resume_latest(transformer, ADAPTER, optimizer, self.out) if resume else 0
+        lr_scheduler = make_lr_scheduler(optimizer, c, c.max_steps, start_step=step)
         transformer, optimizer = acc.prepare(transformer, optimizer)
         clock = RunClock(acc.device)
         if acc.is_main_process and c.report_to != "none":
@@ -360,7 +360,7 @@ class DPOTrainer:
             if step % c.save_steps == 0 or step == c.max_steps:
                 if acc.is_main_process:  # every process holds the same adapter and optimizer state
                     save_checkpoint(acc.unwrap_model(transformer), ADAPTER, optimizer, self.out, step,
-                                    c.save_total_limit, lr_scheduler=lr_scheduler)
+                                    c.save_total_limit)
                 acc.wait_for_everyone()
         bar.close()
         acc.wait_for_everyone()

@@ -22,15 +22,14 @@ def checkpoints(out: Path) -> list[Path]:
 
 
 def save_checkpoint(transformer, adapter: str, optimizer, out: Path, step: int, keep: int,
-                    data_fingerprint: str | None = None, lr_scheduler=None) -> None:
+                    data_fingerprint: str | None = None) -> None:
     """`data_fingerprint` names the training data, so a resume on other data is refused."""
     folder = Path(out) / "checkpoints" / f"step-{step}"
     folder.mkdir(parents=True, exist_ok=True)
     lora = get_peft_model_state_dict(transformer, adapter_name=adapter)
     tmp = folder / "state.pt.tmp"
     torch.save({"lora": lora, "gain": reference_gain_state(transformer, adapter), "optimizer": optimizer.state_dict(),
-                "step": step, "data": data_fingerprint,
-                "lr_scheduler": None if lr_scheduler is None else lr_scheduler.state_dict()}, tmp)
+                "step": step, "data": data_fingerprint}, tmp)
     tmp.replace(folder / "state.pt")
     for old in checkpoints(out)[:-keep]:
         shutil.rmtree(old)
@@ -40,8 +39,7 @@ class ResumeError(ModelError):
     """A checkpoint that this run must not continue from; the message says why."""
 
 
-def resume_latest(transformer, adapter: str, optimizer, out: Path, data_fingerprint: str | None = None,
-                  lr_scheduler=None) -> int:
+def resume_latest(transformer, adapter: str, optimizer, out: Path, data_fingerprint: str | None = None) -> int:
     """Load the newest checkpoint into the adapter and optimizer; the step to continue from (0: none)."""
     found = checkpoints(out)
     if not found:
@@ -55,6 +53,4 @@ def resume_latest(transformer, adapter: str, optimizer, out: Path, data_fingerpr
     if state.get("gain"):
         set_reference_gain_state(transformer, adapter, state["gain"])
     optimizer.load_state_dict(state["optimizer"])
-    if lr_scheduler is not None and state.get("lr_scheduler"):
-        lr_scheduler.load_state_dict(state["lr_scheduler"])
     return state["step"]

@@ -292,9 +292,8 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
     transformer.train()
     params = [p for p in transformer.parameters() if p.requires_grad]
     optimizer = make_optimizer([{"params": params}], config, plan, config.learning_rate, config.adam_weight_decay)
-    lr_scheduler = make_lr_scheduler(optimizer, config, config.max_train_steps)
-
-    step = resume_latest(transformer, ADAPTER, optimizer, out, data.fingerprint, lr_scheduler) if resume else 0
+    step = resume_latest(transformer, ADAPTER, optimizer, out, data.fingerprint) if resume else 0
+    lr_scheduler = make_lr_scheduler(optimizer, config, config.max_train_steps, start_step=step)
     transformer, optimizer = accelerator.prepare(transformer, optimizer)
     if accelerator.is_main_process and config.report_to != "none":
         accelerator.init_trackers("stage1", config=asdict(config))
@@ -339,7 +338,7 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
         if step % config.checkpointing_steps == 0 or step == config.max_train_steps:
             if accelerator.is_main_process:  # every process holds the same adapter and optimizer state
                 save_checkpoint(accelerator.unwrap_model(transformer), ADAPTER, optimizer, out, step,
-                                config.checkpoints_total_limit, data.fingerprint, lr_scheduler)
+                                config.checkpoints_total_limit, data.fingerprint)
             accelerator.wait_for_everyone()  # no process runs ahead of a checkpoint it could resume from
     bar.close()
     accelerator.wait_for_everyone()

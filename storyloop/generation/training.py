@@ -73,12 +73,24 @@ def make_optimizer(groups: list[dict], config: TrainingKnobs, plan: MemoryPlan, 
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
 
-def make_lr_scheduler(optimizer, config: TrainingKnobs, total_steps: int):
-    """diffusers' named schedule over `total_steps` optimizer steps, with `lr_warmup_steps` of warmup."""
+def make_lr_scheduler(optimizer, config: TrainingKnobs, total_steps: int, start_step: int = 0):
+    """diffusers' named schedule over `total_steps` optimizer steps, with `lr_warmup_steps` of warmup,
+    positioned at `start_step` (a resumed run).
+
+    The rate is a function of (step, total_steps) alone, so a run resumed with the same config follows the
+    schedule it would have, and one resumed with more steps follows the longer schedule from where it is.
+    """
+    import warnings
+
     from diffusers.optimization import get_scheduler
 
-    return get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
-                         num_training_steps=total_steps)
+    scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
+                              num_training_steps=total_steps)
+    with warnings.catch_warnings():  # stepping a schedule before the optimizer is what fast-forwarding is
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(start_step):
+            scheduler.step()
+    return scheduler
 
 
 def peak_gb(device) -> float | None:

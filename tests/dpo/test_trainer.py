@@ -1,5 +1,6 @@
 """The Diffusion-DPO trainer on a tiny FLUX folder, a Stage-1 LoRA and a judged round (float32, CPU)."""
 
+import json
 import math
 import shutil
 
@@ -276,3 +277,47 @@ def test_the_cli_trains_with_held_out_pairs_and_keeps_the_best_step(settings, ju
     assert result.exit_code == 0, result.output
     meta = (tmp_path / "cli" / "lora" / "storyloop_lora.json").read_text()
     assert '"eval_pairs": 3' in meta and '"best_eval": {' in meta
+
+
+def learning_rates(settings, run_index: int = -1) -> list[float]:
+    with session_scope(settings.db_url) as s:
+        run = s.scalars(select(DpoRun).order_by(DpoRun.id)).all()[run_index]
+        return [m.values["learning_rate"] for m in sorted(run.metrics, key=lambda m: m.step)]
+
+
+def test_a_warmup_schedule_is_followed_resumed_and_summarised(settings, judged, tmp_path):
+    from safetensors.torch import load_file
+
+    sched = dict(lr_scheduler="linear", lr_warmup_steps=2, max_steps=4, save_steps=2)
+    straight = DPOTrainer(config(tmp_path / "a", **sched), settings).train(progress=False)
+    # diffusers' linear schedule: warmup 0 -> lr over 2 steps, then linear decay to 0 at step 4
+    assert learning_rates(settings) == pytest.approx([0.0, 0.5e-2, 1e-2, 0.5e-2])
+    DPOTrainer(config(tmp_path / "b", **{**sched, "max_steps": 2}), settings).train(progress=False)
+    # The 2-step schedule's first steps are the 4-step one's; resumed towards 4, the run follows the 4-step
+    # schedule from step 2, so it ends exactly where the straight run does.
+    resumed = DPOTrainer(config(tmp_path / "b", **sched), settings).train(resume=True, progress=False)
+    a, b = (load_file(p / "pytorch_lora_weights.safetensors") for p in (straight, resumed))
+    assert learning_rates(settings)[2:] == pytest.approx([1e-2, 0.5e-2])
+    summary = json.loads((tmp_path / "a" / "dpo" / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["step_s"] > 0 and summary["peak_gb"] is None  # no GPU here
+    assert (summary["memory"], summary["quantization"], summary["precision"]) == ("80gb", "none", "no")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_quantised_base_trains_the_dpo_lora(settings, judged, tmp_path):
+    lora = DPOTrainer(config(tmp_path, quantization="int8", max_steps=2), settings).train(progress=False)
+    summary = json.loads((tmp_path / "dpo" / "summary.json").read_text())
+    assert summary["quantization"] == "int8"
+    from safetensors.torch import load_file
+
+    weights = load_file(lora / "pytorch_lora_weights.safetensors")
+    assert max(v.abs().max() for k, v in weights.items() if "lora_B" in k) > 0
+
+
+def test_8bit_adam_without_bitsandbytes_is_one_line_and_records_nothing(settings, judged, tmp_path):
+    args = ["dpo", "train", "--round", "r1", "--output-dir", str(tmp_path / "cli"), "--set", "optimizer=adamw8bit"]
+    env = {"STORYLOOP_DB_URL": settings.db_url, "STORYLOOP_DATA_DIR": str(settings.data_dir)}
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 1
+    assert "optimizer=adamw8bit needs bitsandbytes" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "cli" / "lora").exists()
