@@ -213,7 +213,8 @@ class DPOTrainer:
                             c.max_sequence_length)
             self.plan = plan_for(c, "dpo", acc.device, work)
             self.model = load_policy(rnd, c, acc.device, self.weight_dtype, self.plan.quantization)
-            cache = EncodingCache(self.out / "cache", f"{self.model.base}|{c.resolution}|{c.max_sequence_length}")
+            cache = EncodingCache(self.out / "cache", f"{self.model.base}|{c.resolution}|{c.max_sequence_length}",
+                                  dtype=self.weight_dtype)
             encode = partial(encode_pairs, session, self.model.pipe, self.settings.store_dir, self.pools, cache,
                              c.resolution, c.max_sequence_length, progress=acc.is_local_main_process)
             if acc.num_processes > 1:  # each process encodes its share into the cache, then all read it whole

@@ -70,7 +70,7 @@ class EncodedDataset:
     groups: list[list[int]]  # image indices per group with at least N + 1 images
     latents: list[torch.Tensor]  # per image [L_i, C]
     grids: list[tuple[int, int]]  # per image: its token grid (that of its bucket)
-    captions: TextEmbeds  # one row per image
+    captions: list[TextEmbeds]  # per image its caption's embedding, one row (memory-mapped: see EncodingCache)
     empty: TextEmbeds  # one row: the empty prompt (references, dropped captions)
     buckets: list[Bucket]  # the buckets that hold a target of some group, by grid
     sizes: list[tuple[int, int]]  # per image: its bucket (width, height) in pixels
@@ -109,7 +109,7 @@ def encode_dataset(pipe, config: Stage1Config, cache_dir: Path, shard: tuple[int
     factor = size_factor(pipe)
     sizes = buckets(config.resolution, factor) if config.aspect_buckets else [square]
     key = f"{base_fingerprint(config.model)}|{config.resolution}|{config.max_sequence_length}"
-    cache = EncodingCache(cache_dir, key)
+    cache = EncodingCache(cache_dir, key, dtype=pipe.transformer.dtype)
     cached = cache.get
 
     latents, grids, image_sizes, embeds, pooled = [], [], [], [], []
@@ -138,7 +138,7 @@ def encode_dataset(pipe, config: Stage1Config, cache_dir: Path, shard: tuple[int
     if not groups:
         raise ModelError(f"{config.dataset}: no group has {config.num_references + 1} images "
                          f"(num_references = {config.num_references})")
-    return EncodedDataset(groups, latents, grids, TextEmbeds(torch.stack(embeds), torch.stack(pooled)),
+    return EncodedDataset(groups, latents, grids, [TextEmbeds(e[None], p[None]) for e, p in zip(embeds, pooled)],
                           TextEmbeds(empty["prompt_embeds"][None], empty["pooled"][None]),
                           target_buckets(groups, grids), image_sizes, fingerprint.hexdigest())
 
@@ -222,9 +222,9 @@ def make_batch(data: EncodedDataset, config: Stage1Config, rng: np.random.Genera
         target_ids.append(chosen[0])
         ref_ids.extend(chosen[1:])
         drop.append(rng.random() < config.caption_dropout)
-    embeds = torch.stack([data.empty.prompt_embeds[0] if d else data.captions.prompt_embeds[i]
-                          for i, d in zip(target_ids, drop)])
-    pooled = torch.stack([data.empty.pooled[0] if d else data.captions.pooled[i] for i, d in zip(target_ids, drop)])
+    text = [data.empty if d else data.captions[i] for i, d in zip(target_ids, drop)]
+    embeds = torch.cat([t.prompt_embeds for t in text])
+    pooled = torch.cat([t.pooled for t in text])
     refs = References.of([data.latents[i] for i in ref_ids], data.empty.expand(len(ref_ids)),
                          [data.grids[i] for i in ref_ids]) if ref_ids else \
         References(torch.zeros(0, bucket.grid[0] * bucket.grid[1], data.latents[0].shape[-1]),

@@ -160,3 +160,16 @@ def test_without_buckets_every_image_is_a_square_crop(mixed_setup, tmp_path):
     lora = train_stage1(mixed_config(mixed_setup, tmp_path / "sq", aspect_buckets=False, max_train_steps=1),
                         progress=False)
     assert json.loads((lora / "storyloop_lora.json").read_text())["extra"]["buckets"] == {"32x32": 10}
+
+
+def test_the_encoded_dataset_reads_the_cache_files_instead_of_holding_copies(setup, tmp_path):
+    from storyloop.generation.stage1 import encode_dataset
+    from tests.generation.test_encoding_cache import backed_by
+
+    cfg = config(setup, tmp_path / "m")
+    pipe = load_flux(cfg.model)
+    encode_dataset(pipe, cfg, tmp_path / "m" / "cache")  # fills the cache
+    data = encode_dataset(pipe, cfg, tmp_path / "m" / "cache")  # reads it
+    files = list((tmp_path / "m" / "cache").iterdir())
+    rows = [data.latents[0], data.captions[0].prompt_embeds, data.captions[-1].pooled]
+    assert all(any(backed_by(t, f) for f in files) for t in rows)
