@@ -18,7 +18,7 @@ def dataset(grids_per_group: list[list[tuple[int, int]]]) -> EncodedDataset:
         grids += g
     latents = [torch.full((h * w, C), float(i)) for i, (h, w) in enumerate(grids)]  # value = image index
     n = len(grids)
-    captions = TextEmbeds(torch.arange(n, dtype=torch.float32)[:, None, None].expand(n, 2, 3).clone(), torch.zeros(n, 5))
+    captions = [TextEmbeds(torch.full((1, 2, 3), float(i)), torch.zeros(1, 5)) for i in range(n)]
     empty = TextEmbeds(torch.full((1, 2, 3), -1.0), torch.zeros(1, 5))
     return EncodedDataset(groups, latents, grids, captions, empty, target_buckets(groups, grids),
                           [(w * 4, h * 4) for h, w in grids], "x")
