@@ -28,15 +28,15 @@ def _measure(config_name: str, variant: str, refs: int, steps: int, device: str,
     from storyloop.dpo.trainer import ADAPTER, dpo_velocities
     from storyloop.generation.flux import References, TextEmbeds, predict_with_references
     from storyloop.generation.gsa import install_gsa
-    from storyloop.generation.lora import adapter_off, lora_config
+    from storyloop.generation.lora import adapter_off, add_lora, lora_config
 
     cfg = CONFIGS[config_name]
     t = cfg["transformer"]
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(0)
     model = FluxTransformer2DModel(**t).to(device)
-    model.add_adapter(lora_config(16, 16, init="gaussian"), adapter_name="stage1")
-    model.add_adapter(lora_config(16, 16, init=True), adapter_name=ADAPTER)
+    add_lora(model, lora_config(16, 16, init="gaussian"), "stage1")
+    add_lora(model, lora_config(16, 16, init=True), ADAPTER)
     model.set_adapters(["stage1", ADAPTER])
     for name, p in model.named_parameters():
         p.requires_grad_(f".{ADAPTER}." in name)

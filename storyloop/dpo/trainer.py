@@ -41,7 +41,7 @@ from storyloop.generation.checkpoints import resume_latest, save_checkpoint
 from storyloop.generation.encoding_cache import EncodingCache
 from storyloop.generation.flux import predict, write_grouped_reference_cache
 from storyloop.generation.gsa import POSITION_SCHEME, install_gsa
-from storyloop.generation.lora import adapter_off, load_lora, lora_config, save_lora
+from storyloop.generation.lora import adapter_off, add_lora, load_lora, lora_config, save_lora
 from storyloop.generation.models import LoraMeta, ModelError, base_identity, load_flux
 from storyloop.generation.reference_gain import (add_reference_gain, gain_parameters, reference_gain_state,
                                                   set_reference_gain_state)
@@ -120,7 +120,7 @@ def load_policy(rnd, config: DPOConfig, device, dtype, quantization: str | None 
 def add_dpo_adapter(transformer, config: DPOConfig, frozen: list[str]) -> None:
     """A fresh zero-initialised DPO LoRA (and reference gain) over the `frozen` adapters; only it trains."""
     torch.manual_seed(config.seed)
-    transformer.add_adapter(lora_config(config.rank, config.lora_alpha, init=True), adapter_name=ADAPTER)
+    add_lora(transformer, lora_config(config.rank, config.lora_alpha, init=True), ADAPTER)
     transformer.set_adapters(frozen + [ADAPTER])
     if config.train_reference_gain:
         add_reference_gain(transformer, ADAPTER)

@@ -8,6 +8,7 @@ first and refuses a LoRA made for another base or position scheme.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,11 +71,37 @@ def check_lora(folder: Path, base: BaseIdentity, kind: str) -> LoraMeta:
     return meta
 
 
+@contextmanager
+def stacking_adapters() -> Iterator[None]:
+    """peft warns 'Already found a `peft_config` attribute' whenever a model gets a second adapter; storyloop
+    stacks Stage-1 and DPO adapters by design, so that warning says nothing to its users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        yield
+
+
+def add_lora(transformer: FluxTransformer2DModel, config: LoraConfig, adapter_name: str) -> None:
+    """A new LoRA adapter on the transformer (beside any it has)."""
+    with stacking_adapters():
+        transformer.add_adapter(config, adapter_name=adapter_name)
+
+
 def load_lora(pipe: FluxPipeline, folder: Path, adapter_name: str, base: BaseIdentity, kind: str) -> LoraMeta:
-    """Check and load a storyloop LoRA into `pipe.transformer` under `adapter_name`."""
+    """Check and load a storyloop LoRA into `pipe.transformer` under `adapter_name`.
+
+    Into the transformer only: a storyloop LoRA adapts nothing else, and diffusers' pipeline-level
+    loader would look for text-encoder keys and warn that it found none.
+    """
     meta = check_lora(folder, base, kind)
     try:
-        pipe.load_lora_weights(str(folder), adapter_name=adapter_name)
+        state, alphas, metadata = pipe.lora_state_dict(str(folder), return_alphas=True, return_lora_metadata=True)
+        if not any("lora" in key for key in state):
+            raise ModelError(f"{folder}: no LoRA weights in {', '.join(p.name for p in Path(folder).iterdir())}")
+        with stacking_adapters():
+            pipe.load_lora_into_transformer(state, network_alphas=alphas, transformer=pipe.transformer,
+                                            adapter_name=adapter_name, metadata=metadata, _pipeline=pipe)
+    except ModelError:
+        raise
     except Exception as exc:
         raise ModelError(f"{folder}: LoRA does not fit this model: {str(exc).splitlines()[0][:300]}") from exc
     try:

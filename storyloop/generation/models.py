@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import numpy as np
 import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
 from PIL import Image
+from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as hf_logging
 
 import storyloop.toy.codec  # noqa: F401  (our own VAE-interface codec: diffusers loads only imported modules)
@@ -23,6 +27,22 @@ hf_logging.set_verbosity_error()  # transformers' import-time notices are noise 
 
 
 FLUX_TRANSFORMER = "FluxTransformer2DModel"
+
+
+@contextmanager
+def loading_bars() -> Iterator[None]:
+    """One progress bar while a pipeline loads: diffusers' over its components, on the first process of a
+    machine only; transformers' per-encoder weight bars, nested inside it, never."""
+    hf_logging.disable_progress_bar()
+    quiet = int(os.environ.get("LOCAL_RANK", "0")) != 0
+    if quiet:
+        diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+        if quiet:
+            diffusers_logging.enable_progress_bar()
 
 
 def _check_flux_folder(folder: Path) -> None:
@@ -66,7 +86,8 @@ def load_flux(spec: str, dtype: torch.dtype = torch.float32, device: str | torch
             placement = {"device_map": {"": str(device)}} if str(device) != "cpu" else {}
             components["transformer"] = FluxTransformer2DModel.from_pretrained(
                 source, subfolder="transformer", quantization_config=qconfig, torch_dtype=dtype, **placement)
-        pipe = FluxPipeline.from_pretrained(source, dtype=dtype, **components)
+        with loading_bars():
+            pipe = FluxPipeline.from_pretrained(source, dtype=dtype, **components)
     except Exception as exc:  # diffusers raises many kinds; the user needs one line naming the model
         raise ModelError(f"cannot load FLUX model {spec!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") \
             from exc

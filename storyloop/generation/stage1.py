@@ -38,7 +38,7 @@ from storyloop.generation.config import Stage1Config
 from storyloop.generation.encoding_cache import EncodingCache
 from storyloop.generation.flux import References, TextEmbeds, predict_with_references
 from storyloop.generation.gsa import POSITION_SCHEME, REFERENCE_PROMPT, install_gsa
-from storyloop.generation.lora import lora_config, save_lora
+from storyloop.generation.lora import add_lora, lora_config, save_lora
 from storyloop.generation.memory import apply_memory_plan
 from storyloop.generation.memory_estimate import Workload
 from storyloop.generation.training import (RunClock, accelerate_precision, make_lr_scheduler, make_optimizer,
@@ -284,7 +284,7 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
     apply_memory_plan(pipe, plan, "stage1")  # the encoders (and VAE) leave the GPU where the mode says so
     transformer = pipe.transformer
     torch.manual_seed(config.seed)  # LoRA A matrices start from the seed too
-    transformer.add_adapter(lora_config(config.rank, config.lora_alpha), adapter_name=ADAPTER)
+    add_lora(transformer, lora_config(config.rank, config.lora_alpha), ADAPTER)
     install_gsa(transformer)
     if use_checkpointing(config, plan):
         transformer.enable_gradient_checkpointing()
