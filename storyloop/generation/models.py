@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Iterator
@@ -12,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
-from PIL import Image
 from diffusers.utils import logging as diffusers_logging
+from PIL import Image
 from transformers.utils import logging as hf_logging
 
-import storyloop.toy.codec  # noqa: F401  (our own VAE-interface codec: diffusers loads only imported modules)
 from storyloop.generation.buckets import fit_image
 from storyloop.generation.errors import ModelError  # noqa: F401  (callers import it from here)
 from storyloop.generation.fingerprint import base_fingerprint, base_identity, looks_like_path  # noqa: F401
@@ -45,7 +45,7 @@ def loading_bars() -> Iterator[None]:
             diffusers_logging.enable_progress_bar()
 
 
-def _check_flux_folder(folder: Path) -> None:
+def _check_flux_folder(folder: Path) -> dict:
     """A diffusers folder whose pipeline has a FLUX.1 transformer, or a one-line error naming what it is."""
     index_path = folder / "model_index.json"
     if not index_path.is_file():
@@ -59,6 +59,35 @@ def _check_flux_folder(folder: Path) -> None:
         kind = index.get("_class_name", "an unknown pipeline") if isinstance(index, dict) else "not a pipeline"
         raise ModelError(f"{folder}: not a FLUX.1 model: model_index.json names {kind} "
                          f"(transformer {transformer!r}), storyloop needs a {FLUX_TRANSFORMER}")
+    return index
+
+
+def _import_own_components(index: dict) -> bool:
+    """Import the storyloop modules a model folder names for its components (the toy world's codec).
+
+    diffusers loads a component only from a library it knows or a module already imported; storyloop's
+    own modules are its code, not the folder's, so importing them runs nothing the user did not install.
+    Whether any was found (diffusers then warns that the component is not the type FluxPipeline names).
+    """
+    own = [entry[0] for entry in index.values() if isinstance(entry, list) and len(entry) == 2
+           and isinstance(entry[0], str) and entry[0].split(".")[0] == "storyloop"]
+    for module in own:
+        importlib.import_module(module)
+    return bool(own)
+
+
+@contextmanager
+def _own_component_types(quiet: bool) -> Iterator[None]:
+    """diffusers warns 'Expected types for vae ...' when a component is not the class FluxPipeline names; the
+    toy world's codec answers the same interface on purpose. Other warnings stay."""
+    logger = diffusers_logging.get_logger("diffusers.pipelines.pipeline_utils")
+    level = logger.level
+    if quiet:
+        logger.setLevel(diffusers_logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def load_flux(spec: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
@@ -75,10 +104,10 @@ def load_flux(spec: str, dtype: torch.dtype = torch.float32, device: str | torch
     qconfig = quantization_config(quantization or "none", dtype, device)  # a missing backend: one line
     if looks_like_path(spec):
         folder = Path(spec).expanduser()
-        _check_flux_folder(folder)
+        own = _import_own_components(_check_flux_folder(folder))
         source = str(folder)
     else:
-        source = spec
+        source, own = spec, False
     try:
         components = {}
         if qconfig is not None:
@@ -86,7 +115,7 @@ def load_flux(spec: str, dtype: torch.dtype = torch.float32, device: str | torch
             placement = {"device_map": {"": str(device)}} if str(device) != "cpu" else {}
             components["transformer"] = FluxTransformer2DModel.from_pretrained(
                 source, subfolder="transformer", quantization_config=qconfig, torch_dtype=dtype, **placement)
-        with loading_bars():
+        with loading_bars(), _own_component_types(own):
             pipe = FluxPipeline.from_pretrained(source, dtype=dtype, **components)
     except Exception as exc:  # diffusers raises many kinds; the user needs one line naming the model
         raise ModelError(f"cannot load FLUX model {spec!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") \
