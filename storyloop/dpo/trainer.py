@@ -211,8 +211,9 @@ class DPOTrainer:
             rnd = get_round(session, c.round)
             work = Workload(c.resolution, c.resolution, self._references(session), c.train_batch_size, c.rank,
                             c.max_sequence_length)
-            self.plan = plan_for(c, "dpo", acc.device, work)
-            self.model = load_policy(rnd, c, acc.device, self.weight_dtype, self.plan.quantization)
+        self.plan = plan_for(c, "dpo", acc.device, work)  # refuses a mode the GPU cannot hold, before loading
+        self.model = load_policy(rnd, c, acc.device, self.weight_dtype, self.plan.quantization)
+        with read_scope(self.settings.db_url) as session:
             cache = EncodingCache(self.out / "cache", f"{self.model.base}|{c.resolution}|{c.max_sequence_length}",
                                   dtype=self.weight_dtype)
             encode = partial(encode_pairs, session, self.model.pipe, self.settings.store_dir, self.pools, cache,

@@ -177,18 +177,17 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
         for sc in scenarios:  # load what we need before the session closes
             _ = [r.asset for r in sc.references], [c.index for c in sc.candidates]
         _check_references(settings, scenarios)
-        plan = resolve(config.memory, state.device, config.quantization)
-        if dtype is None:
-            dtype = plan.torch_dtype
-        check_dtype(dtype)
-        if state.device.type == "cuda":
-            refs = max((len(sc.references) for sc in scenarios), default=0)
-            check_fits(config.memory, "generate", state.device, quantization=config.quantization,
-                       sizes=model_sizes(transformer_config(model or rnd.base_model or "")),
-                       work=Workload(config.height, config.width, refs, config.batch_size, 16,
-                                     config.max_sequence_length))
-        loaded = load_round_model(rnd, model, dtype=dtype, device=state.device, quantization=plan.quantization)
-        rnd_has_dpo = rnd.dpo_lora_path is not None
+    plan = resolve(config.memory, state.device, config.quantization)
+    if dtype is None:
+        dtype = plan.torch_dtype
+    check_dtype(dtype)
+    if state.device.type == "cuda":  # refuse a mode the GPU cannot hold before loading anything
+        refs = max((len(sc.references) for sc in scenarios), default=0)
+        check_fits(config.memory, "generate", state.device, quantization=config.quantization,
+                   sizes=model_sizes(transformer_config(model or rnd.base_model or "")),
+                   work=Workload(config.height, config.width, refs, config.batch_size, 16, config.max_sequence_length))
+    loaded = load_round_model(rnd, model, dtype=dtype, device=state.device, quantization=plan.quantization)
+    rnd_has_dpo = rnd.dpo_lora_path is not None
     pipe, grid = loaded.pipe, latent_grid(loaded.pipe, config.height, config.width)
     if rnd_has_dpo and not config.use_reference_cache:
         raise ModelError("--no-cache is not available with a DPO LoRA: references must go through the "
