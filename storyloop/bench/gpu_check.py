@@ -18,8 +18,8 @@ when $OUT is set, else RUN_DIR/gpu_check.json, so a run cut short still leaves i
 
   stage1_step_s         {mode: median s per Stage-1 optimizer step, first step excluded}
   dpo_step_s            {mode: median s per DPO optimizer step, first step excluded}
-  generate_s_per_image  {mode: seconds of `generate run` / images made (text and VAE encoding,
-                         sampling, VAE decode and PNG writes; model loading excluded)}
+  generate_s_per_image  {mode: `generate run --json`'s s_per_image: its seconds (after loading: text
+                         and reference encoding, sampling, VAE decode, PNG writes) / images made}
   gsa_cached_over_plain {"N": cached GSA step / plain FLUX step at 1024^2} for N = 0..3 references
   peak_gb               {mode: {stage1, dpo, generate: torch.cuda.max_memory_allocated, GiB}}
   estimated_gb          {mode: {stage1, dpo, generate: `storyloop bench memory`'s estimate for the
@@ -176,7 +176,8 @@ class GpuCheck:
             fn()
         except Exception as exc:  # a failing phase must not lose the figures of the others
             detail = str(exc) if isinstance(exc, PhaseFailed) else traceback.format_exc(limit=4)
-            self.result["errors"][key] = f"{type(exc).__name__}: {detail}"[-3000:]
+            # short enough that the JSON line stays whole in a 12,000-character output tail; the log has it all
+            self.result["errors"][key] = f"{type(exc).__name__}: {detail}"[-1200:]
             self.say(f"{key}: FAILED: {detail[-1500:]}")
         seconds = time.monotonic() - started
         self.result["timings_s"][key] = round(seconds, 1)
