@@ -17,14 +17,20 @@ SITE=${GPU_CHECK_SITE:-/tmp/storyloop-site}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
+# Every top-level package the check's commands import (quick to look up; importing them all takes seconds).
+PRESENT="import importlib.util, sys
+need = 'torch diffusers transformers peft accelerate safetensors tokenizers PIL numpy tqdm yaml typer rich pydantic \
+sqlalchemy alembic mako argon2'.split()
+missing = [n for n in need if importlib.util.find_spec(n) is None]
+sys.exit(f'missing: {\" \".join(missing)}' if missing else 0)"
 IMPORTS="import storyloop.cli.main, storyloop.generation.stage1, storyloop.generation.run, storyloop.dpo.trainer, \
 storyloop.bench.gpu_check, storyloop.db.judgments"
 
-if ! "$PYTHON" -c "$IMPORTS" 2>/dev/null; then
+if ! "$PYTHON" -c "$PRESENT" 2>/dev/null; then
     shopt -s nullglob
     wheels=(wheels/*.whl)
     if [ ${#wheels[@]} -eq 0 ]; then
-        "$PYTHON" -c "$IMPORTS" 2>&1 | tail -1 >&2 || true
+        "$PYTHON" -c "$PRESENT" || true
         echo "error: storyloop cannot import what the check runs and there is no ./wheels: build it with" \
              "scripts/gpu_wheelhouse.sh where the package registry is reachable, and carry it (docs/gpu-check.md)" >&2
         exit 2

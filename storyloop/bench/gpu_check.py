@@ -137,7 +137,7 @@ class GpuCheck:
         if smoke:
             self.result["not_measured"] = {"peak_gb": NOT_ON_GPU, "mfu": NOT_ON_GPU, "matmul_tflops": NOT_ON_GPU}
         if "24gb" in modes:
-            self.result["notes"].append(self._quantization_note(self.quantization["24gb"]))
+            self.result["notes"].append(self._quantization_note(self.quantization["24gb"], quantization_24gb))
 
     # -- bookkeeping ---------------------------------------------------------------------------------
 
@@ -271,14 +271,17 @@ class GpuCheck:
             return "auto"
         return "fp8" if installed("torchao") else "auto"
 
-    def _quantization_note(self, quantization: str) -> str:
-        if quantization == "auto":
-            return ("24gb: the mode's own base, NF4 through bitsandbytes" if self.profile.device == "cuda"
-                    else "24gb: quantization auto (an unquantised base on a CPU; torchao is not installed)")
-        why = ("bitsandbytes is not importable here" if self.profile.device == "cuda" and not installed("bitsandbytes")
-               else "asked" if self.profile.device == "cuda" else "NF4 runs on CUDA only")
-        return (f"24gb: quantization={quantization} (torchao, 1 byte per weight) instead of the mode's NF4 "
-                f"(bitsandbytes, 0.5 byte): {why}; estimated_gb uses the same quantization")
+    def _quantization_note(self, quantization: str, asked: str) -> str:
+        from storyloop.generation.memory import QUANTIZATIONS, resolve
+
+        ran = resolve("24gb", self.profile.device, quantization).quantization
+        what = f"quantization={ran}: {QUANTIZATIONS[ran].help}"
+        if ran == MODES["24gb"].quantization:
+            return f"24gb: the mode's own base, {what}"
+        why = ("asked with --quantization-24gb" if asked != "auto" else
+               "NF4 runs on CUDA only" if self.profile.device != "cuda" else
+               "bitsandbytes does not import here (41 MiB: too big to carry, docs/gpu-check.md)")
+        return f"24gb: {what}, instead of the mode's nf4: {why}; estimated_gb uses the same quantization"
 
     def _dataset(self) -> Path:
         from storyloop.bench import check_data
@@ -305,9 +308,10 @@ class GpuCheck:
         from storyloop.settings import Settings
 
         name = "check-dpo"
-        if name not in self._ready:
+        if f"{name}:judged" not in self._ready:
             self._round(name, self.profile.train_resolution, scenarios=2, candidates=4)
             written = check_data.judge_round(Settings.resolve(self.data_dir).db_url, name)
+            self._ready.add(f"{name}:judged")
             self.say(f"round {name}: {written} judgments written")
         return name
 
@@ -413,15 +417,18 @@ class GpuCheck:
                  f"run dir {self.run_dir}; JSON to {self.json_out}")
         self.phase("setup", self.setup)
         self.phase("estimate", self.estimates)  # CPU only and quick: before anything can run out of time
-        if "setup" not in self.result["errors"]:
-            for mode in self.modes:
-                for use in MODE_PHASES:
-                    if use in self.phases:
-                        self.phase(f"{mode}/{use}", lambda m=mode, u=use: getattr(self, u)(m))
-            if "gsa" in self.phases:
-                self.phase("gsa", self.gsa)
-            if "bench-dpo" in self.phases:
-                self.phase("bench-dpo", self.bench_dpo)
+        for mode in self.modes:
+            for use in MODE_PHASES:
+                if use not in self.phases:
+                    continue
+                if "setup" in self.result["errors"]:  # no model folder: nothing to run them on
+                    self.result["skipped"][f"{mode}/{use}"] = "setup failed"
+                else:
+                    self.phase(f"{mode}/{use}", lambda m=mode, u=use: getattr(self, u)(m))
+        if "gsa" in self.phases:  # the benchmarks build their own models
+            self.phase("gsa", self.gsa)
+        if "bench-dpo" in self.phases:
+            self.phase("bench-dpo", self.bench_dpo)
         self.save()
         return 1 if self.result["errors"] else 0
 
