@@ -6,9 +6,9 @@ import json
 import torch
 
 from storyloop.bench.random_flux import MARKER, SHAPES, build_pipeline, save_random_lora, save_random_pipeline
-from storyloop.generation.lora import load_lora
+from storyloop.generation.gsa import POSITION_SCHEME
 from storyloop.generation.memory_estimate import model_sizes
-from storyloop.generation.models import base_fingerprint, encode_text, load_flux
+from storyloop.generation.models import LoraMeta, base_fingerprint, encode_text, load_flux
 
 WORDS = ["a", "fox", "reads"]
 
@@ -29,8 +29,11 @@ def test_a_random_stage1_lora_loads_onto_its_base_with_non_zero_weights(tmp_path
     folder, _ = save_random_pipeline(tmp_path / "m", SHAPES["tiny"], WORDS)
     base = base_fingerprint(str(folder))
     lora = save_random_lora(tmp_path / "lora", SHAPES["tiny"].transformer, base, rank=4)
+    meta = LoraMeta.read(lora)
+    assert (meta.kind, meta.base, meta.rank, meta.position_scheme) == ("stage1", base, 4, POSITION_SCHEME)
     pipe = load_flux(str(folder))
-    assert load_lora(pipe, lora, "stage1", base, "stage1").rank == 4
+    pipe.transformer.load_lora_adapter(str(lora), weight_name="pytorch_lora_weights.safetensors",
+                                      adapter_name="stage1")  # diffusers' own loader: every key fits
     b = [p for n, p in pipe.transformer.named_parameters() if "lora_B.stage1" in n]
     assert b and all(float(p.detach().abs().sum()) > 0 for p in b)
 
