@@ -1,8 +1,8 @@
 """`python -m storyloop.bench.gpu_check`: what only a GPU can measure, through the commands users run.
 
 `scripts/gpu_check.sh` runs this (after installing what the GPU machine lacks from ./wheels). With
-random weights (nothing downloads) it saves a FLUX.1-dev-shaped pipeline once to local disk
-(`storyloop.bench.random_flux`), then for each memory mode (full, 80gb, 24gb) runs, each as its own
+random weights (nothing downloads) it saves a FLUX.1-dev-shaped pipeline once (`storyloop.bench.random_flux`;
+to /dev/shm when it has room, else the temp dir), then for each memory mode (full, 80gb, 24gb) runs, each as its own
 `python -m storyloop.cli.main ...` process:
 
   stage1    generate train-stage1 at 512^2 with 2 references, a few steps  -> OUTPUT_DIR/summary.json
