@@ -18,11 +18,25 @@ import time
 from storyloop.bench.gsa import CONFIGS
 
 
-def _measure(config_name: str, variant: str, refs: int, steps: int, device: str, dtype_name: str) -> dict:
+PIXELS_PER_TOKEN = 16  # FLUX: the VAE's 8x downsampling, then 2x2 latent packing
+
+
+def grid_for(config_name: str, resolution: int | None) -> tuple[int, int]:
+    """The token grid of a square image of `resolution` pixels (default: the config's own grid)."""
+    if resolution is None:
+        return tuple(CONFIGS[config_name]["grid"])
+    if resolution < PIXELS_PER_TOKEN or resolution % PIXELS_PER_TOKEN:
+        raise ValueError(f"resolution must be a positive multiple of {PIXELS_PER_TOKEN}, got {resolution}")
+    side = resolution // PIXELS_PER_TOKEN
+    return side, side
+
+
+def _measure(config_name: str, variant: str, refs: int, steps: int, device: str, dtype_name: str,
+             resolution: int | None = None) -> dict:
     import torch
+    from diffusers.training_utils import cast_training_params
 
-    from diffusers import FluxTransformer2DModel
-
+    from storyloop.bench.random_flux import build_transformer
     from storyloop.dpo.data import PairBatchTensors
     from storyloop.dpo.loss import diffusion_dpo_loss, velocity_error
     from storyloop.dpo.trainer import ADAPTER, dpo_velocities
@@ -34,16 +48,14 @@ def _measure(config_name: str, variant: str, refs: int, steps: int, device: str,
     t = cfg["transformer"]
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(0)
-    model = FluxTransformer2DModel(**t).to(device)
+    # Made where it runs, in its dtype: FLUX.1-dev built on a CPU in float32 first would take minutes.
+    model = build_transformer(t, device, dtype)
     add_lora(model, lora_config(16, 16, init="gaussian"), "stage1")
     add_lora(model, lora_config(16, 16, init=True), ADAPTER)
     model.set_adapters(["stage1", ADAPTER])
     for name, p in model.named_parameters():
         p.requires_grad_(f".{ADAPTER}." in name)
-    if dtype != torch.float32:
-        for p in model.parameters():
-            if not p.requires_grad:
-                p.data = p.data.to(dtype)
+    cast_training_params(model, dtype=torch.float32)  # the DPO LoRA trains in fp32, as in the trainer
     install_gsa(model)
     model.enable_gradient_checkpointing()
     model.train()
@@ -51,7 +63,8 @@ def _measure(config_name: str, variant: str, refs: int, steps: int, device: str,
     optimizer = torch.optim.AdamW(params, lr=1e-4)
 
     g = torch.Generator().manual_seed(1)
-    grid, tokens = cfg["grid"], cfg["grid"][0] * cfg["grid"][1]
+    grid = grid_for(config_name, resolution)
+    tokens = grid[0] * grid[1]
 
     def rand(*shape):
         return torch.randn(*shape, generator=g).to(device, dtype)
@@ -105,15 +118,17 @@ def _worker(args) -> dict:
 
 
 def run_dpo_bench(config_name: str = "mid", refs: int = 2, steps: int = 5, device: str | None = None,
-                  dtype: str | None = None) -> dict:
+                  dtype: str | None = None, resolution: int | None = None) -> dict:
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    grid = grid_for(config_name, resolution)  # a bad resolution fails before any process starts
     with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-        ours = pool.apply(_worker, ((config_name, "ours", refs, steps, device, dtype),))
-        naive = pool.apply(_worker, ((config_name, "naive", refs, steps, device, dtype),))
+        ours = pool.apply(_worker, ((config_name, "ours", refs, steps, device, dtype, resolution),))
+        naive = pool.apply(_worker, ((config_name, "naive", refs, steps, device, dtype, resolution),))
     return {"config": config_name, "device": device, "dtype": dtype, "refs": refs, "steps": steps,
+            "grid": list(grid),
             "ours_s": round(ours["step_s"], 5), "naive_s": round(naive["step_s"], 5),
             "ours_over_naive": round(ours["step_s"] / naive["step_s"], 4),
             "ours_peak_mb": round(ours["peak_mb"], 1), "naive_peak_mb": round(naive["peak_mb"], 1),

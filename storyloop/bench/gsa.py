@@ -60,8 +60,9 @@ def flop_floor(cfg: dict, refs: int) -> float:
 
 def _measure(config_name: str, variant: str, refs: int, steps: int, device: str, dtype_name: str) -> Measurement:
     import torch
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler
 
+    from storyloop.bench.random_flux import build_transformer
     from storyloop.generation.flux import References, TextEmbeds, write_reference_cache
     from storyloop.generation.gsa import install_gsa
     from storyloop.generation.sampling import sample
@@ -69,9 +70,8 @@ def _measure(config_name: str, variant: str, refs: int, steps: int, device: str,
     cfg = CONFIGS[config_name]
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(0)
-    model = FluxTransformer2DModel(**cfg["transformer"]).to(device).eval()
-    if dtype != torch.float32:
-        model = model.to(dtype)
+    # Made where it runs, in its dtype: FLUX.1-dev built on a CPU in float32 first would take minutes.
+    model = build_transformer(cfg["transformer"], device, dtype).eval()
     if variant != "plain":
         install_gsa(model)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,

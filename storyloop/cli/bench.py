@@ -79,14 +79,19 @@ def dpo(
     refs: Annotated[int, typer.Option(min=1, help="References per pair.")] = 2,
     steps: Annotated[int, typer.Option(min=1, help="Timed optimizer steps per variant.")] = 5,
     device: Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")] = None,
+    resolution: Annotated[int | None, typer.Option(
+        min=16, help="Square image side in pixels (16 per token); default: the config's grid "
+                     "(flux1-dev: 1024).")] = None,
 ) -> None:
     """One DPO optimizer step: ours (one cached reference pass) vs naive (four full forwards)."""
-    from storyloop.bench.dpo import run_dpo_bench
+    from storyloop.bench.dpo import PIXELS_PER_TOKEN, run_dpo_bench
     from storyloop.bench.gsa import CONFIGS
 
     if config not in CONFIGS:
         raise fail(f"--config must be one of {', '.join(CONFIGS)}")
-    result = run_dpo_bench(config, refs, steps, device)
+    if resolution is not None and resolution % PIXELS_PER_TOKEN:
+        raise fail(f"--resolution must be a multiple of {PIXELS_PER_TOKEN} (one token per 16 x 16 pixels)")
+    result = run_dpo_bench(config, refs, steps, device, resolution=resolution)
     if not as_json:
         err_console.print(f"ours {result['ours_s'] * 1e3:.0f} ms/step ({result['ours_peak_mb']:.0f} MB), naive "
                           f"{result['naive_s'] * 1e3:.0f} ms/step ({result['naive_peak_mb']:.0f} MB); "
