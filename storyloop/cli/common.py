@@ -66,14 +66,14 @@ def ready_settings(data_dir: Path | None, db: str | None) -> Settings:
 
 def parse_overrides(items: list[str] | None) -> dict:
     """`--set KEY=VALUE` options as a dict; values are read as YAML (numbers, booleans, lists)."""
-    import yaml
+    from storyloop.generation.config import read_yaml
 
     overrides = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise fail(f"--set takes KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = read_yaml(value)
     return overrides
 
 

@@ -16,6 +16,27 @@ def knob(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+def read_yaml(text: str):
+    """YAML as config files and `--set` values mean it: only true/false are booleans.
+
+    PyYAML follows YAML 1.1, where yes/no/on/off are booleans too, so `mixed_precision: no` would
+    arrive as False and fail to be the text "no".
+    """
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+    return yaml.load(text, Loader=Loader)
+
+
 class ConfigSources:
     """For config dataclasses: build from defaults, a YAML file and overrides; describe every knob."""
 
@@ -30,13 +51,12 @@ class ConfigSources:
         wants `1.0e-4`), which must still be a learning rate. A value that does not convert is a
         ValueError naming its key and source.
         """
-        import yaml
         from pydantic import TypeAdapter, ValidationError
 
         known = {f.name for f in fields(cls)}
         values: dict = {}
         if yaml_path is not None:
-            values = yaml.safe_load(Path(yaml_path).read_text()) or {}
+            values = read_yaml(Path(yaml_path).read_text()) or {}
             if not isinstance(values, dict):
                 raise ValueError(f"{yaml_path}: expected KEY: VALUE lines, got {type(values).__name__}")
             unknown = set(values) - known

@@ -46,3 +46,14 @@ def test_bad_yaml_values_name_the_file(tmp_path):
     path.write_text("steps: 3\n")
     with pytest.raises(ValueError, match=r"unknown key\(s\) steps"):
         Stage1Config.from_sources(path)
+
+
+def test_no_and_yes_are_text_and_only_true_false_are_booleans(tmp_path):
+    from storyloop.cli.common import parse_overrides
+
+    cfg = Stage1Config.from_sources(None, **parse_overrides(["mixed_precision=no", "gradient_checkpointing=false"]))
+    assert cfg.mixed_precision == "no" and cfg.gradient_checkpointing is False
+    path = tmp_path / "c.yaml"
+    path.write_text("mixed_precision: no\ngradient_checkpointing: true\n")
+    cfg = Stage1Config.from_sources(path)
+    assert cfg.mixed_precision == "no" and cfg.gradient_checkpointing is True
