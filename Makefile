@@ -2,7 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-PYTEST_ARGS ?=
+# Two workers (one per core of a small machine), a test file's tests on one worker (module fixtures such as
+# the GPU check's CPU smoke run once), one thread each: tiny models only contend for cores with more.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: demo test install clean
 
@@ -21,7 +23,7 @@ demo: $(STAMP)
 
 # Runs every test on SQLite and, through a throwaway cluster, on PostgreSQL.
 test: $(STAMP)
-	scripts/with-postgres.sh $(PY) -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 scripts/with-postgres.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache

@@ -94,3 +94,20 @@ def save_tiny_models(root: Path, words: list[str]) -> Path:
               LoraMeta("stage1", base_fingerprint(str(root / "flux")), POSITION_SCHEME, 4, 4, 1))
     tiny_flux_pipeline(words, seed=1).save_pretrained(root / "other")
     return root
+
+
+def write_groups_dataset(folder: Path) -> Path:
+    """A Stage-1 dataset: 3 groups (fox, cat, owl) of 3 32x32 images, each a coloured bar that moves, and a
+    metadata.jsonl of {group, image, caption}."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for animal, color in [("fox", (200, 60, 20)), ("cat", (40, 40, 200)), ("owl", (30, 160, 40))]:
+        for f in range(3):
+            img = Image.new("RGB", (32, 32), (240, 240, 240))
+            img.paste(color, (4 + 6 * f, 8, 16 + 6 * f, 24))
+            img.save(folder / f"{animal}{f}.png")
+            rows.append({"group": animal, "image": f"{animal}{f}.png", "caption": f"a {animal} reads"})
+    (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return folder

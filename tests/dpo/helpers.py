@@ -62,3 +62,20 @@ def judge(settings, scenario_id, candidate_ids, user_id, verdicts, ranks=None, o
                    labels=labels)
     with session_scope(settings.db_url) as s:
         submit_judgment(s, j)
+
+
+def judged_for_models(settings, tmp_path, models, **round_kw):
+    """A round made for the tiny models under `models` (flux/, stage1/), every scenario judged alike by every
+    annotator: candidates 1 and 4 pass (1 best), 2 fails anatomy, 3 consistency. Returns (scenarios, candidates)."""
+    from storyloop.db.models import Round
+    from storyloop.db.rounds import ModelSpec
+
+    sids, cands, users = judged_round(settings, tmp_path, **round_kw)
+    with session_scope(settings.db_url) as s:  # record the model spec on the round
+        rnd = s.scalar(select(Round).where(Round.name == round_kw.get("name", "r1")))
+        for k, v in ModelSpec(str(models / "flux"), models / "stage1").columns().items():
+            setattr(rnd, k, v)
+    for sid, cs in zip(sids, cands):
+        for u in users.values():
+            judge(settings, sid, cs, u, [P, A, C, P], ranks={0: 1, 3: 2})
+    return sids, cands

@@ -17,7 +17,7 @@ from storyloop.generation import run
 from storyloop.generation.buckets import reference_size
 from storyloop.generation.run import GenerateConfig, generate_round
 from tests.conftest import make_image, save_tiny_models
-from tests.dpo.helpers import A, C, P, judge, judged_round
+from tests.dpo.helpers import A, C, P, judge, judged_for_models
 
 WORDS = "a red fox reads sleeps in the forest 0 1 2 3".split()
 WIDTH, HEIGHT = 48, 32  # the tiny VAE's factor is 4 (2x down, 2x2 packing): a 12 x 8 token grid
@@ -108,15 +108,7 @@ def test_candidates_keep_their_size_unless_larger_than_the_resolution():
 def test_several_candidate_sizes_train_one_pair_a_batch(settings, tmp_path, models):
     """Pairs of one batch share one noise shape: a round of two candidate sizes is refused with batches of 2
     before anything trains, and trains with batches of 1."""
-    sids, cands, users = judged_round(settings, tmp_path, scenarios=2, references=1,
-                                      size=[(32, 32), (WIDTH, HEIGHT)])
-    with session_scope(settings.db_url) as s:
-        rnd = s.scalar(select(Round).where(Round.name == "r1"))
-        for k, v in ModelSpec(str(models / "flux"), models / "stage1").columns().items():
-            setattr(rnd, k, v)
-    for sid, cs in zip(sids, cands):
-        for u in users.values():
-            judge(settings, sid, cs, u, [P, A, C, P], ranks={0: 1, 3: 2})
+    judged_for_models(settings, tmp_path, models, scenarios=2, references=1, size=[(32, 32), (WIDTH, HEIGHT)])
     base = dict(round="r1", rank=4, lora_alpha=4, resolution=64, max_sequence_length=16, max_steps=2, save_steps=2,
                 report_to="none", beta=50.0)
     with pytest.raises(DPOError, match=r"candidates of several sizes \(8x8, 12x8 tokens\).*train_batch_size = 1"):

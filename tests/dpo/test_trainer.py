@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 from storyloop.cli.main import app
 
 from storyloop.db import session_scope
-from storyloop.db.models import DpoMetric, DpoRun, Round, RunStatus
-from storyloop.db.rounds import ModelSpec
+from storyloop.db.models import DpoMetric, DpoRun, RunStatus
 from storyloop.dpo.config import DPOConfig
 from storyloop.dpo.data import assemble
 from storyloop.db.rounds import RoundError
@@ -23,7 +22,7 @@ from storyloop.generation.gsa import install_gsa
 from storyloop.generation.models import ModelError, load_flux
 from storyloop.generation.run import GenerateConfig, generate_round
 from tests.conftest import save_tiny_models
-from tests.dpo.helpers import A, C, P, judge, judged_round
+from tests.dpo.helpers import judged_for_models, judged_round
 
 WORDS = "a red fox reads sleeps 0 1 2 3".split()
 
@@ -35,16 +34,7 @@ def models(tmp_path_factory):
 
 @pytest.fixture
 def judged(settings, tmp_path, models):
-    sids, cands, users = judged_round(settings, tmp_path, scenarios=3, references=2)
-    with session_scope(settings.db_url) as s:  # record the model spec on the round
-        rnd = s.scalar(select(Round).where(Round.name == "r1"))
-        cols = ModelSpec(str(models / "flux"), models / "stage1").columns()
-        for k, v in cols.items():
-            setattr(rnd, k, v)
-    for sid, cs in zip(sids, cands):
-        for u in users.values():
-            judge(settings, sid, cs, u, [P, A, C, P], ranks={0: 1, 3: 2})
-    return sids, cands
+    return judged_for_models(settings, tmp_path, models, scenarios=3, references=2)
 
 
 def config(tmp_path, **kw):

@@ -15,6 +15,7 @@ from storyloop.generation.models import ModelError, base_identity, load_flux
 from storyloop.generation.config import Stage1Config
 from storyloop.generation.stage1 import train_stage1
 from storyloop.generation.tiny import tiny_flux_pipeline
+from tests.conftest import write_groups_dataset
 
 WORDS = "a the red blue green fox cat owl reads sleeps".split()
 
@@ -23,16 +24,7 @@ WORDS = "a the red blue green fox cat owl reads sleeps".split()
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("stage1")
     tiny_flux_pipeline(WORDS).save_pretrained(root / "flux")
-    data = root / "data"
-    data.mkdir()
-    rows = []
-    for g, (animal, color) in enumerate([("fox", (200, 60, 20)), ("cat", (40, 40, 200)), ("owl", (30, 160, 40))]):
-        for f in range(3):
-            img = Image.new("RGB", (32, 32), (240, 240, 240))
-            img.paste(color, (4 + 6 * f, 8, 16 + 6 * f, 24))
-            img.save(data / f"{animal}{f}.png")
-            rows.append({"group": animal, "image": f"{animal}{f}.png", "caption": f"a {animal} reads"})
-    (data / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    write_groups_dataset(root / "data")
     return root
 
 

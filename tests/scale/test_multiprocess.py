@@ -9,7 +9,6 @@ seconds of imports per process, so each test checks several of these at once.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from sqlalchemy import select
 
 from storyloop.db import session_scope, upgrade
 from storyloop.db.assets import asset_path
-from storyloop.db.models import Candidate, DpoMetric, DpoRun, Round, RunStatus
+from storyloop.db.models import Candidate, DpoRun, RunStatus
 from storyloop.db.rounds import ModelSpec, create_round
 from storyloop.dpo.config import DPOConfig
 from storyloop.dpo.trainer import train_dpo
@@ -28,8 +27,8 @@ from storyloop.generation.config import Stage1Config
 from storyloop.generation.run import GenerateConfig, candidate_seed, generate_round
 from storyloop.generation.stage1 import train_stage1
 from storyloop.settings import Settings
-from tests.conftest import make_image, save_tiny_models
-from tests.dpo.helpers import A, C, P, judge, judged_round
+from tests.conftest import make_image, save_tiny_models, write_groups_dataset
+from tests.dpo.helpers import judged_for_models
 from tests.scale.helpers import launch, launch_and_kill_rank
 
 pytestmark = pytest.mark.slow
@@ -44,16 +43,7 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    data = tmp_path_factory.mktemp("stage1-data")
-    rows = []
-    for animal, color in [("fox", (200, 60, 20)), ("cat", (40, 40, 200)), ("owl", (30, 160, 40))]:
-        for f in range(3):
-            img = Image.new("RGB", (32, 32), (240, 240, 240))
-            img.paste(color, (4 + 6 * f, 8, 16 + 6 * f, 24))
-            img.save(data / f"{animal}{f}.png")
-            rows.append({"group": animal, "image": f"{animal}{f}.png", "caption": f"a {animal} reads"})
-    (data / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    return data
+    return write_groups_dataset(tmp_path_factory.mktemp("stage1-data"))
 
 
 def sqlite_settings(tmp_path) -> Settings:
@@ -171,17 +161,6 @@ DPO = dict(rank=4, lora_alpha=4, resolution=32, max_sequence_length=16, save_ste
            learning_rate=1e-2, beta=50.0)
 
 
-def judged(settings, models, tmp_path):
-    sids, cands, users = judged_round(settings, tmp_path, scenarios=3, references=2)
-    with session_scope(settings.db_url) as s:
-        rnd = s.scalar(select(Round).where(Round.name == "r1"))
-        for k, v in ModelSpec(str(models / "flux"), models / "stage1").columns().items():
-            setattr(rnd, k, v)
-    for sid, cs in zip(sids, cands):
-        for u in users.values():
-            judge(settings, sid, cs, u, [P, A, C, P], ranks={0: 1, 3: 2})
-
-
 def dpo_args(settings, out, steps, **extra) -> list[str]:
     knobs = {**DPO, **extra}
     return ["dpo", "train", "--round", "r1", "--output-dir", str(out), "--max-steps", str(steps), *db_args(settings),
@@ -196,7 +175,7 @@ def runs(settings):
 
 def test_dpo_two_processes_of_batch_1_train_as_one_of_batch_2(models, tmp_path):
     settings = sqlite_settings(tmp_path)
-    judged(settings, models, tmp_path)
+    judged_for_models(settings, tmp_path, models, scenarios=3, references=2)
     done = launch(dpo_args(settings, tmp_path / "two", 4))
     assert done.stdout.count("DPO LoRA saved to") == 1
     [(status, steps, last, artifact)] = runs(settings)  # one run row, written by one process
@@ -216,7 +195,7 @@ def test_dpo_two_processes_of_batch_1_train_as_one_of_batch_2(models, tmp_path):
 
 def test_dpo_resumes_its_run_after_one_process_is_killed(models, tmp_path):
     settings = sqlite_settings(tmp_path)
-    judged(settings, models, tmp_path)
+    judged_for_models(settings, tmp_path, models, scenarios=3, references=2)
     out, steps = tmp_path / "killed", 40
     killed = launch_and_kill_rank(dpo_args(settings, out, steps),
                                   ready=(out / "checkpoints" / "step-2" / "state.pt").exists)
