@@ -46,8 +46,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -123,6 +125,7 @@ class GpuCheck:
         self.start = time.monotonic()
         self.password = os.environ.get("STORYLOOP_ADMIN_PASSWORD") or os.urandom(12).hex()
         self._ready: set[str] = set()
+        self._lock = threading.RLock()  # the log, the JSON and the result, shared by the smoke's parallel jobs
         self.quantization = {m: self._quantization(m, quantization_24gb) for m in modes}
         self.result: dict = {
             "check": "cpu-smoke" if smoke else "gpu", "device": profile.device, "profile": asdict(profile),
@@ -149,12 +152,17 @@ class GpuCheck:
 
     def say(self, message: str) -> None:
         line = f"[gpu-check {self.elapsed():6.1f}s] {message}"
-        print(line, file=sys.stderr, flush=True)
-        with open(self.log_path, "a") as fh:
-            fh.write(line + "\n")
+        with self._lock:
+            print(line, file=sys.stderr, flush=True)
+            with open(self.log_path, "a") as fh:
+                fh.write(line + "\n")
 
     def save(self) -> None:
         """The result so far, as the JSON a finished run prints (a timeout still leaves this file)."""
+        with self._lock:
+            self._save()
+
+    def _save(self) -> None:
         self.result["total_s"] = round(self.elapsed(), 1)
         self.json_out.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.json_out.with_suffix(".tmp")
@@ -166,7 +174,8 @@ class GpuCheck:
     def phase(self, key: str, fn) -> None:
         """Run one phase: timed, its failure recorded (the check goes on), the JSON saved after it."""
         if self.left() < MIN_PHASE_S:
-            self.result["skipped"][key] = f"out of time ({self.elapsed():.0f} s of {self.profile.budget_s:.0f})"
+            with self._lock:
+                self.result["skipped"][key] = f"out of time ({self.elapsed():.0f} s of {self.profile.budget_s:.0f})"
             self.say(f"{key}: skipped, out of time")
             self.save()
             return
@@ -177,10 +186,12 @@ class GpuCheck:
         except Exception as exc:  # a failing phase must not lose the figures of the others
             detail = str(exc) if isinstance(exc, PhaseFailed) else traceback.format_exc(limit=4)
             # short enough that the JSON line stays whole in a 12,000-character output tail; the log has it all
-            self.result["errors"][key] = f"{type(exc).__name__}: {detail}"[-1200:]
+            with self._lock:
+                self.result["errors"][key] = f"{type(exc).__name__}: {detail}"[-1200:]
             self.say(f"{key}: FAILED: {detail[-1500:]}")
         seconds = time.monotonic() - started
-        self.result["timings_s"][key] = round(seconds, 1)
+        with self._lock:
+            self.result["timings_s"][key] = round(seconds, 1)
         self.say(f"{key}: done in {seconds:.1f} s")
         self.save()
 
@@ -220,7 +231,7 @@ class GpuCheck:
         return out
 
     def _log_output(self, args, out: str, err: str, status: str) -> None:
-        with open(self.log_path, "a") as fh:
+        with self._lock, open(self.log_path, "a") as fh:
             fh.write(f"\n$ storyloop {' '.join(args)}\n--- stdout\n{out}\n--- stderr\n{err}\n--- {status}\n")
 
     def data_args(self) -> list[str]:
@@ -379,11 +390,16 @@ class GpuCheck:
         else:
             image = (p.generate_resolution // self.pixels_per_token) ** 2
             count = flops.generate_run(cfg, TEXT_TOKENS, image, REFS, p.scenarios, p.candidates, p.generate_steps)
-        self.result["flops"][{"stage1": "stage1_step", "dpo": "dpo_step", "generate": "generate_run"}[use]] = \
-            count.total
+        with self._lock:
+            self.result["flops"][{"stage1": "stage1_step", "dpo": "dpo_step", "generate": "generate_run"}[use]] = \
+                count.total
         return count
 
     def _record(self, mode: str, use: str, summary: dict, seconds: float | None, count) -> None:
+        with self._lock:
+            self._record_locked(mode, use, summary, seconds, count)
+
+    def _record_locked(self, mode: str, use: str, summary: dict, seconds: float | None, count) -> None:
         from storyloop.bench import flops
 
         self.result["runs"][mode][use] = summary
@@ -417,20 +433,40 @@ class GpuCheck:
                  f"run dir {self.run_dir}; JSON to {self.json_out}")
         self.phase("setup", self.setup)
         self.phase("estimate", self.estimates)  # CPU only and quick: before anything can run out of time
-        for mode in self.modes:
-            for use in MODE_PHASES:
-                if use not in self.phases:
-                    continue
-                if "setup" in self.result["errors"]:  # no model folder: nothing to run them on
-                    self.result["skipped"][f"{mode}/{use}"] = "setup failed"
-                else:
-                    self.phase(f"{mode}/{use}", lambda m=mode, u=use: getattr(self, u)(m))
+        if "setup" not in self.result["errors"]:
+            self.phase("data", self.data)
+        jobs = [lambda m=mode: self.mode_phases(m) for mode in self.modes]
         if "gsa" in self.phases:  # the benchmarks build their own models
-            self.phase("gsa", self.gsa)
+            jobs.append(lambda: self.phase("gsa", self.gsa))
         if "bench-dpo" in self.phases:
-            self.phase("bench-dpo", self.bench_dpo)
+            jobs.append(lambda: self.phase("bench-dpo", self.bench_dpo))
+        # On a GPU one command at a time (each measures its own peak and speed); the CPU smoke, which measures
+        # neither, runs two at once, one per core of a small machine.
+        with ThreadPoolExecutor(max_workers=2 if self.smoke else 1) as pool:
+            for done in [pool.submit(job) for job in jobs]:
+                done.result()
         self.save()
         return 1 if self.result["errors"] else 0
+
+    def data(self) -> None:
+        """The dataset and rounds the modes share, made once before they run (side by side in the smoke)."""
+        if "stage1" in self.phases:
+            self._dataset()
+        if "dpo" in self.phases:
+            self._judged_round()
+        if "generate" in self.phases:
+            for mode in self.modes:
+                self._round(f"check-generate-{mode}", self.profile.generate_resolution, self.profile.scenarios,
+                            candidates=0)
+
+    def mode_phases(self, mode: str) -> None:
+        for use in MODE_PHASES:
+            if use not in self.phases:
+                continue
+            if "setup" in self.result["errors"]:  # no model folder: nothing to run them on
+                self.result["skipped"][f"{mode}/{use}"] = "setup failed"
+            else:
+                self.phase(f"{mode}/{use}", lambda m=mode, u=use: getattr(self, u)(m))
 
 
 def read_summary(output_dir: Path) -> dict:
