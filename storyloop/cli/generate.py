@@ -19,10 +19,13 @@ def torch_dtype(name: str):
     """The torch dtype for --dtype; None for auto (bfloat16 on a GPU, float32 on a CPU)."""
     import torch
 
-    from storyloop.generation.memory import FP16_REASON
+    from storyloop.generation.errors import ModelError
+    from storyloop.generation.memory import FP16_REASON, check_dtype
 
-    if name in ("float16", "fp16", "half"):
-        raise fail(f"--dtype {name} is refused: {FP16_REASON}; use bfloat16 on a GPU (float32 on a CPU)")
+    try:
+        check_dtype(name)
+    except ModelError:
+        raise fail(f"--dtype {name} is refused: {FP16_REASON}; use bfloat16 on a GPU (float32 on a CPU)") from None
     if name == "auto":
         return None
     if name not in DTYPES:

@@ -211,7 +211,8 @@ class DPOTrainer:
             rnd = get_round(session, c.round)
             work = Workload(c.resolution, c.resolution, self._references(session), c.train_batch_size, c.rank,
                             c.max_sequence_length)
-        self.plan = plan_for(c, "dpo", acc.device, work)  # refuses a mode the GPU cannot hold, before loading
+        # the round's base unless --model says otherwise; a mode the GPU cannot hold is refused before loading
+        self.plan = plan_for(c, c.model or rnd.base_model or "", "dpo", acc.device, work)
         self.model = load_policy(rnd, c, acc.device, self.weight_dtype, self.plan.quantization)
         with read_scope(self.settings.db_url) as session:
             cache = EncodingCache(self.out / "cache", f"{self.model.base}|{c.resolution}|{c.max_sequence_length}",

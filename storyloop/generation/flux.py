@@ -211,5 +211,5 @@ def predict_with_references(transformer: FluxTransformer2DModel, tokens: torch.T
                      ref_slots=torch.arange(n, device=device).repeat(refs.count // max(n, 1)),
                      ref_rope=reference_rope(transformer, *grid, n, device=device), num_targets=t)
     out = _call(transformer, torch.cat([tokens, refs.tokens.to(tokens.dtype)]),
-                torch.cat([sigma.to(device), torch.zeros(refs.count, device=device)]), text.cat(refs.text), grid, guidance, ctx)
+                torch.cat([sigma, torch.zeros(refs.count, device=device)]), text.cat(refs.text), grid, guidance, ctx)
     return out[:t]

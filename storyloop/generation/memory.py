@@ -257,10 +257,11 @@ def apply_memory_plan(pipe, plan: MemoryPlan, use: Use, encoded: bool = True) ->
         offload_encoders(pipe, include_vae=plan.offload_vae and use != "generate")
 
 
-def adamw(params: Iterable, plan: MemoryPlan, lr: float, weight_decay: float):
-    """AdamW over the trainable (fp32 LoRA) parameters: 8-bit state when the plan says so."""
+def adamw(params: Iterable, plan: MemoryPlan, lr: float, weight_decay: float, eight_bit: bool | None = None):
+    """AdamW over the trainable (fp32 LoRA) parameters or parameter groups: 8-bit state when the plan says so,
+    or when `eight_bit` (an explicit choice) says so."""
     params = list(params)
-    if plan.adam_8bit:
+    if plan.adam_8bit if eight_bit is None else eight_bit:
         import bitsandbytes as bnb
 
         return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay)

@@ -36,11 +36,11 @@ from storyloop.generation.buckets import reference_size
 from storyloop.generation.flux import References, TextEmbeds, write_reference_cache
 from storyloop.generation.gsa import POSITION_SCHEME, REFERENCE_PROMPT, install_gsa
 from storyloop.generation.lora import adapter_off, load_lora
-from storyloop.generation.memory import apply_memory_plan, check_dtype, encoders_on, resolve
-from storyloop.generation.memory_estimate import Workload, check_fits, model_sizes
+from storyloop.generation.memory import apply_memory_plan, check_dtype, encoders_on
+from storyloop.generation.memory_estimate import Workload
 from storyloop.generation.models import (ModelError, base_identity, decode_tokens, encode_images, encode_text,
                                          latent_grid, load_flux, size_factor)
-from storyloop.generation.training import peak_gb, transformer_config
+from storyloop.generation.training import memory_plan, peak_gb
 from storyloop.generation.sampling import sample
 from storyloop.hashing import sha256_path
 from storyloop.settings import Settings
@@ -177,15 +177,13 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
         for sc in scenarios:  # load what we need before the session closes
             _ = [r.asset for r in sc.references], [c.index for c in sc.candidates]
         _check_references(settings, scenarios)
-    plan = resolve(config.memory, state.device, config.quantization)
+    refs = max((len(sc.references) for sc in scenarios), default=0)
+    # a mode the GPU cannot hold is refused before anything loads
+    plan = memory_plan(config.memory, config.quantization, model or rnd.base_model or "", "generate", state.device,
+                       Workload(config.height, config.width, refs, config.batch_size, 16, config.max_sequence_length))
     if dtype is None:
         dtype = plan.torch_dtype
     check_dtype(dtype)
-    if state.device.type == "cuda":  # refuse a mode the GPU cannot hold before loading anything
-        refs = max((len(sc.references) for sc in scenarios), default=0)
-        check_fits(config.memory, "generate", state.device, quantization=config.quantization,
-                   sizes=model_sizes(transformer_config(model or rnd.base_model or "")),
-                   work=Workload(config.height, config.width, refs, config.batch_size, 16, config.max_sequence_length))
     loaded = load_round_model(rnd, model, dtype=dtype, device=state.device, quantization=plan.quantization)
     rnd_has_dpo = rnd.dpo_lora_path is not None
     pipe, grid = loaded.pipe, latent_grid(loaded.pipe, config.height, config.width)

@@ -273,7 +273,7 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
     weight_dtype = dtype_for(precision)
     work = Workload(config.resolution, config.resolution, config.num_references, config.train_batch_size,
                     config.rank, config.max_sequence_length)
-    plan = plan_for(config, "stage1", accelerator.device, work)
+    plan = plan_for(config, config.model, "stage1", accelerator.device, work)
 
     pipe = load_flux(config.model, dtype=weight_dtype, device=accelerator.device, quantization=plan.quantization)
     if accelerator.num_processes > 1:  # each process encodes its share into the cache, then all read it whole

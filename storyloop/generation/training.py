@@ -22,7 +22,7 @@ from accelerate.utils import parse_flag_from_env
 from storyloop.generation.config import TrainingKnobs
 from storyloop.generation.errors import ModelError
 from storyloop.generation.fingerprint import looks_like_path
-from storyloop.generation.memory import MemoryPlan, installed, resolve
+from storyloop.generation.memory import MemoryPlan, adamw, installed, resolve
 from storyloop.generation.memory_estimate import FLUX1_DEV_TRANSFORMER, Workload, check_fits, model_sizes
 
 
@@ -47,15 +47,21 @@ def transformer_config(spec: str) -> dict:
     return FLUX1_DEV_TRANSFORMER
 
 
-def plan_for(config: TrainingKnobs, use: str, device, work: Workload) -> MemoryPlan:
-    """The memory plan on `device`, after refusing (one line) a mode the GPU has too little memory for."""
+def memory_plan(memory: str, quantization: str, model: str, use: str, device, work: Workload) -> MemoryPlan:
+    """The memory plan on `device`, after refusing (one line) a mode the GPU has too little memory for
+    `work` on `model` (a folder's own transformer config; FLUX.1-dev's for a hub id)."""
+    plan = resolve(memory, device, quantization)
+    if str(device).startswith("cuda"):
+        check_fits(memory, use, device, sizes=model_sizes(transformer_config(model)), work=work,
+                   quantization=quantization)
+    return plan
+
+
+def plan_for(config: TrainingKnobs, model: str, use: str, device, work: Workload) -> MemoryPlan:
+    """A trainer's memory plan (see `memory_plan`), after refusing an 8-bit optimizer without bitsandbytes."""
     if config.optimizer == "adamw8bit" and not installed("bitsandbytes"):
         raise ModelError("optimizer=adamw8bit needs bitsandbytes, which is not installed: pip install bitsandbytes")
-    plan = resolve(config.memory, device, config.quantization)
-    if str(device).startswith("cuda"):
-        check_fits(config.memory, use, device, sizes=model_sizes(transformer_config(config.model)), work=work,
-                   quantization=config.quantization)
-    return plan
+    return memory_plan(config.memory, config.quantization, model, use, device, work)
 
 
 def use_checkpointing(config: TrainingKnobs, plan: MemoryPlan) -> bool:
@@ -66,11 +72,7 @@ def make_optimizer(groups: list[dict], config: TrainingKnobs, plan: MemoryPlan, 
     """AdamW over the trainable (fp32 LoRA) parameter groups; bitsandbytes' 8-bit AdamW when asked or when the
     memory mode says so and bitsandbytes is installed."""
     eight_bit = config.optimizer == "adamw8bit" or (config.optimizer == "auto" and plan.adam_8bit)
-    if eight_bit:
-        import bitsandbytes as bnb
-
-        return bnb.optim.AdamW8bit(groups, lr=lr, weight_decay=weight_decay)
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    return adamw(groups, plan, lr, weight_decay, eight_bit=eight_bit)
 
 
 def make_lr_scheduler(optimizer, config: TrainingKnobs, total_steps: int, start_step: int = 0):
