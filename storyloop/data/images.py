@@ -37,8 +37,8 @@ def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image.
             with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
                 if width * height > max_pixels:
-                    raise BadImage(f"{name}: {width}x{height} pixels is over the {max_pixels:,} limit "
-                                   "(a decompression bomb?)")
+                    raise BadImage(f"{name}: decompression bomb? {width}x{height} pixels is over the "
+                                   f"{max_pixels:,} limit")
                 img.load()
                 image = img.convert("RGB")
     except BadImage:
