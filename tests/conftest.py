@@ -111,3 +111,17 @@ def write_groups_dataset(folder: Path) -> Path:
             rows.append({"group": animal, "image": f"{animal}{f}.png", "caption": f"a {animal} reads"})
     (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     return folder
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A valid 8×6 PNG whose header claims width×height: a decompression bomb in about 100 bytes."""
+    import io
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6), (10, 200, 30)).save(buf, format="PNG")
+    png = buf.getvalue()
+    data = struct.pack(">II", width, height) + png[24:29]  # the IHDR chunk's data after its size fields
+    body = b"IHDR" + data
+    return png[:8] + struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body)) + png[33:]

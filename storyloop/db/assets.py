@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,10 +58,18 @@ def inspect_bytes(data: bytes, name: str = "image") -> ImageInfo:
 
 
 def _inspect(data: bytes, name: str, source: Path | None) -> ImageInfo:
+    if not data:
+        raise ImageError(f"{name}: empty file")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            width, height, fmt = img.width, img.height, img.format
+        # Pillow warns above MAX_IMAGE_PIXELS and raises DecompressionBombError (not an OSError) above twice
+        # that: both are refused before the pixels are decoded.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                width, height, fmt = img.width, img.height, img.format
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{name}: decompression bomb refused ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: not a readable image ({exc})") from None
     if fmt not in EXTENSIONS:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
@@ -20,25 +18,18 @@ from storyloop.data.images import BadImage, decode_image, open_image
 from storyloop.data.models import DataModelError
 from storyloop.data.parallel import parallel_map
 from storyloop.data.report import Report
+from tests.conftest import png_claiming_size
 
 
 def _png(size=(8, 6), color=(10, 200, 30)) -> bytes:
     return png_bytes(Image.new("RGB", size, color))
 
 
-def _with_ihdr_size(png: bytes, width: int, height: int) -> bytes:
-    """The same PNG claiming another size in its header (a decompression bomb costs a few bytes)."""
-    ihdr = png[12:29]  # type + data of the first chunk
-    data = struct.pack(">II", width, height) + ihdr[12:]
-    body = b"IHDR" + data
-    return png[:8] + struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body)) + png[33:]
-
-
 @pytest.mark.parametrize("name,data,why", [
     ("empty.png", b"", "empty file"),
     ("notes.png", b"these are not pixels", "not an image"),
     ("cut.png", _png((64, 64))[:60], "not a readable image"),
-    ("bomb.png", _with_ihdr_size(_png(), 40_000, 40_000), "decompression bomb"),
+    ("bomb.png", png_claiming_size(40_000, 40_000), "decompression bomb"),
 ], ids=["empty", "not-an-image", "truncated", "bomb"])
 def test_bad_images_are_named_errors(tmp_path, name, data, why):
     path = tmp_path / name

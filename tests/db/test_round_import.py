@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from storyloop.db import session_scope
 from storyloop.db.models import Asset, Candidate, Round, Scenario, ScenarioReference
 from storyloop.db.rounds import ImportValidationError, ModelSpec, RoundError, create_round
-from tests.conftest import make_image
+from tests.conftest import make_image, png_claiming_size
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -77,6 +77,8 @@ def test_same_image_in_two_rounds_is_stored_once(settings, story):
 def test_every_problem_is_reported_with_its_line_and_nothing_is_written(settings, story, tmp_path):
     path, rows = story
     (tmp_path / "src" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "src" / "bomb.png").write_bytes(png_claiming_size(40_000, 40_000))
+    (tmp_path / "src" / "empty.png").write_bytes(b"")
     bad = write_jsonl(path.parent / "bad.jsonl", [
         rows[0],
         "{not json",
@@ -86,6 +88,7 @@ def test_every_problem_is_reported_with_its_line_and_nothing_is_written(settings
         {"id": "z", "story_id": "s2", "frame_index": 1, "prompt": "p", "candidates": ["broken.png"]},
         {"id": "w", "story_id": "s2", "frame_index": 2, "prompt": "p", "colour": "red"},
         {"id": "v", "story_id": "s2", "frame_index": 3, "prompt": "p", "candidates": ["a.png", "a.png"]},
+        {"id": "u", "story_id": "s2", "frame_index": 4, "prompt": "p", "candidates": ["bomb.png", "empty.png"]},
     ])
     with pytest.raises(ImportValidationError) as err, session_scope(settings.db_url) as s:
         create_round(s, settings.store_dir, "r1", bad)
@@ -93,7 +96,9 @@ def test_every_problem_is_reported_with_its_line_and_nothing_is_written(settings
     for expected in ("line 2: not valid JSON", "line 3: duplicate id 's1-f1' (first on line 1)",
                      "line 4: field 'frame_index'", "line 5: references[0] 'missing.png': no such file",
                      "line 6: candidates[0] 'broken.png': not a readable image", "line 7: field 'colour'",
-                     "line 8: candidates[1] is the same image as candidates[0]"):
+                     "line 8: candidates[1] is the same image as candidates[0]",
+                     "line 9: candidates[0] 'bomb.png': decompression bomb refused",
+                     "line 9: candidates[1] 'empty.png': empty file"):
         assert expected in message
     assert counts(settings.db_url) == (0, 0, 0, 0, 0)
     assert not settings.store_dir.exists() or not any(settings.store_dir.rglob("*.png"))
