@@ -224,4 +224,23 @@ def judgments_table(session: Session, round_id: int) -> pd.DataFrame:
                          "shown_position": j.shown_order.index(lab.candidate_id) + 1,
                          "consistency_pass": lab.consistency_pass, "anatomy_pass": lab.anatomy_pass,
                          "aesthetics_rank": lab.aesthetics_rank})
-    return pd.DataFrame(rows, columns=EXPORT_COLUMNS)
+    table = pd.DataFrame(rows, columns=EXPORT_COLUMNS)
+    # A skip has no candidate columns: nullable types keep the others integers and booleans, not floats.
+    return table.astype({c: "Int64" for c in INTEGER_COLUMNS} | {c: "boolean" for c in BOOLEAN_COLUMNS})
+
+
+INTEGER_COLUMNS = ["frame", "revision", "candidate_id", "candidate_index", "shown_position", "aesthetics_rank"]
+BOOLEAN_COLUMNS = ["consistency_pass", "anatomy_pass"]
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def to_safe_csv(table: pd.DataFrame) -> bytes:
+    """CSV in which no text cell can run as a spreadsheet formula: those that start like one get a leading
+    apostrophe (text written by annotators, such as a skip reason, is untrusted)."""
+    def neutral(value):
+        return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+    text_columns = [c for c in table.columns if pd.api.types.is_string_dtype(table[c]) or table[c].dtype == object]
+    safe = table.assign(**{c: table[c].map(neutral) for c in text_columns})
+    return safe.to_csv(index=False).encode()

@@ -1,13 +1,16 @@
 """Researcher views: progress, timing, skip reasons, agreement, gold accuracy, a scenario's outcome."""
 
+import csv
+import io
+
 import pandas as pd
 import pytest
 
 from storyloop.annotator.gold import GoldError, set_gold
 from storyloop.annotator.history import edit_task, my_history
 from storyloop.annotator.queue import next_task
-from storyloop.annotator.stats import (agreement, judgment_times, progress_by_annotator, progress_by_scenario,
-                                       scenario_outcome, skip_reasons)
+from storyloop.annotator.stats import (agreement, judgment_times, judgments_table, progress_by_annotator,
+                                       progress_by_scenario, scenario_outcome, skip_reasons, to_safe_csv)
 from storyloop.annotator.submit import submit_task
 from storyloop.db import session_scope
 from storyloop.db.models import Outcome
@@ -129,3 +132,19 @@ def test_history_shows_only_ones_own_judgments_and_edits_are_new_revisions(judge
         assert mine[0].scenario_key == "s0" and mine[0].revision == 2
         assert len(progress_by_scenario(s, judged.round_id)) == 3
         assert progress_by_scenario(s, judged.round_id).judged.tolist() == [2, 2, 0]  # an edit adds no judgment
+
+
+def test_export_csv_keeps_integers_and_neutralises_formulas(small_round):
+    url, u, c = small_round.settings.db_url, small_round.users, small_round.candidates
+    s0 = small_round.scenarios[0]
+    judge_as(url, u["ann"], best_candidate=c[s0][0])
+    judge_as(url, u["bob"], skip='=HYPERLINK("http://evil.example","click")')
+    with session_scope(url) as s:
+        table = judgments_table(s, small_round.round_id)
+    rows = list(csv.DictReader(io.StringIO(to_safe_csv(table).decode())))
+    skip = next(r for r in rows if r["outcome"] == "skipped")
+    assert skip["skip_reason"] == """'=HYPERLINK("http://evil.example","click")"""
+    assert skip["candidate_index"] == "" and skip["revision"] == "1"
+    ranked = [r for r in rows if r["outcome"] != "skipped"]
+    assert ranked and all(r["candidate_index"].isdigit() and r["frame"].isdigit() for r in ranked)
+    assert {r["consistency_pass"] for r in ranked} <= {"True", "False"}

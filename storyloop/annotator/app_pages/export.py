@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from storyloop.annotator import ui
-from storyloop.annotator.stats import judgments_table
+from storyloop.annotator.stats import judgments_table, to_safe_csv
 
 st.header("Export")
 round_id = ui.pick_round()
@@ -19,7 +19,7 @@ skips = int((judged.outcome == "skipped").sum())
 # Progress counts judgments without skips; say how many of these are skips so the two pages agree.
 st.markdown(f"**{len(judged)}** current judgments in this round, **{skips}** of them skips. One row per judged "
             "candidate (a skip is one row). Edits are folded in: the latest revision counts.")
-st.download_button("Download judgments (CSV)", table.to_csv(index=False).encode(), file_name=f"{name}-judgments.csv",
+st.download_button("Download judgments (CSV)", to_safe_csv(table), file_name=f"{name}-judgments.csv",
                    mime="text/csv", icon=":material/download:", type="primary", disabled=table.empty)
 st.dataframe(table.head(200), hide_index=True)
 st.subheader("Preference set for Diffusion-DPO")
