@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storyloop.db.models import Candidate, Judgment, JudgmentLabel, Outcome, Scenario, utcnow
+from storyloop.db.models import Candidate, Judgment, JudgmentLabel, Outcome, Scenario, User, utcnow
 
 
 class JudgmentError(ValueError):
@@ -89,6 +89,10 @@ def submit_judgment(session: Session, judgment: JudgmentIn, max_attempts: int = 
     _lock_revisions(session, judgment.scenario_id, judgment.user_id)
     if (done := _by_key(session, judgment.idempotency_key)) is not None:
         return done, False
+    # Read in this write transaction: an account disabled a moment ago stores nothing more.
+    user = session.get(User, judgment.user_id, populate_existing=True)
+    if user is None or not user.is_active:
+        raise JudgmentError("this account is disabled: the judgment was not stored")
     scenario = session.get(Scenario, judgment.scenario_id)
     if scenario is None:
         raise JudgmentError(f"no scenario with id {judgment.scenario_id}")

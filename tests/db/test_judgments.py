@@ -8,7 +8,7 @@ from storyloop.db.judgments import (JudgmentError, JudgmentIn, Label, current_ju
                                     submit_judgment)
 from storyloop.db.models import Judgment, JudgmentLabel, Outcome, Role, Scenario
 from storyloop.db.rounds import create_round
-from storyloop.db.users import add_user
+from storyloop.db.users import add_user, set_active
 from tests.db.test_round_import import write_jsonl
 from tests.conftest import make_image
 
@@ -53,6 +53,17 @@ def test_double_submit_creates_one_judgment(settings, scenario):
     with session_scope(settings.db_url) as s:
         again, created = submit_judgment(s, ranked(sid, cands, ann, "k1", winner=1))
         assert not created and again.id == first.id
+    assert n_rows(settings.db_url) == (1, 3)
+
+
+def test_a_disabled_account_stores_nothing_more(settings, scenario):
+    sid, cands, (ann, bob) = scenario
+    with session_scope(settings.db_url) as s:
+        set_active(s, "ann", False)
+    with pytest.raises(JudgmentError, match="disabled"), session_scope(settings.db_url) as s:
+        submit_judgment(s, ranked(sid, cands, ann, "k1"))
+    with session_scope(settings.db_url) as s:
+        submit_judgment(s, ranked(sid, cands, bob, "k2"))
     assert n_rows(settings.db_url) == (1, 3)
 
 
