@@ -89,7 +89,8 @@ def main() -> None:
     logged_in = _authenticate()
     ui.write_cookie()  # before the navigation: once the page shows the login worked, its cookie is in the browser
     if not logged_in:
-        st.navigation([st.Page(login_page, title="Log in", url_path="login")], position="hidden").run()
+        with ui.errors_by_id():
+            st.navigation([st.Page(login_page, title="Log in", url_path="login")], position="hidden").run()
         return
     who = ui.user()
     # Opening Annotate leases a scenario, so researchers land on Progress: a login to look at the numbers
@@ -109,7 +110,8 @@ def main() -> None:
         ]
     pages[who.username] = [st.Page(_logout_page, title=f"Log out {who.username}", icon=":material/logout:",
                                    url_path="logout")]
-    st.navigation(pages, position="top").run()
+    with ui.errors_by_id():
+        st.navigation(pages, position="top").run()
 
 
 # Streamlit runs this file as __main__. The guard keeps multiprocessing's spawn children (which

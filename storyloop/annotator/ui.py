@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +71,24 @@ def open_edit(edit) -> None:
 
 def flash(kind: str, message: str) -> None:
     st.session_state[FLASH] = (kind, message)
+
+
+log = logging.getLogger("storyloop.annotator")
+
+
+@contextmanager
+def errors_by_id() -> Iterator[None]:
+    """An unexpected error on a page: the person sees a short message with an id, never a traceback or a
+    server path; the traceback goes to the server log under that id. Streamlit's rerun and stop are not
+    Exceptions and pass through."""
+    try:
+        yield
+    except Exception:
+        error_id = secrets.token_hex(4)
+        log.exception("error %s (user %s)", error_id, getattr(st.session_state.get(USER), "username", "-"))
+        st.error(f"Something went wrong on our side (error {error_id}). What you saved is kept: reload the page "
+                 "to go on, and give this id to whoever runs storyloop if it happens again.",
+                 icon=":material/error:")
 
 
 def show_flash() -> None:

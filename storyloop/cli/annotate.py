@@ -22,6 +22,8 @@ def streamlit_command(host: str, port: int) -> list[str]:
             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
             # "magic" would render any bare expression in a page (a conditional call's return value, say)
             "--runner.magicEnabled", "false",
+            # an error that escapes the pages' own handler (ui.errors_by_id) shows no traceback or server path
+            "--client.showErrorDetails", "none",
             "--client.toolbarMode", "minimal", "--theme.base", "light", "--theme.primaryColor", "#1d4ed8"]
 
 

@@ -271,3 +271,21 @@ def test_gallery_sets_a_gold_answer_and_refuses_a_bad_one(app, small_round):
     with session_scope(small_round.settings.db_url) as s:
         gold = s.scalar(select(GoldAnswer))
         assert (gold.scenario_id, gold.winner_candidate_ids, gold.loser_candidate_ids) == (sid, [first], [last])
+
+
+def _page_that_fails():
+    from storyloop.annotator import ui
+
+    with ui.errors_by_id():
+        raise ValueError("cannot open /srv/storyloop/secret/path.db")
+
+
+def test_an_unexpected_error_shows_an_id_not_a_traceback(caplog):
+    with caplog.at_level("ERROR", logger="storyloop.annotator"):
+        at = AppTest.from_function(_page_that_fails, default_timeout=30).run()
+    assert not at.exception
+    [shown] = at.error
+    assert "/srv/storyloop" not in shown.value and "ValueError" not in shown.value
+    error_id = shown.value.split("(error ")[1].split(")")[0]
+    [record] = [r for r in caplog.records if error_id in r.getMessage()]
+    assert "/srv/storyloop/secret/path.db" in caplog.text and record.exc_info is not None
