@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from storyloop.cli.pairs import CompleteOnly, MinVotes
 from storyloop.cli.common import DataDirOpt, DbOpt, console, fail, read_password, ready_settings, user_errors
 from storyloop.db import session_scope
 
@@ -20,6 +21,8 @@ def export(
                                       help="Your researcher/admin account (password: STORYLOOP_PASSWORD or prompt).")]
     = "admin",
     min_agreement: Annotated[float, typer.Option(help="Share of annotators that must agree (> 0.5).")] = 0.6,
+    min_votes: MinVotes = 2,
+    complete_only: CompleteOnly = False,
     data_dir: DataDirOpt = None, db: DbOpt = None,
 ) -> None:
     """Export every (winner, loser) pair of a round with Pick-a-Pic columns plus references and annotators."""
@@ -35,7 +38,8 @@ def export(
             raise fail("wrong username or password")
         try:
             summary = export_round(session, s, round_name, out, fmt, who, anonymize,
-                                   AggregationPolicy(min_agreement))
+                                   AggregationPolicy(min_agreement, min_votes=min_votes,
+                                                     complete_only=complete_only))
         except (ExportError, ValueError) as exc:
             raise fail(str(exc)) from None
     console.print(f"Exported {summary.rows} pair(s) from {summary.scenarios} scenario(s) of {round_name!r} "

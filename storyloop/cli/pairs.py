@@ -14,12 +14,18 @@ from storyloop.db import session_scope
 app = typer.Typer(no_args_is_help=True, help="Winner x loser preference pairs from a round's judgments.")
 
 MinAgreement = Annotated[float, typer.Option(help="Share of annotators that must agree on a label (> 0.5).")]
+MinVotes = Annotated[int, typer.Option(min=1, help="Non-skipped judgments a scenario needs to count (1 trusts a "
+                                                   "single annotator).")]
+CompleteOnly = Annotated[bool, typer.Option("--complete-only", help="Only scenarios with the round's k "
+                                                                    "non-skipped judgments.")]
 
 
 @app.command("stats")
 def stats(
     round_name: Annotated[str, typer.Option("--round", help="The judged round.")],
     min_agreement: MinAgreement = 0.6,
+    min_votes: MinVotes = 2,
+    complete_only: CompleteOnly = False,
     include_gold: Annotated[bool, typer.Option(help="Also pool the gold scenarios.")] = False,
     include_disabled: Annotated[bool, typer.Option(help="Also count disabled annotators' judgments.")] = False,
     seed: Annotated[int, typer.Option(help="Sampler seed for the example epoch.")] = 0,
@@ -32,7 +38,8 @@ def stats(
 
     s = ready_settings(data_dir, db)
     try:
-        policy = AggregationPolicy(min_agreement, include_gold=include_gold, include_disabled=include_disabled)
+        policy = AggregationPolicy(min_agreement, min_votes=min_votes, complete_only=complete_only,
+                                   include_gold=include_gold, include_disabled=include_disabled)
     except ValueError as exc:
         raise fail(str(exc)) from None
     with user_errors(), session_scope(s.db_url) as session:
@@ -40,7 +47,7 @@ def stats(
     sampler = PairSampler(pools, seed=seed)
     epoch = sampler.epoch(0)
     result = {
-        "round": round_name, "min_agreement": min_agreement, "judgments": pools.judgments,
+        "round": round_name, "min_agreement": min_agreement, "min_votes": min_votes, "judgments": pools.judgments,
         "scenarios_judged": pools.scenarios_judged, "scenarios_with_pairs": int(pools.members.scenario_id.nunique()),
         "scenarios_without_pairs": pools.scenarios_without_pairs, "winners": int(pools.winners.shape[0]),
         "losers": int(pools.losers.shape[0]), "possible_pairs": pools.pair_counts(),

@@ -37,6 +37,9 @@ class DPOConfig(TrainingKnobs):
     logit_mean: float = knob(0.0, "Mean of the logit-normal noise-level sampling.")
     logit_std: float = knob(1.0, "Std of the logit-normal noise-level sampling.")
     min_agreement: float = knob(0.6, "Share of annotators that must agree for a label to count (> 0.5).")
+    min_votes: int = knob(2, "Scenarios with fewer non-skipped judgments give no pairs (1 trusts a single "
+                             "annotator's view).")
+    complete_only: bool = knob(False, "Only scenarios that reached the round's k non-skipped judgments.")
     level_weights: tuple = knob((1.0, 2.0, 4.0), "Sampling weight of losers failing at consistency, "
                                                  "anatomy, aesthetics (hard negatives weigh more).")
     include_gold: bool = knob(False, "Also train on the gold scenarios.")
@@ -62,6 +65,8 @@ class DPOConfig(TrainingKnobs):
             raise ValueError("rpo_alpha must be >= 0")
         if not 0.5 < self.min_agreement <= 1:
             raise ValueError("min_agreement must be in (0.5, 1]")
+        if self.min_votes < 1:
+            raise ValueError("min_votes must be at least 1")
         if self.eval_steps < 0:
             raise ValueError("eval_steps must be 0 (never) or positive")
         if not 0 <= self.eval_split < 1:

@@ -121,7 +121,8 @@ def export_round(session: Session, settings: Settings, round_name: str, out_dir:
         _write_jsonl(table, out, path)
     (out / "metadata.json").write_text(json.dumps({
         "round": round_name, "rows": len(table), "format": fmt, "anonymized": anonymize,
-        "min_agreement": policy.min_agreement, "pair_set_sha256": pool_sha, "exported_by": requested_by.username,
+        "min_agreement": policy.min_agreement, "min_votes": policy.min_votes,
+        "complete_only": policy.complete_only, "pair_set_sha256": pool_sha, "exported_by": requested_by.username,
         "exported_at": utcnow().isoformat(), "code_version": code_version()}, indent=2))
     return ExportSummary(len(table), int(table.scenario_id.nunique()), path, pool_sha)
 

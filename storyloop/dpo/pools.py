@@ -3,7 +3,9 @@
 Each annotator's latest revision counts once; skipped judgments count nowhere. For every candidate
 the majority decides, level by level: character consistency, then anatomical integrity (among those
 that passed), then aesthetics (a survivor "wins" when an annotator ranked it best, or tied it).
-A label is accepted only when its majority share reaches `min_agreement`; a candidate without an
+A scenario counts only with at least `min_votes` non-skipped judgments (default 2: one person's view
+is a label to check, not a majority), or with `complete_only` the round's k. A label is accepted only
+when its majority share reaches `min_agreement`; a candidate without an
 accepted label is left out of both pools. Winners passed all three levels; each loser is tagged
 with the level it failed at. A scenario whose majority outcome is not "ranked" (tie, all bad)
 gives no pairs.
@@ -31,15 +33,16 @@ OUTCOME_CODES = {o.value: i for i, o in enumerate(Outcome)}
 @dataclass(frozen=True)
 class AggregationPolicy:
     min_agreement: float = 0.6  # share of annotators that must agree for a label to count (> 0.5)
-    min_judgments: int = 1  # scenarios with fewer non-skipped judgments give no pairs
+    min_votes: int = 2  # scenarios with fewer non-skipped judgments give no pairs
+    complete_only: bool = False  # only scenarios with the round's k non-skipped judgments
     include_gold: bool = False  # gold scenarios score annotators; they join the pools only if asked
     include_disabled: bool = False  # judgments of since-disabled annotators
 
     def __post_init__(self):
         if not 0.5 < self.min_agreement <= 1:
             raise ValueError("min_agreement must be in (0.5, 1]: a tie is never a majority")
-        if self.min_judgments < 1:
-            raise ValueError("min_judgments must be at least 1")
+        if self.min_votes < 1:
+            raise ValueError("min_votes must be at least 1")
 
 
 @dataclass
@@ -111,7 +114,7 @@ def aggregate(judgments: pd.DataFrame, labels: pd.DataFrame, policy: Aggregation
     # Scenario level: enough judgments, and a majority that ranked.
     is_ranked = (judgments["outcome"] == OUTCOME_CODES["ranked"]).rename("ranked")
     per_scenario = is_ranked.groupby(judgments["scenario_id"]).agg(total="size", ranked="sum")
-    enough = per_scenario.total >= policy.min_judgments
+    enough = per_scenario.total >= policy.min_votes
     ranked = per_scenario.ranked / per_scenario.total >= thr
     reasons["too few judgments"] = int((~enough).sum())
     reasons["majority not ranked"] = int((enough & ~ranked).sum())
@@ -166,7 +169,8 @@ def round_pools(session: Session, round_name: str, policy: AggregationPolicy | N
     rnd = session.scalar(select(Round).where(Round.name == round_name))
     if rnd is None:
         raise RoundError(f"no round named {round_name!r}")
-    return aggregate(*labels_frame(session, rnd.id, policy), policy)
+    votes = max(policy.min_votes, rnd.judgments_per_scenario) if policy.complete_only else policy.min_votes
+    return aggregate(*labels_frame(session, rnd.id, policy), replace(policy, min_votes=votes))
 
 
 def split_scenarios(pools: Pools, share: float, seed: int) -> tuple[Pools, Pools]:

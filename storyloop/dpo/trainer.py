@@ -194,7 +194,8 @@ class DPOTrainer:
         self.weight_dtype = weight_dtype(self.precision)
         with read_scope(self.settings.db_url) as session:  # every process reads; none waits for a writer
             self.round = get_round(session, c.round)
-            self.pools = round_pools(session, c.round, AggregationPolicy(c.min_agreement, include_gold=c.include_gold))
+            self.pools = round_pools(session, c.round, AggregationPolicy(
+                c.min_agreement, min_votes=c.min_votes, complete_only=c.complete_only, include_gold=c.include_gold))
         self.train_pools, self.eval_pools = split_scenarios(self.pools, c.eval_split, c.seed)
         self.sampler = PairSampler(self.train_pools, seed=c.seed, level_weights=c.level_weights)
         self.run_id = self._start_run(resume)

@@ -56,7 +56,23 @@ def test_only_the_latest_revision_counts_and_skips_count_nowhere(settings, tmp_p
     a, b, c, d = cands
     judge(settings, sid, cands, users["ann"], [P, C, C, C], ranks={0: 1})
     judge(settings, sid, cands, users["ann"], [C, P, C, C], ranks={1: 1})  # an edit
-    assert members(pools(settings)) == {a: "consistency", b: "W", c: "consistency", d: "consistency"}
+    assert members(pools(settings, min_votes=1)) == {a: "consistency", b: "W", c: "consistency", d: "consistency"}
+
+
+def test_one_vote_is_not_a_majority_and_complete_only_wants_k(settings, tmp_path):
+    sids, cands, users = judged_round(settings, tmp_path, scenarios=2)  # k = 3
+    judge(settings, sids[0], cands[0], users["ann"], [P, C, C, C], ranks={0: 1})
+    for u in ("ann", "bob"):
+        judge(settings, sids[1], cands[1], users[u], [P, C, C, C], ranks={0: 1})
+    default = pools(settings)
+    assert set(default.members.scenario_id) == {sids[1]}
+    assert default.scenarios_without_pairs["too few judgments"] == 1
+    assert set(pools(settings, min_votes=1).members.scenario_id) == set(sids)
+    assert pools(settings, complete_only=True).members.empty  # two of three judgments: not complete
+    judge(settings, sids[1], cands[1], users["cat"], [P, C, C, C], ranks={0: 1})
+    assert set(pools(settings, complete_only=True).members.scenario_id) == {sids[1]}
+    with pytest.raises(ValueError, match="min_votes"):
+        AggregationPolicy(min_votes=0)
 
 
 def test_disabled_annotators_and_gold_scenarios_are_explicit(settings, tmp_path):
@@ -67,29 +83,30 @@ def test_disabled_annotators_and_gold_scenarios_are_explicit(settings, tmp_path)
     with session_scope(settings.db_url) as s:
         set_active(s, "bob-r1", False)
         s.add(GoldAnswer(scenario_id=sids[1], outcome=Outcome.ranked, winner_candidate_ids=[cands[1][0]]))
-    p = pools(settings)
+    p = pools(settings, min_votes=1)
     assert set(p.members.scenario_id) == {sids[0]}  # gold left out; bob's votes left out
     assert members(p)[cands[0][0]] == "W"
     both = pools(settings, include_disabled=True, include_gold=True, min_agreement=1.0)
     assert set(both.members.scenario_id) == set()  # ann and bob disagree on a and b everywhere
-    assert pools(settings, include_gold=True).members.scenario_id.nunique() == 2
+    assert pools(settings, include_gold=True, min_votes=1).members.scenario_id.nunique() == 2
+    assert pools(settings).members.empty  # with bob disabled, ann's is the only vote left
 
 
 def test_sampler_is_deterministic_weighted_and_sharded(settings, tmp_path):
     (sid,), (cands,), users = judged_round(settings, tmp_path, candidates=4, annotators=("ann",))
     a, b, c, d = cands
     judge(settings, sid, cands, users["ann"], [P, A, C, P], ranks={0: 1, 3: 2})
-    sampler = PairSampler(pools(settings), seed=3)
+    sampler = PairSampler(pools(settings, min_votes=1), seed=3)
     assert sampler.epoch_size == 3
     e0 = sampler.epoch(0)
-    assert np.array_equal(e0.loser_id, PairSampler(pools(settings), seed=3).epoch(0).loser_id)
+    assert np.array_equal(e0.loser_id, PairSampler(pools(settings, min_votes=1), seed=3).epoch(0).loser_id)
     assert set(e0.winner_id) == {a}
     # Over many epochs losers come up in proportion to their level weight 1 : 2 : 4.
     drawn = np.concatenate([sampler.epoch(e).loser_id for e in range(3000)])
     share = {x: float(np.mean(drawn == x)) for x in (c, b, d)}
     assert share[c] == pytest.approx(1 / 7, abs=0.02) and share[d] == pytest.approx(4 / 7, abs=0.02)
     # Two processes split an epoch without overlap.
-    big = PairSampler(pools(settings), seed=3)
+    big = PairSampler(pools(settings, min_votes=1), seed=3)
     r0, r1 = big.epoch(5, 0, 2), big.epoch(5, 1, 2)
     full = big.epoch(5)
     assert len(r0) + len(r1) == len(full)
@@ -99,7 +116,7 @@ def test_sampler_is_deterministic_weighted_and_sharded(settings, tmp_path):
 def test_processes_together_walk_the_stream_of_one_process_even_when_an_epoch_splits_unevenly(settings, tmp_path):
     (sid,), (cands,), users = judged_round(settings, tmp_path, candidates=4, annotators=("ann",))
     judge(settings, sid, cands, users["ann"], [P, A, C, P], ranks={0: 1, 3: 2})
-    sampler = PairSampler(pools(settings), seed=3)
+    sampler = PairSampler(pools(settings, min_votes=1), seed=3)
     assert sampler.epoch_size == 3  # odd: two processes cannot split an epoch evenly
     alone = [sampler.pair_at(i) for i in range(12)]
     assert alone[:3] == [(int(s), int(w), int(l)) for s, w, l in zip(*(getattr(sampler.epoch(0), f)
