@@ -52,6 +52,7 @@ def stats(
         "scenarios_without_pairs": pools.scenarios_without_pairs, "winners": int(pools.winners.shape[0]),
         "losers": int(pools.losers.shape[0]), "possible_pairs": pools.pair_counts(),
         "epoch_pairs": len(epoch), "epoch_pairs_per_level": epoch.level_counts(),
+        "epoch_distinct_pairs_per_level": _distinct_per_level(epoch),
         "pair_set_sha256": sampler.fingerprint()}
     if as_json:
         print(json.dumps(result))
@@ -61,9 +62,21 @@ def stats(
     for reason, count in result["scenarios_without_pairs"].items():
         if count:
             console.print(f"  no pairs: {reason}: {count}")
-    table = Table("loser level", "losers", "possible pairs", "pairs in epoch 0")
+    table = Table("loser level", "losers", "distinct pairs", "epoch 0 draws", "distinct in epoch 0",
+                  caption=f"An epoch draws {result['epoch_pairs']} pairs, as many as there are distinct ones, "
+                          "with losers weighted by level (hard negatives more often), so a level's draws differ "
+                          "from its distinct pairs and some pairs repeat.", caption_justify="left")
     for code, (level, possible) in enumerate(result["possible_pairs"].items()):
         table.add_row(level, str(int((pools.losers.level == code).sum())), str(possible),
-                      str(result["epoch_pairs_per_level"][level]))
+                      str(result["epoch_pairs_per_level"][level]),
+                      str(result["epoch_distinct_pairs_per_level"][level]))
     console.print(table)
     console.print(f"winners: {result['winners']}   pair set sha256: {result['pair_set_sha256'][:16]}…")
+
+
+def _distinct_per_level(epoch) -> dict[str, int]:
+    """Distinct (winner, loser) pairs an epoch drew, per loser level."""
+    from storyloop.dpo.pools import LEVELS
+
+    drawn = set(zip(epoch.loser_level.tolist(), epoch.winner_id.tolist(), epoch.loser_id.tolist()))
+    return {name: sum(1 for level, _, _ in drawn if level == code) for code, name in enumerate(LEVELS)}
