@@ -42,7 +42,7 @@ def detect_shots(path: Path, detector: str = "content", threshold: float = 27.0,
         raise BadVideo(f"{path}: not a video OpenCV can open") from None
     except (cv2.error, OSError, ValueError, ZeroDivisionError) as exc:  # what a broken stream raises mid-decode
         raise BadVideo(f"{path}: video does not decode ({type(exc).__name__}: {exc})") from None
-    shots = [(start.get_frames(), end.get_frames()) for start, end in scenes]
+    shots = [(start.frame_num, end.frame_num) for start, end in scenes]
     shots = [(a, b) for a, b in shots if b > a]
     if not shots:
         raise BadVideo(f"{path}: no decodable frames")

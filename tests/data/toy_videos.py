@@ -26,30 +26,37 @@ FPS = 24
 def close_up(character: str, sky: str, ground: str) -> Image.Image:
     """The character big in the middle of the scene, cropped around it and scaled to SIZE."""
     wide = render(Frame(CHARACTERS[character], "flat", sky, ground, "middle", "big"), 2 * SIZE)
-    return wide.crop((int(0.22 * 2 * SIZE), int(0.26 * 2 * SIZE), int(0.74 * 2 * SIZE), int(0.94 * 2 * SIZE))) \
+    return wide.crop((int(0.28 * 2 * SIZE), int(0.32 * 2 * SIZE), int(0.68 * 2 * SIZE), int(0.92 * 2 * SIZE))) \
         .resize((SIZE, SIZE), Image.LANCZOS)
 
 
-def shot_frames(character: str, scene: tuple[str, str], length: int, pan: int = 1) -> list[np.ndarray]:
-    """`length` BGR frames of one character in a (sky, ground) scene; the camera pans `pan` px per frame."""
+def shot_frames(character: str, scene: tuple[str, str], length: int, pan: int = 1,
+                start: int = 0) -> list[np.ndarray]:
+    """`length` BGR frames of one character in a (sky, ground) scene, from frame `start` of the video on. The
+    camera sways sideways `pan` px per frame (a triangle wave, within 8 px of the centre) and drifts down 1 px
+    every 8 frames, so in a video under 128 frames no two frames are the same picture."""
     still = np.asarray(close_up(character, *scene))
     frames = []
-    for t in range(length):
-        shifted = np.roll(still, (t - length // 2) * pan, axis=1)
+    for t in range(start, start + length):
+        sway = abs(t * pan % 32 - 16) - 8
+        shifted = np.roll(still, (t // 8 % 16 - 8, sway), axis=(0, 1))
         frames.append(np.ascontiguousarray(shifted[:, :, ::-1]))
     return frames
 
 
-def write_video(path: Path, shots: list[tuple[str, tuple[str, str]]], length: int = 24, pan: int = 1) -> list[tuple[int, int]]:
-    """Write the shots (character, (sky, ground)) one after another; returns each shot's [start, end) frames."""
+def write_video(path: Path, shots: list[tuple[str, tuple[str, str]]], length: int | list[int] = 24,
+                pan: int = 1) -> list[tuple[int, int]]:
+    """Write the shots (character, (sky, ground)) one after another, each `length` frames long (or its own
+    length from a list); returns each shot's [start, end) frames."""
+    lengths = length if isinstance(length, list) else [length] * len(shots)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (SIZE, SIZE))
     assert writer.isOpened(), "this OpenCV cannot write MJPG"
     bounds, start = [], 0
-    for character, scene in shots:
-        for frame in shot_frames(character, scene, length, pan):
+    for (character, scene), n in zip(shots, lengths, strict=True):
+        for frame in shot_frames(character, scene, n, pan, start):
             writer.write(frame)
-        bounds.append((start, start + length))
-        start += length
+        bounds.append((start, start + n))
+        start += n
     writer.release()
     return bounds
