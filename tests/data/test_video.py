@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from storyloop.cli.main import app
 from storyloop.data.cache import StageCache
 from storyloop.data.config import VideoConfig
+from storyloop.data.detect import Detector
 from storyloop.data.frame_filters import exposure_problem, is_long_shot
 from storyloop.data.identity import Embedder, cluster, color_histogram, load_callable, medoid
 from storyloop.data.shots import BadVideo, detect_shots, sample_indices
@@ -181,14 +182,30 @@ def test_clustering_is_deterministic_for_a_seed_and_drops_small_clusters():
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from tests.data.tiny_video_models import save_tiny_dinov2, save_tiny_owlvit
+    from tests.data.tiny_video_models import save_tiny_dinov2, save_tiny_grounding_dino, save_tiny_owlvit
 
     root = tmp_path_factory.mktemp("models")
-    return save_tiny_owlvit(root / "owlvit"), save_tiny_dinov2(root / "dinov2")
+    return (save_tiny_owlvit(root / "owlvit"), save_tiny_dinov2(root / "dinov2"),
+            save_tiny_grounding_dino(root / "gdino"))
+
+
+@pytest.mark.parametrize("which", [0, 2], ids=["owlvit", "grounding-dino"])
+def test_zero_shot_detectors_give_boxes_inside_the_frame_best_first(tiny_models, which):
+    images = [close_up("red", *DAY), close_up("blue", *DAY).resize((96, 128))]
+    detector = Detector(str(tiny_models[which]), "a character. a person.", 0.0, 0.0, device="cpu")
+    found = detector(images)
+    assert len(found) == 2 and all(found)
+    for image, boxes in zip(images, found, strict=True):
+        assert [b["score"] for b in boxes] == sorted((b["score"] for b in boxes), reverse=True)
+        for b in boxes:
+            x0, y0, x1, y1 = b["box"]
+            assert 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height
+    assert found == detector(images)  # deterministic
+    assert not any(detector.__class__(str(tiny_models[which]), "a character.", 1.0, 1.0, "cpu")(images))
 
 
 def test_dinov2_embeddings_are_unit_length_and_deterministic(tiny_models):
-    _, dino = tiny_models
+    _, dino, _ = tiny_models
     images = [close_up(c, *DAY) for c in CHARACTERS]
     first = Embedder(str(dino), device="cpu")(images)
     assert first.shape == (3, 32)
@@ -198,7 +215,7 @@ def test_dinov2_embeddings_are_unit_length_and_deterministic(tiny_models):
 
 def test_the_cli_runs_the_detector_and_dinov2_and_writes_crops_with_their_boxes(planted, tiny_models, tmp_path):
     folder, truth = planted
-    owl, dino = tiny_models
+    owl, dino, _ = tiny_models
     out = tmp_path / "out"
     result = CliRunner().invoke(app, [
         "data", "video", str(folder / "a.avi"), "--out", str(out), "--embedder", str(dino), "--no-captions",

@@ -33,6 +33,27 @@ def save_tiny_owlvit(folder: Path, seed: int = 0) -> Path:
     return Path(folder)
 
 
+def save_tiny_grounding_dino(folder: Path, seed: int = 0) -> Path:
+    """GroundingDINO (the paper's detector) with a 2-stage Swin backbone, a 1-layer BERT and 10 queries."""
+    from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection,
+                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+
+    torch.manual_seed(seed)
+    tokenizer = word_tokenizer([*QUERY_WORDS, "."], 32)
+    config = GroundingDinoConfig(
+        backbone_config=SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+                                   window_size=4, out_features=["stage1", "stage2"]),
+        text_config=BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=32),
+        d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10, num_feature_levels=2, encoder_n_points=2,
+        decoder_n_points=2, max_text_len=32, use_timm_backbone=False)
+    GroundingDinoForObjectDetection(config).eval().save_pretrained(folder)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 64})
+    GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return Path(folder)
+
+
 def save_tiny_dinov2(folder: Path, seed: int = 0) -> Path:
     """DINOv2 (AutoModel) with one 32-wide layer on 32 px inputs, and its AutoImageProcessor."""
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
