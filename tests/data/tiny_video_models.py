@@ -6,16 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from storyloop.generation.tiny import word_tokenizer
-
+# torch and transformers are imported inside the builders: a verifier imported by `--verifier` stays cheap.
 QUERY_WORDS = "a an the character person cartoon animal".split()
 
 
 def save_tiny_owlvit(folder: Path, seed: int = 0) -> Path:
     """OWL-ViT (AutoModelForZeroShotObjectDetection) with a 2-layer 32-wide text and vision tower."""
+    import torch
+
+    from storyloop.generation.tiny import word_tokenizer
+
     from transformers import OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor
 
     torch.manual_seed(seed)
@@ -35,6 +37,10 @@ def save_tiny_owlvit(folder: Path, seed: int = 0) -> Path:
 
 def save_tiny_grounding_dino(folder: Path, seed: int = 0) -> Path:
     """GroundingDINO (the paper's detector) with a 2-stage Swin backbone, a 1-layer BERT and 10 queries."""
+    import torch
+
+    from storyloop.generation.tiny import word_tokenizer
+
     from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection,
                               GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
 
@@ -56,6 +62,8 @@ def save_tiny_grounding_dino(folder: Path, seed: int = 0) -> Path:
 
 def save_tiny_dinov2(folder: Path, seed: int = 0) -> Path:
     """DINOv2 (AutoModel) with one 32-wide layer on 32 px inputs, and its AutoImageProcessor."""
+    import torch
+
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
     torch.manual_seed(seed)
