@@ -291,11 +291,12 @@ def build_video_dataset(src: Path, out: Path, cfg: VideoConfig, overwrite: bool 
         empty = next((s for s, n in report.counts.items() if n == 0), "groups")
         raise NoGroups(f"no character groups: nothing left after the {empty!r} stage (see the table)", report)
 
-    t0 = time.perf_counter()
-    all_frames = [f for g in groups for f in g.frames]
-    caption_frames(all_frames, captioner=cfg.captioner, captions_file=cfg.captions_file, device=cfg.device,
-                   batch_size=cfg.caption_batch_size, max_new_tokens=cfg.caption_max_tokens, cache=cache,
-                   report=report, progress=progress)
-    report.seconds["captions"] = round(time.perf_counter() - t0, 3)
+    if cfg.captioner or cfg.captions_file:  # no captions, no `captions` row
+        t0 = time.perf_counter()
+        all_frames = [f for g in groups for f in g.frames]
+        caption_frames(all_frames, captioner=cfg.captioner, captions_file=cfg.captions_file, device=cfg.device,
+                       batch_size=cfg.caption_batch_size, max_new_tokens=cfg.caption_max_tokens, cache=cache,
+                       report=report, progress=progress)
+        report.seconds["captions"] = round(time.perf_counter() - t0, 3)
     write_dataset(out, groups, report, overwrite=overwrite)
     return report

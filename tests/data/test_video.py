@@ -80,7 +80,7 @@ def test_toy_characters_come_out_one_cluster_each(planted, tmp_path):
     cfg = VideoConfig(**{**FAST, "workers": 2, "verifier": "tests.data.tiny_video_models:same_dominant_hue"})
     report = build_video_dataset(folder, tmp_path / "out", cfg, progress=False)
     assert report.counts == {"videos": 2, "shots": 9, "frames": 27, "static": 27, "detections": 27,
-                             "clustered": 27, "verified": 27, "images": 27, "groups": 3, "captions": 0}
+                             "clustered": 27, "verified": 27, "images": 27, "groups": 3}
     by_group: dict[str, set[str]] = {}
     for row in rows(tmp_path / "out"):
         by_group.setdefault(row["group"], set()).add(character_of(truth, row["source"]))
@@ -227,7 +227,7 @@ def test_the_cli_runs_the_detector_and_dinov2_and_writes_crops_with_their_boxes(
     report = json.loads(result.output.strip().splitlines()[-1])
     counts = report["counts"]
     assert list(counts) == ["videos", "shots", "frames", "blur", "exposure", "detections", "long_shot",
-                            "clustered", "images", "groups", "captions"]
+                            "clustered", "images", "groups"]
     assert (counts["videos"], counts["shots"], counts["frames"], counts["exposure"]) == (1, 4, 12, 12)
     assert 0 < counts["long_shot"] <= counts["detections"] <= 2 * counts["exposure"]  # max_boxes=2 per frame
     cache = tmp_path / "out.cache"
@@ -320,6 +320,7 @@ def test_the_dataset_trains_stage1_for_a_step(planted, tmp_path):
     assert result.exit_code == 0, result.output
     got = rows(out)
     assert all(row["caption"] == f"a {character_of(truth, row['source'])} character" for row in got)
+    assert json.loads((out / "report.json").read_text())["counts"]["captions"] == len(got)
     words = "a red blue green character".split()
     tiny_flux_pipeline(words).save_pretrained(tmp_path / "flux")
     cfg = Stage1Config(model=str(tmp_path / "flux"), dataset=str(out), output_dir=str(tmp_path / "train"), rank=4,
