@@ -219,7 +219,8 @@ def test_the_cli_runs_the_detector_and_dinov2_and_writes_crops_with_their_boxes(
     out = tmp_path / "out"
     result = CliRunner().invoke(app, [
         "data", "video", str(folder / "a.avi"), "--out", str(out), "--embedder", str(dino), "--no-captions",
-        "--json", "--set", f"detector={owl}", "--set", "box_threshold=0.0", "--set", "max_boxes=2", "--set", "min_box_pixels=1",
+        "--json", "--set", f"detector={owl}", "--set", "box_threshold=0.0", "--set", "max_boxes=2",
+        "--set", "min_box_pixels=1",
         "--set", "content=live-action", "--set", "blur_min_sharpness=1", "--set", "image=crop",
         "--set", "similarity_threshold=-1", "--set", "min_cluster_size=2", "--set", "device=cpu",
         "--set", "workers=1"])
