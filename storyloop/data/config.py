@@ -33,3 +33,74 @@ class DataKnobs(ConfigSources):
             raise ValueError("workers must be >= 1")
         if self.caption_batch_size < 1 or self.caption_max_tokens < 1:
             raise ValueError("caption_batch_size and caption_max_tokens must be >= 1")
+
+
+CONTENT_KINDS = ("animation", "live-action")
+VIDEO_IMAGE_KINDS = ("frame", "crop")
+DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"  # the paper's GroundingDINO, in transformers' classes
+DEFAULT_EMBEDDER = "facebook/dinov2-base"  # the paper's DINOv2
+
+
+@dataclass
+class VideoConfig(DataKnobs):
+    """`storyloop data video`: videos -> shots -> filtered frames -> character crops -> identity groups (3.3)."""
+
+    content: str = knob("animation", "animation (pHash dedup of static frames) or live-action (blur, exposure and "
+                                     "long-shot filters): picks the frame filters.")
+    shot_detector: str = knob("content", "PySceneDetect detector: content (HSV change over a fixed threshold) or "
+                                         "adaptive (change relative to its neighbours; steadier under camera motion).")
+    content_threshold: float = knob(27.0, "ContentDetector: a cut where consecutive frames differ by more than this.")
+    adaptive_threshold: float = knob(3.0, "AdaptiveDetector: a cut where a frame's change exceeds this multiple of "
+                                          "its neighbours'.")
+    min_shot_frames: int = knob(15, "Shortest shot, in frames (a cut closer than this to the last is ignored).")
+    frames_per_shot: int = knob(3, "Frames sampled per shot, evenly spaced inside it.")
+    static_max_distance: int = knob(4, "animation: a frame within this many pHash bits of the last kept frame "
+                                       "of its video is static and dropped.")
+    blur_min_sharpness: float = knob(100.0, "live-action: drop a frame whose Laplacian variance (at 256 px wide) "
+                                            "is below this (motion blur).")
+    dark_below: float = knob(40.0, "live-action: drop a frame whose mean luminance (0-255) is below this.")
+    bright_above: float = knob(215.0, "live-action: drop a frame whose mean luminance is above this.")
+    max_clipped: float = knob(0.3, "live-action: drop a frame with more than this fraction of pixels at black "
+                                   "(<=5) or white (>=250).")
+    long_shot_min_area: float = knob(0.02, "live-action: drop a frame whose largest character box covers less "
+                                           "than this fraction of it (an extreme long shot).")
+    detector: str = knob(DEFAULT_DETECTOR, "Zero-shot detector (folder or hub id: GroundingDINO, OWL-ViT, "
+                                           "OWLv2). Empty: each whole frame is one crop.")
+    detector_query: str = knob("a character.", "What the detector looks for; several as 'a person. a cartoon "
+                                               "character.'")
+    box_threshold: float = knob(0.35, "Keep a detected box scoring at least this.")
+    text_threshold: float = knob(0.25, "GroundingDINO: keep a box whose matched words score at least this.")
+    max_boxes: int = knob(4, "Most crops kept per frame (best scores first).")
+    min_box_pixels: int = knob(32, "Drop a box narrower or shorter than this many pixels.")
+    detection_batch_size: int = knob(8, "Frames per detector batch.")
+    embedder: str = knob(DEFAULT_EMBEDDER, "Crop embeddings: a vision model (folder or hub id; DINOv2's CLS "
+                                           "token) or color-histogram (an HSV histogram, no model).")
+    embedding_batch_size: int = knob(32, "Crops per embedder batch.")
+    similarity_threshold: float = knob(0.7, "Join two crops in the identity graph when their cosine similarity "
+                                            "exceeds this.")
+    louvain_resolution: float = knob(1.0, "Louvain resolution: above 1 gives more, smaller clusters.")
+    min_cluster_size: int = knob(4, "Drop a cluster (before and after verification) with fewer crops than this.")
+    verifier: str = knob("", "Outlier check per crop against its cluster's most central crop: a VLM (folder or hub "
+                             "id, e.g. Qwen2-VL) or module:function(crop, reference) -> bool. Empty: off.")
+    verifier_prompt: str = knob("The first image shows a character. Does the second image show the same "
+                                "character? Answer yes or no.", "The VLM verifier's question (a yes keeps a crop).")
+    image: str = knob("frame", "What a group holds: frame (the whole frame, its box in the `box` column) or crop "
+                               "(the character alone).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name, allowed in (("content", CONTENT_KINDS), ("shot_detector", ("content", "adaptive")),
+                              ("image", VIDEO_IMAGE_KINDS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("min_shot_frames", "frames_per_shot", "max_boxes", "detection_batch_size",
+                     "embedding_batch_size", "min_cluster_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        for name in ("max_clipped", "long_shot_min_area", "box_threshold", "text_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if not -1.0 <= self.similarity_threshold < 1.0:
+            raise ValueError("similarity_threshold is a cosine similarity: between -1 and 1")
+        if not self.embedder:
+            raise ValueError("embedder must be a model (folder or hub id) or color-histogram")
