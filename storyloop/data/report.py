@@ -47,12 +47,15 @@ class Report:
         for name, justify in (("stage", "left"), ("left", "right"), ("removed", "right"), ("unit", "left"),
                               ("seconds", "right")):
             table.add_column(name, justify=justify)
-        before = None
+        before, unit_before = None, None
         for stage, left in self.counts.items():
-            removed = "" if before is None or before < left else str(before - left)
+            unit = units.get(stage, "")
+            # "removed" only between rows that count the same things (frames -> crops is not a removal)
+            same = before is not None and unit == unit_before and before >= left
             secs = self.seconds.get(stage)
-            table.add_row(stage, str(left), removed, units.get(stage, ""), "" if secs is None else f"{secs:.1f}")
-            before = left
+            table.add_row(stage, str(left), str(before - left) if same else "", unit,
+                          "" if secs is None else f"{secs:.1f}")
+            before, unit_before = left, unit
         if self.skipped:
             table.caption = f"{len(self.skipped)} input(s) skipped as unreadable: see report.json 'skipped'"
         return table
