@@ -30,14 +30,17 @@ def books_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: KEY=VALUE.")] = None,
     narrative_filter: Annotated[bool | None, typer.Option(
         "--narrative-filter/--no-narrative-filter", show_default=False,
-        help="Score pages narrative vs cover/preface/layout and keep those >= narrative_threshold (default on).")] = None,
+        help="Score pages narrative vs cover/preface/layout and keep those >= narrative_threshold "
+             "(default on).")] = None,
     text_removal: Annotated[bool | None, typer.Option(
         "--text-removal/--no-text-removal", show_default=False,
         help="Find text boxes with a detector and inpaint them away (default off: it needs a detector model).")] = None,
     captions: Annotated[Path | None, typer.Option(
-        "--captions", metavar="FILE", help="Take captions from FILE (JSON lines of {key, caption}; key = a frame's "
-                                          "source such as book.pdf#page=3, or its image's sha256) instead of a model.")] = None,
-    no_captions: Annotated[bool, typer.Option("--no-captions", help="Leave captions empty (no captioning model).")] = False,
+        "--captions", metavar="FILE", help="Take captions from FILE (JSON lines of {key, caption}; key = a "
+                                          "frame's source such as book.pdf#page=3, or its image's sha256) "
+                                          "instead of a model.")] = None,
+    no_captions: Annotated[bool, typer.Option("--no-captions",
+                                              help="Leave captions empty (no captioning model).")] = False,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes reading and deduplicating "
                                                                          "books in parallel.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace DATASET if it exists (the new one is "
@@ -71,6 +74,6 @@ def books_cmd(
     console.print(result.report.table(UNITS))
     work = ", ".join(f"{stage} {n}" for stage, n in result.computed.items())
     console.print(f"Dataset written to {result.out} (work done now, the rest came from the cache: {work}).",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     if as_json:
         print(json.dumps(result.report.to_dict()))

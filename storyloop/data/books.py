@@ -36,7 +36,7 @@ from storyloop.data.report import Report
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 UNITS = {"books": "books", "pages": "pages", "resolution": "pages", "narrative": "pages", "text_removal": "pages",
-         "dedup": "frames", "min_frames": "frames", "captions": "frames", "groups": "books"}
+         "dedup": "pages", "min_frames": "pages", "captions": "pages", "groups": "books"}  # "removed" within a unit
 
 
 class BooksError(ValueError):
@@ -151,7 +151,11 @@ def read_book(task: tuple[Book, int, int, str]) -> tuple[list[Page], list[tuple[
         files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                         and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
         for number, file in enumerate(files, 1):
-            data = file.read_bytes()
+            try:
+                data = file.read_bytes()
+            except OSError as exc:  # unreadable (permissions, vanished): skipped, never cached
+                skipped.append((str(file), f"{file}: cannot read ({exc.strerror or exc})"))
+                continue
             key = content_key("image", data, max_pixels)
             entry = cache.get("pages", key)
             if entry is None:
@@ -167,7 +171,10 @@ def read_book(task: tuple[Book, int, int, str]) -> tuple[list[Page], list[tuple[
                 pages.append(Page(f"{book.source}/{file.name}", number, entry["image"], entry["width"],
                                   entry["height"]))
         return pages, skipped, computed
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return [], [(str(path), f"{path}: cannot read ({exc.strerror or exc})")], computed
     key = content_key("pdf", data, dpi, max_pixels)
     entry = cache.get("pages", key)
     if entry is None:
@@ -186,14 +193,19 @@ def read_book(task: tuple[Book, int, int, str]) -> tuple[list[Page], list[tuple[
 
 # -- dedup -----------------------------------------------------------------------------------------------
 
-def book_hashes(task: tuple[list[str], str]) -> list[str]:
-    """pHashes of one book's pages (runs in a worker), cached by image."""
+def book_hashes(task: tuple[list[str], str]) -> tuple[list[str], int]:
+    """pHashes of one book's pages (runs in a worker), cached by image: (hashes, how many computed now)."""
     images, cache_root = task
     cache = StageCache(Path(cache_root))
-    out = []
+    out, computed = [], 0
     for rel in images:
-        out.append(cache.cached("phash", Path(rel).stem, lambda: phash(Image.open(cache.root / rel).convert("RGB"))))
-    return out
+        h = cache.get("phash", Path(rel).stem)
+        if h is None:
+            h = phash(Image.open(cache.root / rel).convert("RGB"))
+            cache.put("phash", Path(rel).stem, h)
+            computed += 1
+        out.append(h)
+    return out, computed
 
 
 # -- the pipeline ----------------------------------------------------------------------------------------
@@ -276,7 +288,8 @@ def build_books(source: Path, out: Path, config: BooksConfig, *, overwrite: bool
     names = [b for b in pages if pages[b]]
     hashes = parallel_map(book_hashes, [([p.image for p in pages[b]], str(cache.root)) for b in names],
                           workers=config.workers, desc="dedup", unit="book", progress=progress)
-    for name, book_hashes_ in zip(names, hashes, strict=True):
+    computed["dedup"] = sum(n for _, n in hashes)
+    for name, (book_hashes_, _) in zip(names, hashes, strict=True):
         keep = keep_distinct(book_hashes_, config.dedup_distance)
         pages[name] = [p for p, k in zip(pages[name], keep, strict=True) if k]
     done("dedup", _total(pages))

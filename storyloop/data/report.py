@@ -47,12 +47,14 @@ class Report:
         for name, justify in (("stage", "left"), ("left", "right"), ("removed", "right"), ("unit", "left"),
                               ("seconds", "right")):
             table.add_column(name, justify=justify)
-        before = None
+        before, before_unit = None, None
         for stage, left in self.counts.items():
-            removed = "" if before is None or before < left else str(before - left)
+            unit = units.get(stage, "")
+            # items of another unit (pages after books, books after frames) were not removed: leave it blank
+            removed = str(before - left) if before is not None and unit == before_unit and before >= left else ""
             secs = self.seconds.get(stage)
-            table.add_row(stage, str(left), removed, units.get(stage, ""), "" if secs is None else f"{secs:.1f}")
-            before = left
+            table.add_row(stage, str(left), removed, unit, "" if secs is None else f"{secs:.1f}")
+            before, before_unit = left, unit
         if self.skipped:
             table.caption = f"{len(self.skipped)} input(s) skipped as unreadable: see report.json 'skipped'"
         return table

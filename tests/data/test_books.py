@@ -311,7 +311,8 @@ def test_owlvit_detector_wiring(library, models, tmp_path):
 
 
 def test_captions_from_a_tiny_blip(library, models, tmp_path):
-    report, _ = books(library, tmp_path / "ds", *CAPTIONED, "--set", f"captioner={models['blip']}", "--set", "caption_max_tokens=5")
+    report, _ = books(library, tmp_path / "ds", *CAPTIONED, "--set", f"captioner={models['blip']}",
+                      "--set", "caption_max_tokens=5")
     assert report["counts"]["captions"] == 15
     assert all(r["caption"].strip() for r in rows(tmp_path / "ds"))
 
@@ -320,7 +321,7 @@ def test_rerun_does_no_model_work_and_gives_the_identical_dataset(library, model
     args = CAPTIONED[1:] + ["--set", f"narrative_model={models['classifier']}", "--text-removal",
              "--set", "text_detector=tests.data.test_books:one_box", "--set", f"captioner={models['blip']}"]
     first, out1 = books(library, tmp_path / "a", *args)
-    assert "pages 22, narrative 20, text_removal 18" in out1  # files read, pages scored, pages cleaned
+    assert "pages 22, narrative 20, text_removal 18, dedup 18" in out1  # files read, pages scored, ...
     digest = dataset_digest(tmp_path / "a")
 
     def no_model(*a, **k):
@@ -336,7 +337,7 @@ def test_rerun_does_no_model_work_and_gives_the_identical_dataset(library, model
     monkeypatch.setattr(books_mod, "decode_image", no_model)
     monkeypatch.setattr(books_mod, "render_pdf", no_model)
     second, out2 = books(library, tmp_path / "a", *args, "--overwrite")
-    assert "pages 0, narrative 0, text_removal 0" in out2
+    assert "pages 0, narrative 0, text_removal 0, dedup 0" in out2
     assert second["counts"] == first["counts"] and second["skipped"] == first["skipped"]
     assert dataset_digest(tmp_path / "a") == digest and first["counts"]["captions"] == 13
     books(library, tmp_path / "b", *args, "--set", f"cache_dir={tmp_path / 'a.cache'}")  # a new OUT, same cache
@@ -359,3 +360,22 @@ def test_the_dataset_trains_stage1_for_a_step(library, tmp_path):
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_the_table_shows_pages_removed_per_stage_not_across_units():
+    from rich.console import Console
+
+    from storyloop.data.books import UNITS
+    from storyloop.data.report import Report
+
+    report = Report("books")
+    for stage, left in CHEAP_COUNTS.items():
+        report.count(stage, left)
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(report.table(UNITS))
+    cells = {row[0]: row[1:] for row in ([c.strip() for c in line.strip("│").split("│")]
+                                          for line in console.export_text().splitlines() if line.startswith("│"))}
+    assert cells["pages"][:3] == ["22", "", "pages"]  # more pages than books: nothing removed
+    assert cells["resolution"][:2] == ["20", "2"] and cells["dedup"][:2] == ["18", "2"]
+    assert cells["min_frames"][:2] == ["15", "3"]
+    assert cells["groups"][:3] == ["3", "", "books"]

@@ -72,7 +72,8 @@ def tiny_blip(folder: Path, seed: int = 0) -> Path:
     model = BlipForConditionalGeneration(config).eval()
     model.generation_config.max_new_tokens = 6
     model.save_pretrained(folder)
-    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok).save_pretrained(folder)
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok)
+    processor.save_pretrained(folder)
     return folder
 
 
