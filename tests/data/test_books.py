@@ -203,8 +203,11 @@ def test_pdf_pages_are_rendered_at_the_chosen_dpi(library, tmp_path):
 
 
 def test_min_frames_and_dedup_knobs(library, tmp_path):
-    report, _ = books(library, tmp_path / "three", *CHEAP, "--set", "min_frames=3")
+    (tmp_path / "books.yaml").write_text(f"min_side: {MIN_SIDE}\ndpi: 72\nmin_frames: 3\nnarrative_filter: false\n"
+                                         "captioner: ''\nworkers: 1\n")
+    report, _ = books(library, tmp_path / "three", "--config", tmp_path / "books.yaml")
     assert report["counts"] == {**CHEAP_COUNTS, "min_frames": 18, "groups": 4}  # the cat book's 3 frames stay
+    assert report["config"]["min_frames"] == 3
     report, _ = books(library, tmp_path / "one", *CHEAP, "--set", "min_frames=1", "--set", "dedup_distance=64")
     # every page is within 64 bits of its book's first: one frame a book
     assert report["counts"] == {**CHEAP_COUNTS, "dedup": 4, "min_frames": 4, "groups": 4}
