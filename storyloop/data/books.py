@@ -218,7 +218,9 @@ def build_books(source: Path, out: Path, config: BooksConfig, *, overwrite: bool
                 progress: bool = True) -> BooksResult:
     """Run every stage over the books in `source` and write the dataset to `out` (all or nothing)."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    if out.exists() and not out.is_dir():
+        raise DatasetExists(f"{out}: is a file, not a dataset folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
         raise DatasetExists(f"{out}: already exists and is not empty (pass --overwrite to replace it)")
     cache = StageCache(Path(config.cache_dir or default_cache_dir(out)).resolve())
     report = Report("books", config={"input": str(source), **asdict(config)})
