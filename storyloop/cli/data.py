@@ -14,6 +14,71 @@ app = typer.Typer(no_args_is_help=True,
                   help="Build Stage-1 training data: picture books and videos into character groups.")
 
 
+def _books_epilog() -> str:
+    from storyloop.data.config import BooksConfig
+
+    return "Config keys (YAML or --set KEY=VALUE):\n\n" + "\n\n".join(BooksConfig.describe().splitlines())
+
+
+@app.command("books", epilog=_books_epilog())
+def books_cmd(
+    source: Annotated[Path, typer.Argument(metavar="IN", help="Folder of books: PDFs, or one folder of page "
+                                                              "images per book.")],
+    out: Annotated[Path, typer.Option("--out", help="Dataset folder to write: metadata.jsonl (one group per "
+                                                    "book), images/ and report.json.")],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of config keys.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: KEY=VALUE.")] = None,
+    narrative_filter: Annotated[bool | None, typer.Option(
+        "--narrative-filter/--no-narrative-filter", show_default=False,
+        help="Score pages narrative vs cover/preface/layout and keep those >= narrative_threshold "
+             "(default on).")] = None,
+    text_removal: Annotated[bool | None, typer.Option(
+        "--text-removal/--no-text-removal", show_default=False,
+        help="Find text boxes with a detector and inpaint them away (default off: it needs a detector model).")] = None,
+    captions: Annotated[Path | None, typer.Option(
+        "--captions", metavar="FILE", help="Take captions from FILE (JSON lines of {key, caption}; key = a "
+                                          "frame's source such as book.pdf#page=3, or its image's sha256) "
+                                          "instead of a model.")] = None,
+    no_captions: Annotated[bool, typer.Option("--no-captions",
+                                              help="Leave captions empty (no captioning model).")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes reading and deduplicating "
+                                                                         "books in parallel.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace DATASET if it exists (the new one is "
+                                                                "written aside, then swapped in).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON line, last.")] = False,
+) -> None:
+    """Picture books into a Stage-1 dataset: pages, resolution, narrative filter, text removal, dedup,
+    min frames per book, captions (the paper's section 3.2 and 3.4). Resumable: finished work is cached."""
+    from storyloop.data.books import UNITS, BooksError, build_books
+    from storyloop.data.config import BooksConfig
+    from storyloop.data.dataset import DatasetExists
+    from storyloop.data.models import DataModelError
+
+    if captions is not None and no_captions:
+        raise fail("--captions and --no-captions exclude each other")
+    overrides = parse_overrides(set_)
+    flags = {"narrative_filter": narrative_filter, "text_removal": text_removal, "workers": workers}
+    if captions is not None:
+        flags["captions_file"] = str(captions)
+    if no_captions:
+        flags.update(captioner="", captions_file="")
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        cfg = BooksConfig.from_sources(config, **overrides)
+    except (ValueError, OSError) as exc:  # a bad key or value, or an unreadable --config
+        raise fail(str(exc)) from None
+    try:
+        result = build_books(source, out, cfg, overwrite=overwrite, progress=not as_json)
+    except (BooksError, DataModelError, DatasetExists) as exc:
+        raise fail(str(exc)) from None
+    console.print(result.report.table(UNITS))
+    work = ", ".join(f"{stage} {n}" for stage, n in result.computed.items())
+    console.print(f"Dataset written to {result.out} (work done now, the rest came from the cache: {work}).",
+                  highlight=False, soft_wrap=True)
+    if as_json:
+        print(json.dumps(result.report.to_dict()))
+
+
 def _video_epilog() -> str:
     from storyloop.data.config import VideoConfig
 
