@@ -49,34 +49,20 @@ def books_cmd(
 ) -> None:
     """Picture books into a Stage-1 dataset: pages, resolution, narrative filter, text removal, dedup,
     min frames per book, captions (the paper's section 3.2 and 3.4). Resumable: finished work is cached."""
-    from storyloop.data.books import UNITS, BooksError, build_books
+    from storyloop.data.books import UNITS, build_books
     from storyloop.data.config import BooksConfig
-    from storyloop.data.dataset import DatasetExists
-    from storyloop.data.models import DataModelError
 
-    if captions is not None and no_captions:
-        raise fail("--captions and --no-captions exclude each other")
     overrides = parse_overrides(set_)
     flags = {"narrative_filter": narrative_filter, "text_removal": text_removal, "workers": workers}
-    if captions is not None:
-        flags["captions_file"] = str(captions)
-    if no_captions:
-        flags.update(captioner="", captions_file="")
-    overrides.update({k: v for k, v in flags.items() if v is not None})
-    try:
-        cfg = BooksConfig.from_sources(config, **overrides)
-    except (ValueError, OSError) as exc:  # a bad key or value, or an unreadable --config
-        raise fail(str(exc)) from None
-    try:
+    overrides.update({k: v for k, v in flags.items() if v is not None}, **_caption_overrides(captions, no_captions))
+    cfg = _config(BooksConfig, config, overrides)
+
+    def run():
         result = build_books(source, out, cfg, overwrite=overwrite, progress=not as_json)
-    except (BooksError, DataModelError, DatasetExists) as exc:
-        raise fail(str(exc)) from None
-    console.print(result.report.table(UNITS))
-    work = ", ".join(f"{stage} {n}" for stage, n in result.computed.items())
-    console.print(f"Dataset written to {result.out} (work done now, the rest came from the cache: {work}).",
-                  highlight=False, soft_wrap=True)
-    if as_json:
-        print(json.dumps(result.report.to_dict()))
+        work = ", ".join(f"{stage} {n}" for stage, n in result.computed.items())
+        return result.report, f"(work done now, the rest came from the cache: {work})"
+
+    _run(run, UNITS, out, as_json)
 
 
 def _video_epilog() -> str:
@@ -110,36 +96,65 @@ def video_cmd(
     """Videos -> shots -> filtered frames -> character crops -> identity clusters: one Stage-1 group per
     character (the paper's section 3.3). Resumable: finished work is cached by content hash."""
     from storyloop.data.config import VideoConfig
-    from storyloop.data.dataset import DatasetExists
-    from storyloop.data.models import DataModelError
-    from storyloop.data.video import UNITS, NoGroups, build_video_dataset
+    from storyloop.data.video import UNITS, build_video_dataset
 
     overrides = parse_overrides(set_)
-    for key, value in (("embedder", embedder), ("verifier", verifier), ("workers", workers),
-                       ("captions_file", str(captions) if captions else None)):
+    for key, value in (("embedder", embedder), ("verifier", verifier), ("workers", workers)):
         if value is not None:
             overrides[key] = value
     if no_detector:
         overrides["detector"] = ""
+    overrides.update(_caption_overrides(captions, no_captions))
+    cfg = _config(VideoConfig, config, overrides)
+    _run(lambda: (build_video_dataset(src, out, cfg, overwrite=overwrite, progress=not as_json), ""),
+         UNITS, out, as_json)
+
+
+def _caption_overrides(captions: Path | None, no_captions: bool) -> dict:
+    if captions is not None and no_captions:
+        raise fail("--captions and --no-captions exclude each other")
     if no_captions:
-        overrides["captioner"] = ""
-        overrides["captions_file"] = ""
+        return {"captioner": "", "captions_file": ""}
+    return {"captions_file": str(captions)} if captions is not None else {}
+
+
+def _config(cls, yaml_path: Path | None, overrides: dict):
     try:
-        cfg = VideoConfig.from_sources(config, **overrides)
-    except (ValueError, OSError) as exc:
+        return cls.from_sources(yaml_path, **overrides)
+    except (ValueError, OSError) as exc:  # a bad key or value, or an unreadable --config
         raise fail(str(exc)) from None
+
+
+MAX_SKIPS_SHOWN = 20
+
+
+def _run(build, units: dict[str, str], out: Path, as_json: bool) -> None:
+    """Run a pipeline; print its funnel, the inputs it skipped and where the dataset went; with --json the
+    report (and `out`) as the last line. A mistake the user can fix is one line and exit 1."""
+    from storyloop.data.books import BooksError
+    from storyloop.data.dataset import DatasetExists, NoGroups
+    from storyloop.data.models import DataModelError
+
     try:
-        report = build_video_dataset(src, out, cfg, overwrite=overwrite, progress=not as_json)
+        report, note = build()
     except NoGroups as exc:
-        console.print(exc.report.table(UNITS))
+        _show(exc.report, units)
         if as_json:
-            print(json.dumps(exc.report.to_dict()))
+            print(json.dumps({"out": None, **exc.report.to_dict()}))
         raise fail(str(exc)) from None
-    except (DataModelError, DatasetExists, FileNotFoundError) as exc:
+    except (BooksError, DataModelError, DatasetExists, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
-    console.print(report.table(UNITS))
-    for s in report.skipped:
-        err_console.print(f"skipped {s.file}: {s.reason}", highlight=False, soft_wrap=True)
-    console.print(f"{report.counts['groups']} group(s), {report.counts['images']} image(s) written to {out}")
+    _show(report, units)
+    images = report.counts.get("images", report.counts.get("min_frames"))  # video counts images; books, pages
+    console.print(f"{report.counts['groups']} group(s), {images} image(s) written to {out} {note}".rstrip(),
+                  highlight=False, soft_wrap=True)
     if as_json:
         print(json.dumps({"out": str(out), **report.to_dict()}))
+
+
+def _show(report, units: dict[str, str]) -> None:
+    console.print(report.table(units))
+    for s in report.skipped[:MAX_SKIPS_SHOWN]:
+        err_console.print(f"skipped {s.file}: {s.reason}", highlight=False, soft_wrap=True)
+    if len(report.skipped) > MAX_SKIPS_SHOWN:
+        err_console.print(f"... and {len(report.skipped) - MAX_SKIPS_SHOWN} more: see report.json", highlight=False)

@@ -16,6 +16,15 @@ class DatasetExists(FileExistsError):
     pass
 
 
+class NoGroups(RuntimeError):
+    """The funnel ended empty: nothing is written. The report says which stage emptied it."""
+
+    def __init__(self, report: Report):
+        empty = next((stage for stage, left in report.counts.items() if left == 0), "groups")
+        super().__init__(f"no groups: nothing left after the {empty!r} stage (see the table); nothing written")
+        self.report = report
+
+
 @dataclass
 class Frame:
     image: Path  # a PNG to copy in (usually from the stage cache)
@@ -47,6 +56,8 @@ def write_dataset(out: Path, groups: list[Group], report: Report, overwrite: boo
     group, image and caption. report.json goes in too.
     """
     out = Path(out)
+    if not groups:
+        raise NoGroups(report)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise DatasetExists(f"{out}: already exists and is not empty (pass --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)

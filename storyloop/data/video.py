@@ -22,7 +22,7 @@ from PIL import Image
 from storyloop.data.cache import StageCache, content_key
 from storyloop.data.captions import caption_frames
 from storyloop.data.config import VideoConfig
-from storyloop.data.dataset import DatasetExists, Frame, Group, write_dataset
+from storyloop.data.dataset import DatasetExists, Frame, Group, NoGroups, write_dataset
 from storyloop.data.dedup import keep_changing, phash
 from storyloop.data.detect import crop
 from storyloop.data.frame_filters import exposure_problem, is_long_shot, sharpness
@@ -36,14 +36,6 @@ FRAMES_VERSION = 1  # bump when shot detection or sampling changes meaning, so c
 UNITS = {"videos": "videos", "shots": "shots", "frames": "frames", "static": "frames", "blur": "frames",
          "exposure": "frames", "detections": "crops", "long_shot": "crops", "clustered": "crops",
          "verified": "crops", "images": "images", "groups": "groups", "captions": "images"}
-
-
-class NoGroups(RuntimeError):
-    """The funnel ended empty: nothing to write. The report says which stage emptied it."""
-
-    def __init__(self, message: str, report: Report):
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass
@@ -288,8 +280,7 @@ def build_video_dataset(src: Path, out: Path, cfg: VideoConfig, overwrite: bool 
     report.count("images", sum(len(g.frames) for g in groups))
     report.count("groups", len(groups))
     if not groups:
-        empty = next((s for s, n in report.counts.items() if n == 0), "groups")
-        raise NoGroups(f"no character groups: nothing left after the {empty!r} stage (see the table)", report)
+        raise NoGroups(report)
 
     if cfg.captioner or cfg.captions_file:  # no captions, no `captions` row
         t0 = time.perf_counter()

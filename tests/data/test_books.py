@@ -264,9 +264,10 @@ def test_zero_shot_clip_scores_by_threshold(library, models, tmp_path):
     keep, _ = books(library, tmp_path / "all", *common, "--set", "narrative_threshold=0.0")
     assert keep["counts"] == CHEAP_COUNTS
     assert all(0.0 < r["narrative_score"] < 1.0 for r in rows(tmp_path / "all"))
-    drop, _ = books(library, tmp_path / "none", *common, "--set", "narrative_threshold=1.01")
+    _, msg = books(library, tmp_path / "none", *common, "--set", "narrative_threshold=1.01", expect=1)
+    drop = json.loads(next(line for line in msg.splitlines() if line.startswith("{")))
     assert drop["counts"] == {**CHEAP_COUNTS, "narrative": 0, "dedup": 0, "min_frames": 0, "groups": 0}
-    assert (tmp_path / "none" / "metadata.jsonl").read_text() == ""
+    assert "nothing left after the 'narrative' stage" in msg and not (tmp_path / "none").exists()
     _, msg = books(library, tmp_path / "x", *CHEAP[1:], "--set", f"narrative_model={tmp_path / 'no-model'}",
                    expect=1)
     assert "no such model folder" in msg

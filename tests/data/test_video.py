@@ -19,7 +19,8 @@ from storyloop.data.detect import Detector
 from storyloop.data.frame_filters import exposure_problem, is_long_shot
 from storyloop.data.identity import Embedder, cluster, color_histogram, load_callable, medoid
 from storyloop.data.shots import BadVideo, detect_shots, sample_indices
-from storyloop.data.video import NoGroups, build_video_dataset, filter_frames, verify
+from storyloop.data.dataset import NoGroups
+from storyloop.data.video import build_video_dataset, filter_frames, verify
 from tests.data.toy_videos import CHARACTERS, close_up, write_video
 
 DAY = ("day", "grass")
@@ -273,7 +274,7 @@ def test_nothing_usable_is_an_error_and_writes_no_dataset(tmp_path):
     result = CliRunner().invoke(app, ["data", "video", str(src), "--out", str(out), "--no-detector",
                                       "--embedder", "color-histogram", "--no-captions"])
     assert result.exit_code == 1
-    assert "no character groups" in result.output and "'videos'" in result.output
+    assert "no groups: nothing left after the 'videos' stage" in result.output
     assert not out.exists() and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
     with pytest.raises(NoGroups):
         build_video_dataset(src, out, VideoConfig(**FAST), progress=False)
