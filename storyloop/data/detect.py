@@ -23,15 +23,15 @@ class Detector:
     """Boxes [x0, y0, x1, y1] in pixels with scores, per image, best first."""
 
     def __init__(self, spec: str, query: str, box_threshold: float, text_threshold: float = 0.25,
-                 device: str = "auto"):
+                 device: str = "auto", stage: str = "detections"):
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-        self.device = pick_device(device)
-        self.processor = load_pretrained(AutoProcessor, spec, "detections")
-        self.model = load_pretrained(AutoModelForZeroShotObjectDetection, spec, "detections").to(self.device).eval()
         self.labels = query_labels(query)
         if not self.labels:
-            raise DataModelError("detections: detector_query is empty: name what to find, e.g. 'a character.'")
+            raise DataModelError(f"{stage}: the detector's query is empty: name what to find, e.g. 'a character.'")
+        self.device = pick_device(device)
+        self.processor = load_pretrained(AutoProcessor, spec, stage)
+        self.model = load_pretrained(AutoModelForZeroShotObjectDetection, spec, stage).to(self.device).eval()
         self.box_threshold = box_threshold
         self.text_threshold = text_threshold
         params = inspect.signature(self.processor.post_process_grounded_object_detection).parameters

@@ -8,13 +8,13 @@ verifier may be any `module:function(crop, reference) -> bool`.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 
-from storyloop.data.models import DataModelError, load_pretrained, pick_device
+from storyloop.data.models import load_pretrained, pick_device
+from storyloop.data.plugins import is_plugin, load_plugin
 
 COLOR_HISTOGRAM = "color-histogram"
 HSV_BINS = (12, 4, 4)  # hue, saturation, value
@@ -89,23 +89,6 @@ def medoid(embeddings: np.ndarray, members: list[int]) -> int:
     return members[int(np.argmax((sub @ sub.T).sum(axis=1)))]
 
 
-def load_callable(spec: str) -> Callable:
-    module, _, name = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise DataModelError(f"verifier: cannot import {spec!r} ({exc})") from None
-    if not callable(fn):
-        raise DataModelError(f"verifier: {spec!r} is not callable")
-    return fn
-
-
-def is_callable_spec(spec: str) -> bool:
-    """`package.module:function` (a model folder or hub id has no colon before its last part)."""
-    module, sep, name = spec.partition(":")
-    return bool(sep) and name.isidentifier() and all(p.isidentifier() for p in module.split("."))
-
-
 class VLMVerifier:
     """Asks an image-text-to-text model (Qwen2-VL, ...) whether a crop shows the same character as the
     reference; greedy decoding, so the answer is deterministic. "yes" keeps the crop."""
@@ -132,4 +115,4 @@ class VLMVerifier:
 
 
 def make_verifier(spec: str, prompt: str, device: str = "auto") -> Callable:
-    return load_callable(spec) if is_callable_spec(spec) else VLMVerifier(spec, prompt, device)
+    return load_plugin(spec, "verified") if is_plugin(spec) else VLMVerifier(spec, prompt, device)

@@ -8,10 +8,6 @@ callable, e.g. a LaMa or diffusion inpainter. Only the masked pixels may change.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,42 +15,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from storyloop.data.cache import StageCache, content_key
-from storyloop.data.models import DataModelError, model_identity, pick_device
+from storyloop.data.models import DataModelError
+from storyloop.data.plugins import identity as plugin_or_model
+from storyloop.data.plugins import is_plugin, load_plugin
 
 STAGE = "text_removal"
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
 OPENCV = {"telea": "INPAINT_TELEA", "ns": "INPAINT_NS"}
-_PLUGIN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-
-
-def is_plugin(spec: str) -> bool:
-    """`package.module:function` (and not a folder of that name)."""
-    return bool(_PLUGIN.fullmatch(spec)) and not Path(spec).exists()
-
-
-def load_plugin(spec: str) -> Callable:
-    module_name, _, name = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as exc:
-        raise DataModelError(f"{STAGE}: cannot load plugin {spec!r} ({exc})") from None
-    if not callable(fn):
-        raise DataModelError(f"{STAGE}: plugin {spec!r} is not callable")
-    return fn
-
-
-def plugin_identity(spec: str) -> str:
-    """What cache keys record for a plugin: its name and its module's source, so an edited plugin redoes."""
-    fn = load_plugin(spec)
-    try:
-        source = inspect.getsource(inspect.getmodule(fn))
-    except (OSError, TypeError):
-        source = ""
-    return f"plugin:{spec}:{hashlib.sha256(source.encode()).hexdigest()}"
-
-
-def _identity(spec: str) -> str:
-    return plugin_identity(spec) if is_plugin(spec) else model_identity(spec)
 
 
 def clip_box(box, width: int, height: int) -> Box | None:
@@ -69,30 +36,24 @@ def clip_box(box, width: int, height: int) -> Box | None:
 
 
 class BoxFinder:
-    """Text boxes of one image, from a detector model or a plugin."""
+    """Text boxes of one image, from a zero-shot detector model (the same Detector that finds characters)
+    or a plugin."""
 
     def __init__(self, spec: str, queries: tuple[str, ...] = ("text",), threshold: float = 0.1,
                  device: str = "auto"):
-        self.queries, self.threshold = list(queries), threshold
         if is_plugin(spec):
-            self.plugin, self.detector = load_plugin(spec), None
+            self.plugin, self.detector = load_plugin(spec, STAGE), None
             return
-        from transformers import pipeline
+        from storyloop.data.detect import Detector
 
         self.plugin = None
-        try:
-            self.detector = pipeline("zero-shot-object-detection", model=spec, device=pick_device(device))
-        except (OSError, ValueError, KeyError, ImportError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataModelError(f"{STAGE}: cannot load detector {spec!r} ({first}); give a local folder, a "
-                                 "downloaded hub id or module:function, or pass --no-text-removal") from None
+        self.detector = Detector(spec, ". ".join(queries), threshold, device=device, stage=STAGE)
 
     def __call__(self, image: Image.Image) -> list[Box]:
         if self.plugin is not None:
             raw = self.plugin(image)
         else:
-            found = self.detector(image, candidate_labels=self.queries, threshold=self.threshold)
-            raw = [(d["box"]["xmin"], d["box"]["ymin"], d["box"]["xmax"], d["box"]["ymax"]) for d in found]
+            raw = [d["box"] for d in self.detector([image])[0]]
         boxes = [clip_box(b, image.width, image.height) for b in raw]
         return sorted({b for b in boxes if b is not None})
 
@@ -109,7 +70,7 @@ def make_inpainter(spec: str = "telea", radius: int = 5) -> Callable[[Image.Imag
 
         return opencv
     if is_plugin(spec):
-        return load_plugin(spec)
+        return load_plugin(spec, STAGE)
     raise DataModelError(f"{STAGE}: inpainter must be telea, ns or module:function, got {spec!r}")
 
 
@@ -142,8 +103,8 @@ def remove_text_pages(images: dict[str, Path], *, detector: str, queries: tuple[
     Returns (results, how many pages were computed now)."""
     from tqdm.auto import tqdm
 
-    identity = content_key(STAGE, _identity(detector), list(queries), threshold, grow,
-                           inpainter if inpainter in OPENCV else _identity(inpainter), radius)
+    identity = content_key(STAGE, plugin_or_model(detector, STAGE), list(queries), threshold, grow,
+                           inpainter if inpainter in OPENCV else plugin_or_model(inpainter, STAGE), radius)
     results: dict[str, dict] = {}
     todo = []
     for key in images:

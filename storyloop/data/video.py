@@ -175,10 +175,9 @@ def embed_crops(crops: list[dict], cfg: VideoConfig, cache: StageCache):
 def verify(clusters: list[list[int]], crops: list[dict], embeddings, cfg: VideoConfig,
            cache: StageCache) -> list[list[int]]:
     """Drop the crops the verifier says do not show the character of their cluster's most central crop."""
-    from storyloop.data.identity import is_callable_spec
+    from storyloop.data.plugins import identity as plugin_or_model
 
-    identity = content_key(cfg.verifier if is_callable_spec(cfg.verifier) else model_identity(cfg.verifier),
-                           cfg.verifier_prompt)
+    identity = content_key(plugin_or_model(cfg.verifier, "verified"), cfg.verifier_prompt)
     verifier = None
     out = []
     for members in clusters:

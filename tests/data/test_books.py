@@ -19,13 +19,18 @@ from typer.testing import CliRunner
 
 from storyloop.cli.main import app
 from storyloop.data import books as books_mod
-from storyloop.data.books import read_book, Book
+from storyloop.data.books import Book, read_book
 from storyloop.data.cache import StageCache
 from storyloop.data.dedup import distance, phash
 from storyloop.data.text_removal import make_inpainter, remove_text, remove_text_pages
 from storyloop.toy.render import render
 from storyloop.toy.world import all_characters, random_frame
-from tests.data.tiny_books_models import tiny_blip, tiny_clip, tiny_narrative_classifier, tiny_owlvit
+from tests.data.tiny_models import (
+    tiny_blip,
+    tiny_clip,
+    tiny_narrative_classifier,
+    tiny_owlvit,
+)
 
 PAGE, MIN_SIDE = 96, 64  # pages are 96 px; the resolution filter is lowered from 512 to 64 to keep tests fast
 CHEAP = ["--no-narrative-filter", "--no-captions", "--set", f"min_side={MIN_SIDE}", "--set", "dpi=72",

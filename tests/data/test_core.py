@@ -19,6 +19,7 @@ from storyloop.data.models import DataModelError
 from storyloop.data.parallel import parallel_map
 from storyloop.data.report import Report
 from tests.conftest import png_claiming_size
+from tests.data.tiny_models import tiny_blip
 
 
 def _png(size=(8, 6), color=(10, 200, 30)) -> bytes:
@@ -159,28 +160,6 @@ def test_caption_frames_from_file_needs_every_frame(tmp_path):
     caps.write_text(json.dumps({"key": frames[0].source, "caption": "only one"}) + "\n")
     with pytest.raises(DataModelError, match="no caption for 1 image"):
         caption_frames(frames, captions_file=str(caps), cache=StageCache(tmp_path / "cache"), report=report)
-
-
-def tiny_blip(folder: Path) -> Path:
-    """A randomly initialised BLIP captioner of the real classes, small enough to run in a test."""
-    import torch
-    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
-
-    from storyloop.generation.tiny import word_tokenizer
-
-    tok = word_tokenizer("a fox cat owl red blue reads book in the forest".split(), 32)
-    eos = tok.convert_tokens_to_ids("[EOS]")
-    cfg = BlipConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=64, bos_token_id=eos,
-                         pad_token_id=tok.pad_token_id, sep_token_id=eos),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8), projection_dim=32)
-    torch.manual_seed(0)
-    BlipForConditionalGeneration(cfg).save_pretrained(folder)
-    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok) \
-        .save_pretrained(folder)
-    return folder
 
 
 def test_caption_frames_with_a_model_caches_per_image(tmp_path):

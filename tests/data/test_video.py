@@ -15,11 +15,12 @@ from typer.testing import CliRunner
 from storyloop.cli.main import app
 from storyloop.data.cache import StageCache
 from storyloop.data.config import VideoConfig
+from storyloop.data.dataset import NoGroups
 from storyloop.data.detect import Detector
 from storyloop.data.frame_filters import exposure_problem, is_long_shot
-from storyloop.data.identity import Embedder, cluster, color_histogram, load_callable, medoid
+from storyloop.data.identity import Embedder, cluster, color_histogram, medoid
+from storyloop.data.plugins import load_plugin
 from storyloop.data.shots import BadVideo, detect_shots, sample_indices
-from storyloop.data.dataset import NoGroups
 from storyloop.data.video import build_video_dataset, filter_frames, verify
 from tests.data.toy_videos import CHARACTERS, close_up, write_video
 
@@ -78,7 +79,7 @@ def test_frames_are_sampled_evenly_inside_each_shot():
 
 def test_toy_characters_come_out_one_cluster_each(planted, tmp_path):
     folder, truth = planted
-    cfg = VideoConfig(**{**FAST, "workers": 2, "verifier": "tests.data.tiny_video_models:same_dominant_hue"})
+    cfg = VideoConfig(**{**FAST, "workers": 2, "verifier": "tests.data.verifiers:same_dominant_hue"})
     report = build_video_dataset(folder, tmp_path / "out", cfg, progress=False)
     assert report.counts == {"videos": 2, "shots": 9, "frames": 27, "static": 27, "detections": 27,
                              "clustered": 27, "verified": 27, "images": 27, "groups": 3}
@@ -162,15 +163,15 @@ def test_the_verifier_drops_the_crop_unlike_the_clusters_centre(tmp_path):
     crops = [{"digest": cache.put_image(im).stem} for im in images]
     emb = np.stack([color_histogram(im) for im in images])
     assert cluster(emb, 0.3, 2, seed=0) == [[0, 1, 2, 3]]  # a loose threshold lets the blue one in
-    cfg = VideoConfig(verifier="tests.data.tiny_video_models:same_dominant_hue")
+    cfg = VideoConfig(verifier="tests.data.verifiers:same_dominant_hue")
     assert verify([[0, 1, 2, 3]], crops, emb, cfg, cache) == [[0, 1, 2]]
     # answers are cached by crop, reference and verifier: a verifier that would now say no is not asked
     assert verify([[0, 1, 2, 3]], crops, emb, cfg, cache) == [[0, 1, 2]]
-    never = VideoConfig(verifier="tests.data.tiny_video_models:never")
+    never = VideoConfig(verifier="tests.data.verifiers:never")
     centre = medoid(emb, [0, 1, 2, 3])
     assert centre in (0, 1, 2)  # a red one
     assert verify([[0, 1, 2, 3]], crops, emb, never, cache) == [[centre]]  # only the centre stays
-    assert load_callable("tests.data.tiny_video_models:never")(images[0], images[0]) is False
+    assert load_plugin("tests.data.verifiers:never", "verified")(images[0], images[0]) is False
 
 
 def test_clustering_is_deterministic_for_a_seed_and_drops_small_clusters():
@@ -183,11 +184,11 @@ def test_clustering_is_deterministic_for_a_seed_and_drops_small_clusters():
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from tests.data.tiny_video_models import save_tiny_dinov2, save_tiny_grounding_dino, save_tiny_owlvit
+    from tests.data.tiny_models import tiny_dinov2, tiny_grounding_dino, tiny_owlvit
 
     root = tmp_path_factory.mktemp("models")
-    return (save_tiny_owlvit(root / "owlvit"), save_tiny_dinov2(root / "dinov2"),
-            save_tiny_grounding_dino(root / "gdino"))
+    return (tiny_owlvit(root / "owlvit"), tiny_dinov2(root / "dinov2"),
+            tiny_grounding_dino(root / "gdino"))
 
 
 @pytest.mark.parametrize("which", [0, 2], ids=["owlvit", "grounding-dino"])
