@@ -10,7 +10,7 @@ import typer
 
 from storyloop.cli.common import console, err_console, fail
 
-app = typer.Typer(no_args_is_help=True, help="Benchmarks: gsa, annotator, dpo, pairs, memory.")
+app = typer.Typer(no_args_is_help=True, help="Benchmarks: gsa, annotator, dpo, pairs, memory, data.")
 
 
 @app.command("gsa")
@@ -128,3 +128,22 @@ def memory(
         for line in lines(result):
             err_console.print(line, highlight=False, soft_wrap=True)
     print(json.dumps(result))
+
+
+@app.command("data")
+def data(
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON object on the last line.")] = False,
+    books: Annotated[int, typer.Option(min=1, help="Synthetic PDF books.")] = 8,
+    pages: Annotated[int, typer.Option(min=2, help="A5 pages per book at 150 dpi.")] = 12,
+    videos: Annotated[int, typer.Option(min=1, help="Synthetic 720p clips.")] = 2,
+    seconds: Annotated[int, typer.Option(min=3, help="Length of each clip (a cut every 3 s).")] = 30,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes, as data books/video --workers.")] = 2,
+) -> None:
+    """Throughput of data books and data video's cheap stages (no models), cold and from the cache."""
+    from storyloop.bench.data import run_data_bench
+
+    result = run_data_bench(books, pages, videos, seconds, workers, log=lambda m: err_console.print(m, highlight=False))
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print_json(json.dumps(result))
