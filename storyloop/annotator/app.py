@@ -107,6 +107,7 @@ def main() -> None:
             st.Page(ui.PAGES_DIR / "agreement.py", title="Agreement", icon=":material/handshake:"),
             st.Page(ui.PAGES_DIR / "gallery.py", title="Gallery", icon=":material/photo_library:"),
             st.Page(ui.PAGES_DIR / "export.py", title="Export", icon=":material/download:"),
+            st.Page(ui.PAGES_DIR / "runs.py", title="Runs", icon=":material/show_chart:"),
         ]
     pages[who.username] = [st.Page(_logout_page, title=f"Log out {who.username}", icon=":material/logout:",
                                    url_path="logout")]

@@ -19,7 +19,7 @@ from tests.annotator.conftest import PASSWORD
 
 APP = str(Path(storyloop.annotator.__file__).parent / "app.py")
 PAGES = ui.PAGES_DIR.relative_to(Path(APP).parent)  # where the page files are, for switch_page
-RESEARCH_PAGES = ["rounds", "progress", "agreement", "gallery", "export"]
+RESEARCH_PAGES = ["rounds", "progress", "agreement", "gallery", "export", "runs"]
 
 
 @pytest.fixture
@@ -137,6 +137,38 @@ def test_researcher_pages_render_tables_for_the_round(app, small_round):
     assert len(at.image) == 4  # one reference, three candidates
     at.switch_page(f"{PAGES}/export.py").run()
     assert len(at.dataframe[0].value) == 3  # one judgment, three candidates
+
+
+def test_runs_page_shows_every_run_its_curves_and_why_one_failed(app, small_round):
+    from storyloop.db.models import DpoMetric, DpoRun, RunStatus
+
+    with session_scope(small_round.settings.db_url) as s:
+        done = DpoRun(round_id=small_round.round_id, status=RunStatus.completed, config={"beta": 2000.0},
+                      pair_set_sha256="a" * 64, code_version="test", artifact_path="/runs/dpo/lora")
+        failed = DpoRun(round_id=small_round.round_id, status=RunStatus.failed, config={"beta": 5.0},
+                        pair_set_sha256="b" * 64, code_version="test", failure_reason="CUDA out of memory")
+        s.add_all([done, failed])
+        s.flush()
+        for step in (1, 2, 3):
+            s.add(DpoMetric(run_id=done.id, step=step, values={
+                "loss": 0.69 - 0.1 * step, "rewards/accuracies": 0.5 + 0.1 * step, "rewards/margins": 0.01 * step,
+                "grad_norm": 1.0, "learning_rate": 1e-4, "eval/loss": 0.7 - 0.05 * step}))
+        done_id, failed_id = done.id, failed.id
+    at = app("rita")
+    at.switch_page(f"{PAGES}/runs.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table.run.tolist() == [failed_id, done_id] and table.status.tolist() == ["failed", "completed"]
+    assert table.set_index("run").loc[done_id, "steps"] == 3
+    assert any("CUDA out of memory" in e.value for e in at.error)  # the newest run, shown first
+    at.selectbox(key="runs_page_run").set_value(done_id).run()
+    assert not at.error and not at.exception
+    with session_scope(small_round.settings.db_url) as s:
+        from storyloop.annotator.runs import run_curves
+
+        curves = run_curves(s, done_id)
+    assert set(curves.metric) == {"loss", "rewards/accuracies", "rewards/margins", "grad_norm", "eval/loss"}
+    assert curves[curves.metric == "loss"].step.tolist() == [1, 2, 3]
 
 
 def test_missing_candidate_image_shows_a_placeholder_and_can_be_skipped(app, small_round):
