@@ -1,0 +1,1 @@
+"""Blind studies of arms against arms (issue #20): did the round help?"""
