@@ -65,3 +65,21 @@ def folder_arm(folder: Path, keys, seeds: int = 1, tag: str = "uno-v2", color=(1
 def add_annotators(settings, names=("ann", "bob", "cat")) -> dict[str, int]:
     with session_scope(settings.db_url) as s:
         return {n: add_user(s, n, "password123", Role.annotator).id for n in names}
+
+
+def folder_study(settings, tmp_path: Path, name: str = "st", kind: str = "pairwise", k: int = 2,
+                 arm_names=("x", "y"), scenarios=SCENARIOS, extra_arms=(), **options) -> int:
+    """A study over folder arms only (no generation needed), on round r1; returns its id."""
+    from storyloop.db.models import Study, StudyKind
+    from storyloop.studies.arms import parse_arms
+    from storyloop.studies.create import StudyOptions, create_study
+
+    if not (tmp_path / "src").exists():
+        make_round(settings, tmp_path / "src", scenarios=scenarios)
+    keys = [k_ for k_, *_ in scenarios]
+    specs = [f"{a}={folder_arm(tmp_path / f'{name}-{a}', keys, tag=a, color=(30 * i + 10, 90, 40 * i))}"
+             for i, a in enumerate(arm_names)]
+    with session_scope(settings.db_url) as s:
+        create_study(s, settings.store_dir, name, parse_arms(specs + list(extra_arms)), round_name="r1",
+                     options=StudyOptions(kind=StudyKind(kind), answers_per_item=k, **options))
+        return s.query(Study).filter_by(name=name).one().id
