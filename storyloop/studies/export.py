@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -52,11 +53,16 @@ def answers_table(session: Session, name: str) -> pd.DataFrame:
             "choice": a.choice.value if a.choice else None, "chosen_arm": arms.get(chosen),
             "arm": arms[item.arm_a_id] if item.arm_b_id is None else None,
             "cc": a.cc, "sc": a.sc, "sa": a.sa, "skip_reason": a.skip_reason,
-            "shown_at": aware(a.shown_at), "submitted_at": aware(a.submitted_at),
+            "shown_at": _utc(a.shown_at), "submitted_at": _utc(a.submitted_at),
             "seconds": (aware(a.submitted_at) - aware(a.shown_at)).total_seconds()})
     table = pd.DataFrame(rows, columns=EXPORT_COLUMNS)
     # Integers stay integers where a skip or the other kind leaves them empty (nullable, not floats).
     return table.astype({c: "Int64" for c in _INT_COLUMNS} | {"latest": "boolean"})
+
+
+def _utc(dt: datetime) -> datetime:
+    """UTC as one zone on every backend (PostgreSQL hands back Etc/UTC, SQLite naive)."""
+    return aware(dt).astimezone(timezone.utc)
 
 
 @dataclass(frozen=True)
