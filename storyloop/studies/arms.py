@@ -92,13 +92,15 @@ def _pairs(name: str, spec: str):
 
 
 def _read_yaml(name: str, path: Path) -> dict:
+    import yaml
+
     from storyloop.generation.config import read_yaml
 
     try:
         data = read_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise StudyError(f"arm {name!r}: cannot read {path} ({exc.strerror or exc})") from None
-    except Exception as exc:  # yaml.YAMLError: a user's file, reported as one line
+    except yaml.YAMLError as exc:  # a user's file, reported as one line
         raise StudyError(f"arm {name!r}: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise StudyError(f"arm {name!r}: {path} must hold a mapping of {', '.join(MODEL_KEYS)}")
