@@ -147,3 +147,13 @@ def test_other_bad_input_writes_nothing(settings, tmp_path, models):
     with session_scope(settings.db_url) as s:
         create_study(s, settings.store_dir, "dup", two, round_name="r1")
     _refused(settings, "a study named 'dup' already exists", name="dup", arms=two, round_name="r1")
+
+
+def test_a_yaml_arm_that_is_not_a_mapping_is_one_clear_error(tmp_path):
+    bad = tmp_path / "arm.yaml"
+    bad.write_text("base: [unclosed\n")
+    with pytest.raises(StudyError, match="arm 'a': .*arm.yaml is not valid YAML"):
+        parse_arm(f"a={bad}")
+    bad.write_text("- just a list\n")
+    with pytest.raises(StudyError, match="must hold a mapping"):
+        parse_arm(f"a={bad}")

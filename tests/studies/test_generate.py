@@ -81,3 +81,22 @@ def test_an_interrupted_study_completes_with_the_same_images(settings, tmp_path,
     assert {k: v[1] for k, v in images(settings.db_url).items()} == full
     pixels = [np.asarray(Image.open(asset_path(settings.store_dir, v[2]))) for v in images(settings.db_url).values()]
     assert all(p.shape == (32, 32, 3) for p in pixels)
+
+
+def test_a_lora_changed_since_the_study_was_created_is_refused_by_name(settings, tmp_path, models):
+    import shutil
+
+    import pytest
+
+    from storyloop.generation.models import ModelError
+
+    lora = shutil.copytree(models / "stage1", tmp_path / "lora")
+    make_round(settings, tmp_path / "src", scenarios=THREE[:1])
+    arms = parse_arms([f"a=base={models / 'flux'},stage1={lora}", f"b=base={models / 'flux'}"])
+    with session_scope(settings.db_url) as s:
+        create_study(s, settings.store_dir, "st", arms, round_name="r1")
+    weights = next(lora.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes() + b" ")  # any change to the file
+    with pytest.raises(ModelError, match="changed since arm 'a' of study 'st' was created"):
+        generate_study(settings, "st", CONFIG, progress=False)
+    assert images(settings.db_url) == {}
