@@ -1,5 +1,6 @@
 """`storyloop study` end to end through the CLI: create, generate, list/show, results, export, bad input."""
 
+import importlib.util
 import json
 
 import pytest
@@ -68,3 +69,32 @@ def test_bad_study_input_is_one_line_and_writes_nothing(cli, tmp_path, models):
         assert s.scalar(select(func.count()).select_from(StudyImage)) == 0
     assert not (tmp_path / "data" / "store").exists() or not any((tmp_path / "data" / "store").rglob("*.png"))
     assert "no study named 'nope'" in cli("study", "generate", "nope", expect=1).flat
+
+
+@pytest.mark.skipif(importlib.util.find_spec("storyloop.studies.stats") is None,
+                    reason="storyloop/studies/stats.py lands with the statistics step")
+@pytest.mark.parametrize("kind", ["pairwise", "likert"])
+def test_study_results_prints_a_table_and_ends_with_the_json(cli, tmp_path, kind):
+    from storyloop.db.models import Role
+    from storyloop.db.users import add_user
+    from storyloop.settings import Settings
+    from storyloop.studies.queue import LikertScores, next_study_task, submit_study_task
+    from tests.studies.conftest import folder_study
+
+    settings = Settings.resolve(tmp_path / "data", cli.url)
+    study = folder_study(settings, tmp_path, kind=kind, k=1, arm_names=("base", "dpo"))
+    with session_scope(cli.url) as s:
+        user = add_user(s, "ann", "password123", Role.annotator).id
+    answer = {"choice": "left"} if kind == "pairwise" else {"scores": LikertScores(4, 3, 5)}
+    while True:
+        with session_scope(cli.url) as s:
+            task = next_study_task(s, user, study)
+            if task is None:
+                break
+            submit_study_task(s, task, **answer)
+    res = json.loads(cli("study", "results", "st", "--json", "--n-boot", "20").stdout.strip().splitlines()[-1])
+    assert {"arms", "win_rate", "ci95", "bt_scores", "position_bias", "likert", "answers"} <= set(res)
+    assert res["answers"] == 4 and res["arms"] == ["base", "dpo"]
+    assert bool(res["win_rate"]) == (kind == "pairwise") and bool(res["likert"]) == (kind == "likert")
+    text = cli("study", "results", "st", "--n-boot", "20").flat
+    assert "4 answer(s)" in text and ("base vs dpo" in text or "cc 4.00" in text)
