@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -24,13 +24,7 @@ from sqlalchemy.orm import Session
 from storyloop.annotator.protocol import Draft
 from storyloop.db.models import (Candidate, GoldAnswer, Judgment, Lease, Outcome, Round, Scenario, SkipPolicy,
                                  utcnow)
-
-LEASE_TTL = timedelta(minutes=20)
-
-
-def aware(dt: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything here is UTC."""
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+from storyloop.queueing import LEASE_TTL, OpenItems, aware  # noqa: F401  (pages import them from here)
 
 
 @dataclass
@@ -79,50 +73,16 @@ def shown_order(candidate_ids: list[int], user_id: int, scenario_id: int, base_r
 
 
 @dataclass
-class RoundQueue:
-    """The state of one round's queue as seen by one annotator."""
+class RoundQueue(OpenItems):
+    """The state of one round's queue as seen by one annotator (items are scenarios with candidates, in story
+    order); the policy is storyloop/queueing.py's."""
 
-    round: Round
-    user_id: int
-    scenario_ids: list[int]  # with at least one candidate, in story order
-    gold_ids: set[int]
-    done: Counter  # scenario -> judgments that count towards k
-    leased_by_others: Counter  # scenario -> live leases of other annotators
-    mine: dict[int, Outcome]  # scenario -> the annotator's latest outcome
+    round: Round | None = None
+    mine: dict[int, Outcome] = field(default_factory=dict)  # scenario -> the annotator's latest outcome
 
     @property
-    def k(self) -> int:
-        return self.round.judgments_per_scenario
-
-    @property
-    def gold_in_queue(self) -> bool:
-        """Gold items go to every annotator at the round's rate; with rate 0 they are ordinary items."""
-        return self.round.gold_rate > 0 and bool(self.gold_ids)
-
-    def is_regular(self, sid: int) -> bool:
-        return not (self.gold_in_queue and sid in self.gold_ids)
-
-    def open_for_me(self, sid: int) -> bool:
-        mine = self.mine.get(sid)
-        if mine is not None and (mine != Outcome.skipped or self.round.skip_policy != SkipPolicy.everyone_last):
-            return False
-        if not self.is_regular(sid):
-            return True
-        return self.done[sid] + self.leased_by_others[sid] < self.k
-
-    def gold_due(self) -> bool:
-        judged_gold = sum(1 for sid in self.mine if sid in self.gold_ids)
-        return self.gold_in_queue and judged_gold < self.round.gold_rate * (len(self.mine) + 1)
-
-    def candidates(self) -> list[int]:
-        """Scenarios this annotator may get, best first."""
-        open_ids = [sid for sid in self.scenario_ids if self.open_for_me(sid)]
-        gold = [sid for sid in open_ids if not self.is_regular(sid)]
-        position = {sid: i for i, sid in enumerate(self.scenario_ids)}
-        regular = sorted((sid for sid in open_ids if self.is_regular(sid)),
-                         key=lambda sid: (sid in self.mine, -self.done[sid], position[sid]))
-        # Gold first while due; leftover gold after the regular work, so everyone meets each gold item.
-        return gold + regular if self.gold_due() else regular + gold
+    def scenario_ids(self) -> list[int]:
+        return self.item_ids
 
 
 def round_queue(session: Session, rnd: Round, user_id: int, now: datetime | None = None) -> RoundQueue:
@@ -143,7 +103,8 @@ def round_queue(session: Session, rnd: Round, user_id: int, now: datetime | None
     leased = Counter(session.scalars(
         select(Lease.scenario_id).join(Scenario)
         .where(Scenario.round_id == rnd.id, Lease.user_id != user_id, Lease.expires_at > now)))
-    return RoundQueue(rnd, user_id, scenario_ids, gold_ids, done, leased, mine)
+    return RoundQueue(user_id, scenario_ids, gold_ids, done, leased, {sid: o == Outcome.skipped for sid, o in mine.items()},
+                      rnd.judgments_per_scenario, rnd.gold_rate, rnd.skip_policy, round=rnd, mine=mine)
 
 
 def _latest_outcomes(session: Session, round_id: int, scenario_id: int | None = None):
@@ -285,7 +246,7 @@ def annotator_progress(session: Session, user_id: int, round_id: int, now: datet
     regular = [sid for sid in queue.scenario_ids if queue.is_regular(sid)]
     return Progress(
         round_name=rnd.name,
-        judged_by_me=sum(1 for o in queue.mine.values() if o != Outcome.skipped),
+        judged_by_me=sum(1 for skipped in queue.skipped_by_me.values() if not skipped),
         left_for_me=len(queue.candidates()),
         round_done=sum(min(queue.done[sid], queue.k) for sid in regular),
         round_needed=queue.k * len(regular))

@@ -322,3 +322,218 @@ class DpoMetric(Base):
     logged_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("run_id", "step"),)
+
+
+# -- studies (issue #20): blind model-against-model comparisons ------------------------------------
+
+class StudyKind(str, enum.Enum):
+    pairwise = "pairwise"  # two arms' frames side by side: left / right / tie / both bad
+    likert = "likert"      # one arm's story: character consistency, style consistency, aesthetics, 1-5
+
+
+class ArmKind(str, enum.Enum):
+    model = "model"    # storyloop generates with a base + LoRAs
+    folder = "folder"  # images made elsewhere, matched to scenarios by file name
+
+
+class StudyChoice(str, enum.Enum):
+    left = "left"
+    right = "right"
+    tie = "tie"
+    both_bad = "both_bad"
+
+
+class GoldVerdict(str, enum.Enum):
+    """A pairwise gold answer names an arm, not a side: sides are drawn per annotator."""
+
+    arm = "arm"
+    tie = "tie"
+    both_bad = "both_bad"
+
+
+class Study(Base):
+    """Arms compared blind on the same scenarios and seeds."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[StudyKind] = mapped_column(_enum(StudyKind, "study_kind"))
+    answers_per_item: Mapped[int] = mapped_column(Integer, default=3)  # k
+    seeds: Mapped[int] = mapped_column(Integer, default=1)  # images per (arm, scenario)
+    base_seed: Mapped[int] = mapped_column(BigInteger, default=0)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    gold_rate: Mapped[float] = mapped_column(Float, default=0.0)
+    skip_policy: Mapped[SkipPolicy] = mapped_column(_enum(SkipPolicy, "study_skip_policy"),
+                                                    default=SkipPolicy.others)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    round: Mapped[Round] = relationship()
+    arms: Mapped[list[StudyArm]] = relationship(back_populates="study", order_by="StudyArm.id",
+                                                cascade="all, delete-orphan")
+
+    __table_args__ = (
+        CheckConstraint("answers_per_item >= 1", name="k_positive"),
+        CheckConstraint("seeds >= 1", name="seeds_positive"),
+        CheckConstraint("gold_rate >= 0 AND gold_rate <= 1", name="gold_rate_unit"),
+    )
+
+
+class StudyArm(Base):
+    """One system under comparison: a model spec storyloop generates with, or a folder of images."""
+
+    __tablename__ = "study_arms"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[ArmKind] = mapped_column(_enum(ArmKind, "arm_kind"))
+    # A model arm: the same columns a round records (db/rounds.py ModelSpec), plus its guidance scale.
+    base_model: Mapped[str | None] = mapped_column(String(1024))
+    stage1_lora_path: Mapped[str | None] = mapped_column(String(1024))
+    stage1_lora_sha256: Mapped[str | None] = mapped_column(String(64))
+    dpo_lora_path: Mapped[str | None] = mapped_column(String(1024))
+    dpo_lora_sha256: Mapped[str | None] = mapped_column(String(64))
+    reference_guidance_scale: Mapped[float | None] = mapped_column(Float)
+    folder: Mapped[str | None] = mapped_column(String(1024))  # a folder arm: where its images came from
+
+    study: Mapped[Study] = relationship(back_populates="arms")
+
+    __table_args__ = (
+        UniqueConstraint("study_id", "name"),
+        CheckConstraint("(kind = 'folder') = (folder IS NOT NULL)", name="folder_iff_folder_arm"),
+        CheckConstraint("kind = 'folder' OR (base_model IS NOT NULL AND reference_guidance_scale IS NOT NULL)",
+                        name="model_arm_has_base"),
+    )
+
+
+class StudyImage(Base):
+    """An arm's image for one scenario and seed index; the same seed index means the same seed in every
+    model arm."""
+
+    __tablename__ = "study_images"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    arm_id: Mapped[int] = mapped_column(ForeignKey("study_arms.id", ondelete="CASCADE"))
+    scenario_id: Mapped[int] = mapped_column(ForeignKey("scenarios.id", ondelete="CASCADE"), index=True)
+    seed_index: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int | None] = mapped_column(BigInteger)  # None for a folder arm
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+    params: Mapped[dict] = mapped_column(default=dict)
+    model_fingerprint: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    asset: Mapped[Asset] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("arm_id", "scenario_id", "seed_index"),
+        CheckConstraint("seed_index >= 0", name="seed_index_nonneg"),
+    )
+
+
+class StudyItem(Base):
+    """What one answer is about. Pairwise: a scenario, a seed index and two arms. Likert: a story, a seed
+    index and one arm. `position` is a shuffled order, so arms come in random order across items."""
+
+    __tablename__ = "study_items"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(600))  # unique per study; names the item for logs and exports
+    position: Mapped[int] = mapped_column(Integer)
+    scenario_id: Mapped[int | None] = mapped_column(ForeignKey("scenarios.id", ondelete="CASCADE"))
+    story_id: Mapped[str | None] = mapped_column(String(256))
+    seed_index: Mapped[int] = mapped_column(Integer)
+    arm_a_id: Mapped[int] = mapped_column(ForeignKey("study_arms.id", ondelete="CASCADE"))
+    arm_b_id: Mapped[int | None] = mapped_column(ForeignKey("study_arms.id", ondelete="CASCADE"))
+
+    study: Mapped[Study] = relationship()
+    scenario: Mapped[Scenario | None] = relationship()
+    arm_a: Mapped[StudyArm] = relationship(foreign_keys=[arm_a_id])
+    arm_b: Mapped[StudyArm | None] = relationship(foreign_keys=[arm_b_id])
+
+    __table_args__ = (
+        UniqueConstraint("study_id", "key"),
+        UniqueConstraint("study_id", "position"),
+        CheckConstraint("(scenario_id IS NOT NULL AND arm_b_id IS NOT NULL AND arm_b_id <> arm_a_id "
+                        "AND story_id IS NULL) OR (scenario_id IS NULL AND arm_b_id IS NULL "
+                        "AND story_id IS NOT NULL)", name="pairwise_or_likert"),
+        CheckConstraint("seed_index >= 0", name="seed_index_nonneg"),
+    )
+
+
+class StudyLease(Base):
+    """Which annotator holds which study item until when. One row per (item, annotator)."""
+
+    __tablename__ = "study_leases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("study_items.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    leased_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (UniqueConstraint("item_id", "user_id"),)
+
+
+class StudyAnswer(Base):
+    """One submitted answer to a study item. Append-only: an edit or an undo is a new revision."""
+
+    __tablename__ = "study_answers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("study_items.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # Pairwise: the arm shown on each side (drawn per annotator and revision).
+    left_arm_id: Mapped[int | None] = mapped_column(ForeignKey("study_arms.id", ondelete="CASCADE"))
+    right_arm_id: Mapped[int | None] = mapped_column(ForeignKey("study_arms.id", ondelete="CASCADE"))
+    choice: Mapped[StudyChoice | None] = mapped_column(_enum(StudyChoice, "study_choice"))
+    cc: Mapped[int | None] = mapped_column(Integer)  # character consistency, 1-5
+    sc: Mapped[int | None] = mapped_column(Integer)  # style consistency, 1-5
+    sa: Mapped[int | None] = mapped_column(Integer)  # aesthetics, 1-5
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    shown_at: Mapped[datetime] = mapped_column()
+    submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("item_id", "user_id", "revision"),
+        CheckConstraint("revision >= 1", name="revision_positive"),
+        CheckConstraint("(left_arm_id IS NULL) = (right_arm_id IS NULL) AND "
+                        "(left_arm_id IS NULL OR left_arm_id <> right_arm_id)", name="two_sides"),
+        CheckConstraint("(cc IS NULL OR cc BETWEEN 1 AND 5) AND (sc IS NULL OR sc BETWEEN 1 AND 5) "
+                        "AND (sa IS NULL OR sa BETWEEN 1 AND 5)", name="scores_1_to_5"),
+        # Exactly one of: a skip (with its reason), a pairwise choice, or all three Likert scores.
+        CheckConstraint("(skip_reason IS NOT NULL AND choice IS NULL AND cc IS NULL AND sc IS NULL AND sa IS NULL)"
+                        " OR (skip_reason IS NULL AND choice IS NOT NULL AND cc IS NULL AND sc IS NULL "
+                        "AND sa IS NULL) OR (skip_reason IS NULL AND choice IS NULL AND cc IS NOT NULL "
+                        "AND sc IS NOT NULL AND sa IS NOT NULL)", name="one_kind_of_answer"),
+    )
+
+
+class StudyGoldAnswer(Base):
+    """The expected answer to a study item: the better arm (or tie / both bad), or the three scores."""
+
+    __tablename__ = "study_gold_answers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("study_items.id", ondelete="CASCADE"), unique=True)
+    verdict: Mapped[GoldVerdict | None] = mapped_column(_enum(GoldVerdict, "gold_verdict"))
+    preferred_arm_id: Mapped[int | None] = mapped_column(ForeignKey("study_arms.id", ondelete="CASCADE"))
+    cc: Mapped[int | None] = mapped_column(Integer)
+    sc: Mapped[int | None] = mapped_column(Integer)
+    sa: Mapped[int | None] = mapped_column(Integer)
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("(verdict IS NULL AND preferred_arm_id IS NULL) OR "
+                        "(verdict = 'arm') = (preferred_arm_id IS NOT NULL)", name="arm_iff_arm_verdict"),
+        CheckConstraint("(verdict IS NULL) = (cc IS NOT NULL AND sc IS NOT NULL AND sa IS NOT NULL)",
+                        name="verdict_or_scores"),
+        CheckConstraint("(cc IS NULL OR cc BETWEEN 1 AND 5) AND (sc IS NULL OR sc BETWEEN 1 AND 5) "
+                        "AND (sa IS NULL OR sa BETWEEN 1 AND 5)", name="scores_1_to_5"),
+    )

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -118,11 +119,14 @@ class LoadedModel:
 
 
 def load_round_model(rnd: Round, model: str | None = None, dtype=torch.float32, device="cpu",
-                     quantization: str = "none") -> LoadedModel:
-    """The FLUX pipeline a round was created for, with its Stage-1 (and DPO) LoRA checked and loaded."""
+                     quantization: str = "none", label: str | None = None) -> LoadedModel:
+    """The FLUX pipeline a round was created for, with its Stage-1 (and DPO) LoRA checked and loaded.
+
+    `rnd` may be anything with a round's model columns (a study's model arm: then `label` names it)."""
+    label = label or f"round {rnd.name!r}"
     spec = model or rnd.base_model
     if not spec:
-        raise ModelError(f"round {rnd.name!r} records no base model: pass --model")
+        raise ModelError(f"{label} records no base model: pass --model")
     pipe = load_flux(spec, dtype=dtype, device=device, quantization=quantization)
     base = base_identity(spec)
     parts = {"base": base.fingerprint, "scheme": POSITION_SCHEME}
@@ -134,13 +138,12 @@ def load_round_model(rnd: Round, model: str | None = None, dtype=torch.float32, 
         if not path:
             continue
         if not Path(path).exists():
-            raise ModelError(f"{kind} LoRA {path} of round {rnd.name!r} is missing")
+            raise ModelError(f"{kind} LoRA {path} of {label} is missing")
         if sha256_path(path) != sha:
-            raise ModelError(f"{kind} LoRA {path} changed since round {rnd.name!r} was created")
+            raise ModelError(f"{kind} LoRA {path} changed since {label} was created")
         meta = load_lora(pipe, Path(path), kind, base, kind)
         if kind == "dpo" and (meta.extra or {}).get("stage1_sha256") != rnd.stage1_lora_sha256:
-            raise ModelError(f"DPO LoRA {path} was trained on top of another Stage-1 LoRA than round "
-                             f"{rnd.name!r} uses")
+            raise ModelError(f"DPO LoRA {path} was trained on top of another Stage-1 LoRA than {label} uses")
         adapters.append(kind)
         parts[kind] = sha
     if adapters:
@@ -210,7 +213,7 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
     for first in range(0, len(work), ENCODE_CHUNK):
         chunk_scenarios = work[first:first + ENCODE_CHUNK]
         with encoders_on(pipe, state.device) if plan.offload_encoders else nullcontext():
-            inputs = {sc.id: _encode_scenario(pipe, settings, sc, config) for sc in chunk_scenarios}
+            inputs = {sc.id: encode_scenario(pipe, settings, sc, config) for sc in chunk_scenarios}
         for sc in chunk_scenarios:
             text, refs = inputs.pop(sc.id)
             done_here, skipped_here = _generate_scenario(settings, loaded, sc, todo[sc.id], text, refs, config,
@@ -227,7 +230,7 @@ def generate_round(settings: Settings, round_name: str, config: GenerateConfig, 
                            round(max(peaks), 3) if peaks else None, plan.mode.name, plan.quantization)
 
 
-def _encode_scenario(pipe, settings: Settings, sc: Scenario, config: GenerateConfig
+def encode_scenario(pipe, settings: Settings, sc: Scenario, config: GenerateConfig
                      ) -> tuple[TextEmbeds, References | None]:
     """A scenario's prompt and its references (clean latents with the empty prompt), encoded."""
     text = encode_text(pipe, [sc.prompt], config.max_sequence_length)
@@ -242,22 +245,11 @@ def _generate_scenario(settings: Settings, loaded: LoadedModel, sc: Scenario, in
                        text: TextEmbeds, refs: References | None, config: GenerateConfig, round_name: str, grid,
                        params: dict, bar: RoundProgress) -> tuple[int, int]:
     """Denoise, decode and store the candidates `indices` of one scenario; (stored, already there)."""
-    pipe = loaded.pipe
     done = skipped = 0
-    batches = _batches(indices, config, guided=refs is not None)
-    cache = None
-    reads_refs = any(scale != 0.0 for scale, _ in batches)  # s = 0 samples without them
-    if refs is not None and config.use_reference_cache and reads_refs:  # one pass serves all K candidates
-        # References go through the Stage-1 model only, as in DPO training (see dpo/trainer.py).
-        with torch.no_grad(), adapter_off(pipe.transformer, "dpo"):
-            cache = write_reference_cache(pipe.transformer, refs, config.guidance_scale)
-    for scale, chunk in batches:
-        seeds = [candidate_seed(config.seed, round_name, sc.key, index) for index in chunk]
-        tokens = sample(pipe.transformer, pipe.scheduler, text.expand(len(chunk)), grid, seeds, refs,
-                        config.num_inference_steps, config.guidance_scale, config.use_reference_cache,
-                        reference_cache=cache, reference_guidance_scale=scale)
+    seed_of = lambda index: candidate_seed(config.seed, round_name, sc.key, index)  # noqa: E731
+    for chunk, seeds, scale, images in sample_images(loaded, indices, text, refs, config, grid, seed_of):
         own = {**params, "reference_guidance_scale": scale}
-        for index, seed, image in zip(chunk, seeds, decode_tokens(pipe, tokens, grid)):
+        for index, seed, image in zip(chunk, seeds, images):
             buf = io.BytesIO()
             image.save(buf, format="PNG")
             if _store_candidate(settings, sc.id, index, buf.getvalue(), seed, own, loaded.fingerprint):
@@ -266,6 +258,27 @@ def _generate_scenario(settings: Settings, loaded: LoadedModel, sc: Scenario, in
                 skipped += 1
         bar.refresh()
     return done, skipped
+
+
+def sample_images(loaded: LoadedModel, indices: list[int], text: TextEmbeds, refs: References | None,
+                  config: GenerateConfig, grid, seed_of) -> Iterator[tuple[list[int], list[int], float, list]]:
+    """The images `indices` of one scenario, denoised and decoded a batch at a time: yields (indices, seeds,
+    reference-guidance scale, PIL images) per batch. `seed_of(index)` gives each image its seed. Studies
+    (storyloop/studies/generate.py) sample through this too, so an arm draws exactly as a round does."""
+    pipe = loaded.pipe
+    batches = _batches(indices, config, guided=refs is not None)
+    cache = None
+    reads_refs = any(scale != 0.0 for scale, _ in batches)  # s = 0 samples without them
+    if refs is not None and config.use_reference_cache and reads_refs:  # one pass serves all K candidates
+        # References go through the Stage-1 model only, as in DPO training (see dpo/trainer.py).
+        with torch.no_grad(), adapter_off(pipe.transformer, "dpo"):
+            cache = write_reference_cache(pipe.transformer, refs, config.guidance_scale)
+    for scale, chunk in batches:
+        seeds = [seed_of(index) for index in chunk]
+        tokens = sample(pipe.transformer, pipe.scheduler, text.expand(len(chunk)), grid, seeds, refs,
+                        config.num_inference_steps, config.guidance_scale, config.use_reference_cache,
+                        reference_cache=cache, reference_guidance_scale=scale)
+        yield chunk, seeds, scale, decode_tokens(pipe, tokens, grid)
 
 
 class RoundProgress:

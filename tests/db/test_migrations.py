@@ -38,6 +38,30 @@ def test_revision_0003_adds_a_nullable_draft_to_leases_and_takes_it_back(db_url)
     assert "draft" not in lease_columns()
 
 
+STUDY_TABLES = {"studies", "study_arms", "study_images", "study_items", "study_leases", "study_answers",
+                "study_gold_answers"}
+
+
+def test_revision_0004_adds_the_study_tables_and_keeps_existing_rows(db_url):
+    from storyloop.db import session_scope
+    from storyloop.db.models import Round, Scenario
+
+    upgrade(db_url, "0003")
+    assert not STUDY_TABLES & set(inspect(get_engine(db_url)).get_table_names())
+    with get_engine(db_url).begin() as conn:
+        conn.exec_driver_sql("INSERT INTO rounds (name, judgments_per_scenario, gold_rate, skip_policy, created_at) "
+                             "VALUES ('r1', 3, 0.0, 'others', '2026-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO scenarios (round_id, key, story_id, frame_index, prompt, created_at) "
+                             "SELECT id, 's1', 'st', 0, 'a fox', '2026-01-01 00:00:00' FROM rounds")
+    upgrade(db_url)
+    assert STUDY_TABLES <= set(inspect(get_engine(db_url)).get_table_names())
+    with session_scope(db_url) as s:
+        assert [(sc.round.name, sc.key, sc.prompt) for sc in s.query(Scenario)] == [("r1", "s1", "a fox")]
+        assert s.query(Round).count() == 1
+    command.downgrade(alembic_config(db_url), "0003")
+    assert not STUDY_TABLES & set(inspect(get_engine(db_url)).get_table_names())
+
+
 def test_uninitialised_database_is_refused_with_the_fix(db_url):
     with pytest.raises(SchemaError, match="storyloop init"):
         require_current_schema(db_url)
