@@ -305,16 +305,22 @@ def test_gallery_sets_a_gold_answer_and_refuses_a_bad_one(app, small_round):
         assert (gold.scenario_id, gold.winner_candidate_ids, gold.loser_candidate_ids) == (sid, [first], [last])
 
 
-def _page_that_fails():
-    from storyloop.annotator import ui
+# A page script with the app's __main__ guard: AppTest leaves it as the process's __main__, and a process
+# spawned later in this worker (the concurrency tests) re-runs __main__ under another name.
+FAILING_PAGE = """
+from storyloop.annotator import ui
 
+if __name__ == "__main__":
     with ui.errors_by_id():
         raise ValueError("cannot open /srv/storyloop/secret/path.db")
+"""
 
 
-def test_an_unexpected_error_shows_an_id_not_a_traceback(caplog):
+def test_an_unexpected_error_shows_an_id_not_a_traceback(caplog, tmp_path):
+    page = tmp_path / "failing_page.py"
+    page.write_text(FAILING_PAGE)
     with caplog.at_level("ERROR", logger="storyloop.annotator"):
-        at = AppTest.from_function(_page_that_fails, default_timeout=30).run()
+        at = AppTest.from_file(str(page), default_timeout=30).run()
     assert not at.exception
     [shown] = at.error
     assert "/srv/storyloop" not in shown.value and "ValueError" not in shown.value
