@@ -140,7 +140,7 @@ def test_researcher_pages_render_tables_for_the_round(app, small_round):
 
 
 def test_runs_page_shows_every_run_its_curves_and_why_one_failed(app, small_round):
-    from storyloop.db.models import DpoMetric, DpoRun, RunStatus
+    from storyloop.db.models import ArmKind, DpoMetric, DpoRun, RunStatus, Study, StudyArm, StudyKind
 
     with session_scope(small_round.settings.db_url) as s:
         done = DpoRun(round_id=small_round.round_id, status=RunStatus.completed, config={"beta": 2000.0},
@@ -154,12 +154,19 @@ def test_runs_page_shows_every_run_its_curves_and_why_one_failed(app, small_roun
                 "loss": 0.69 - 0.1 * step, "rewards/accuracies": 0.5 + 0.1 * step, "rewards/margins": 0.01 * step,
                 "grad_norm": 1.0, "learning_rate": 1e-4, "eval/loss": 0.7 - 0.05 * step}))
         done_id, failed_id = done.id, failed.id
+        study = Study(name="dpo-vs-stage1", kind=StudyKind.pairwise, round_id=small_round.round_id)
+        study.arms = [StudyArm(name="dpo", kind=ArmKind.model, base_model="b", reference_guidance_scale=1.0,
+                               dpo_lora_path="/runs/dpo/lora"),
+                      StudyArm(name="old", kind=ArmKind.model, base_model="b", reference_guidance_scale=1.0,
+                               dpo_lora_path="/runs/other/lora")]
+        s.add(study)
     at = app("rita")
     at.switch_page(f"{PAGES}/runs.py").run()
     assert not at.exception
     table = at.dataframe[0].value
     assert table.run.tolist() == [failed_id, done_id] and table.status.tolist() == ["failed", "completed"]
     assert table.set_index("run").loc[done_id, "steps"] == 3
+    assert table.set_index("run").loc[done_id, "studies"] == "dpo-vs-stage1 (dpo)"  # the study that used its LoRA
     assert any("CUDA out of memory" in e.value for e in at.error)  # the newest run, shown first
     at.selectbox(key="runs_page_run").set_value(done_id).run()
     assert not at.error and not at.exception
