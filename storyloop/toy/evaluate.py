@@ -23,7 +23,7 @@ from storyloop.generation.lora import adapter_off
 from storyloop.generation.models import decode_tokens, encode_text
 from storyloop.generation.sampling import sample
 from storyloop.toy.data import image_tokens
-from storyloop.toy.judge import assess, prefer
+from storyloop.toy.judge import compare
 from storyloop.toy.metrics import Evaluated, story_metrics
 from storyloop.toy.model import MAX_SEQUENCE_LENGTH
 from storyloop.toy.readers import AttributeReader, read
@@ -106,7 +106,7 @@ def win_rate(scenarios: list[ToyScenario], challenger: list[list[dict]], incumbe
              seed: int = 0, resamples: int = 2000) -> tuple[float, tuple[float, float], dict]:
     """Share of paired frames (same scenario, same seed) where the judge prefers the challenger's (ties
     count half), with a bootstrap 95% interval that resamples scenarios (a scenario's samples together)."""
-    scores = np.array([[prefer(assess(c, sc.asked), assess(i, sc.asked)) for c, i in zip(cs, is_)]
+    scores = np.array([[compare(c, i, sc.asked) for c, i in zip(cs, is_)]
                        for sc, cs, is_ in zip(scenarios, challenger, incumbent)])
     per_scenario = scores.mean(axis=1)
     rng = np.random.default_rng(seed)

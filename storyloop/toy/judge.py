@@ -72,3 +72,9 @@ def prefer(a: Verdict, b: Verdict) -> float:
         if x != y:
             return float(x > y)
     return 0.5
+
+
+def compare(a: dict, b: dict, asked: Frame, rng: random.Random | None = None, noise: float = 0.0) -> float:
+    """Two readings of one scenario's frames judged against what it asked (`asked`): 1 if a is preferred, 0 if
+    b is, 0.5 for a tie. The one comparison behind every toy win rate (validation and the held-out study)."""
+    return prefer(assess(a, asked, rng, noise), assess(b, asked, rng, noise))

@@ -3,7 +3,8 @@
 round 1 (any character but the held-out ones): generate with Stage-1 + GSA -> three scripted annotators judge it
 through the app's queue -> pools and pairs -> a DPO LoRA -> round 2 (held-out characters) generated
 with Stage-1 + DPO -> every variant evaluated on the held-out scenarios with the exact metrics, and
-the DPO model's frames judged against Stage-1's.
+a pairwise study of the DPO model against Stage-1 on those scenarios, answered by the scripted annotators
+through the study queue (toy/study.py): its results give the DPO win rate.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from storyloop.generation.run import GenerateConfig, generate_round
 from storyloop.settings import Settings
 from storyloop.toy.annotate import ScriptedAnnotator, judge_round
 from storyloop.toy.assets import BASE, READERS, STAGE1, require
-from storyloop.toy.evaluate import ValidationJudge, evaluate_variants, win_rate
+from storyloop.toy.evaluate import ValidationJudge, evaluate_variants
 from storyloop.toy.model import IMAGE_SIZE, MAX_SEQUENCE_LENGTH
 from storyloop.toy.readers import load_readers
 from storyloop.toy.scenarios import ToyScenario, make_scenarios, write_scenarios_file
+from storyloop.toy.study import answer_study, create_and_generate, model_arm, results_of, win_rate_over
 from storyloop.toy.world import preference_characters, split_characters, unseen_characters
 
+STUDY = "dpo-vs-stage1"  # the held-out study the DPO win rate comes from
 ROUND1_POOLS = {"training": "Stage-1's training characters", "all": "any character but the held-out ones"}
 METRIC_NAMES = ("identity_cross", "identity_self", "style_cross", "style_self", "prompt", "count")
 
@@ -39,7 +42,7 @@ METRIC_NAMES = ("identity_cross", "identity_self", "style_cross", "style_self", 
 class LoopConfig:
     round1_stories: int = 400  # x up to 3 target frames, one character each (~1,100 scenarios)
     eval_stories: int = 24  # x 3 target frames, held-out characters
-    eval_samples: int = 3  # seeds per held-out scenario, for every variant (a tighter interval)
+    eval_samples: int = 3  # seeds per held-out scenario, for every variant and the study (a tighter interval)
     val_stories: int = 30  # characters no model or round has seen, not held out: the DPO step is chosen on these
     val_samples: int = 2  # seeds per validation scenario
     round1_characters: str = "all"  # "training" (Stage-1's 96) or "all" (every character but the held-out)
@@ -50,7 +53,7 @@ class LoopConfig:
     round1_steps: int = 12
     round1_reference_guidance: tuple[float, ...] = (1.0,)  # cycled over a scenario's candidates (GenerateConfig)
     val_steps: int = 12
-    annotator_noise: tuple[float, ...] = (0.05, 0.1, 0.15)
+    annotator_noise: tuple[float, ...] = (0.05, 0.1, 0.15)  # one scripted annotator each; every one answers the study
     # ~2.5 passes over the round's pairs; the step kept is the best on the validation stories.
     dpo: dict = field(default_factory=lambda: dict(max_steps=1000, learning_rate=1e-4, beta=500.0, rank=16,
                                                    lora_alpha=16, train_batch_size=4, save_steps=200,
@@ -144,12 +147,27 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
         load_lora(pipe, Path(folder), kind, base, kind)
     pipe.transformer.set_adapters(["stage1", "dpo"])
     install_gsa(pipe.transformer)
-    metrics, readings, images = evaluate_variants(pipe, readers, evaluation, seed=config.seed, steps=config.steps,
-                                                  samples=config.eval_samples)
-    rate, ci, counts = win_rate(evaluation, readings["full"], readings["w/o DPO"], seed=config.seed)
+    metrics, _, images = evaluate_variants(pipe, readers, evaluation, seed=config.seed, steps=config.steps,
+                                           samples=config.eval_samples)
     t = lap("evaluate", t)
-    return {"rows": metrics, "dpo_win_rate": round(rate, 4), "dpo_win_rate_ci95": [round(ci[0], 4), round(ci[1], 4)],
-            "dpo_judgements": counts, "seconds": round(time.perf_counter() - start, 1), "timings": timings,
+
+    # The win rate as a human study measures it: `study create` on round 2 (one seed per evaluation sample, an
+    # answer from every annotator), `study generate`, the scripted annotators through the study queue, and
+    # `study results`.
+    log(f"study {STUDY}: DPO against Stage-1 on the held-out scenarios, answered by the scripted annotators")
+    arms = [model_arm("dpo", BASE, STAGE1, dpo_lora), model_arm("stage1", BASE, STAGE1)]
+    create_and_generate(settings, STUDY, "round-2", arms, config.eval_samples, len(annotators),
+                        generate_config(config, config.steps), base_seed=config.seed, progress=progress)
+    answers = answer_study(settings, STUDY, annotators, {s.key: s for s in evaluation}, readers)
+    results = results_of(settings, STUDY, seed=config.seed)
+    dpo = win_rate_over(results, "dpo", "stage1")
+    log(f"  {answers} answers by {len(annotators)} scripted annotators")
+    t = lap("study", t)
+    return {"rows": metrics, "dpo_win_rate": round(dpo["win_rate"], 4),
+            "dpo_win_rate_ci95": [round(v, 4) for v in dpo["ci95"]],
+            "dpo_judgements": {k: dpo[k] for k in ("wins", "ties", "losses", "both_bad")}, "study": STUDY,
+            "study_answers": results["answers"], "position_bias": results["position_bias"],
+            "seconds": round(time.perf_counter() - start, 1), "timings": timings,
             "held_out_scenarios": len(evaluation), "round1_scenarios": len(round1), "config": asdict(config),
             "dpo_validation_win_rate": judge.history, "dpo_step_kept": LoraMeta.read(dpo_lora).steps,
             "_images": images, "_scenarios": evaluation}
@@ -162,6 +180,7 @@ def table(result: dict) -> str:
     for row, values in result["rows"].items():
         lines.append(f"{row:10}" + "".join(f"{values[m]:>16.1f}" for m in METRIC_NAMES))
     lo, hi = result["dpo_win_rate_ci95"]
-    lines.append(f"DPO win rate over Stage-1 (scripted judge): {100 * result['dpo_win_rate']:.1f} % "
+    lines.append(f"DPO win rate over Stage-1 (study {result['study']}, scripted annotators): "
+                 f"{100 * result['dpo_win_rate']:.1f} % "
                  f"(95 % CI {100 * lo:.1f}-{100 * hi:.1f}), {result['dpo_judgements']}")
     return "\n".join(lines)

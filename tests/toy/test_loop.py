@@ -8,11 +8,14 @@ import pytest
 from sqlalchemy import func, select
 
 from storyloop.db import session_scope
-from storyloop.db.models import Candidate, DpoRun, Judgment, Round, RunStatus
+from storyloop.db.models import (Candidate, DpoRun, Judgment, Round, RunStatus, Study, StudyAnswer, StudyImage,
+                                 StudyItem, StudyLease)
 from storyloop.demo import setup_demo
 from storyloop.generation import reference_gain
-from storyloop.toy.loop import METRIC_NAMES, LoopConfig, round1_scenarios, run_loop, table, validation_scenarios
+from storyloop.studies.results import study_results
+from storyloop.toy.loop import METRIC_NAMES, STUDY, LoopConfig, round1_scenarios, run_loop, table, validation_scenarios
 from storyloop.toy.picture import story_sheet
+from storyloop.toy.study import win_rate_over
 from storyloop.toy.world import split_characters
 
 SMALL = LoopConfig(round1_stories=6, eval_stories=2, eval_samples=2, val_stories=1, val_samples=1, candidates=3,
@@ -27,7 +30,9 @@ def test_the_whole_loop_runs_through_the_real_code_paths(tmp_path):
     assert all(set(row) == set(METRIC_NAMES) for row in result["rows"].values())
     assert 0 <= result["dpo_win_rate"] <= 1 and len(result["dpo_win_rate_ci95"]) == 2
     assert sorted(result["dpo_validation_win_rate"]) == [1, 2] and result["dpo_step_kept"] in (1, 2)
-    assert sum(result["dpo_judgements"].values()) == 2 * result["held_out_scenarios"]  # every sample judged
+    items = SMALL.eval_samples * result["held_out_scenarios"]  # one item per held-out scenario and seed
+    k = len(SMALL.annotator_noise)
+    assert sum(result["dpo_judgements"].values()) == result["study_answers"] == items * k  # every item, k times
     json.dumps({k: v for k, v in result.items() if not k.startswith("_")})
     assert "DPO win rate" in table(result)
     url = f"sqlite:///{(tmp_path / 'loop' / 'storyloop.db').resolve()}"
@@ -46,6 +51,25 @@ def test_the_whole_loop_runs_through_the_real_code_paths(tmp_path):
         assert round2.parent.name == "round-1" and round2.dpo_lora_sha256
         # the DPO adapter's reference gain (asked for here) is saved with the LoRA that round 2 records
         assert (Path(round2.dpo_lora_path) / reference_gain.FILE).exists()
+        # the win rate is a pairwise study on round 2, answered through the study queue
+        study = s.scalar(select(Study).where(Study.name == result["study"] == STUDY))
+        assert study.round_id == round2.id and study.seeds == SMALL.eval_samples and study.answers_per_item == k
+        dpo, stage1 = study.arms  # in the order they were created
+        assert (dpo.name, dpo.dpo_lora_sha256) == ("dpo", round2.dpo_lora_sha256)
+        assert (stage1.name, stage1.dpo_lora_path) == ("stage1", None)
+        assert stage1.stage1_lora_sha256 == dpo.stage1_lora_sha256 == round2.stage1_lora_sha256
+        assert s.scalar(select(func.count()).select_from(StudyImage)) == 2 * items  # `study generate`: both arms
+        answers = list(s.scalars(select(StudyAnswer).join(StudyItem).where(StudyItem.study_id == study.id)))
+        assert len(answers) == items * k and s.scalar(select(func.count()).select_from(StudyLease)) == 0
+        for a in answers:  # each through a shown task: sides recorded, one revision, the task's idempotency key
+            item = s.get(StudyItem, a.item_id)
+            assert {a.left_arm_id, a.right_arm_id} == {item.arm_a_id, item.arm_b_id} == {dpo.id, stage1.id}
+            assert a.choice is not None and a.revision == 1 and a.idempotency_key == f"s-{a.user_id}-{item.id}-1"
+        assert len({a.user_id for a in answers}) == k
+        dpo_rate = win_rate_over(study_results(s, STUDY, seed=SMALL.seed), "dpo", "stage1")
+        assert result["dpo_win_rate"] == round(dpo_rate["win_rate"], 4)
+        assert result["dpo_win_rate_ci95"] == [round(v, 4) for v in dpo_rate["ci95"]]
+        assert result["dpo_judgements"] == {k_: dpo_rate[k_] for k_ in ("wins", "ties", "losses", "both_bad")}
     sheet = story_sheet(result["_scenarios"], result["_images"], result["_scenarios"][0].story_id,
                         tmp_path / "sheet.png")
     assert sheet.stat().st_size > 0
