@@ -10,7 +10,8 @@ from __future__ import annotations
 import streamlit as st
 
 from storyloop.annotator import ui
-from storyloop.annotator.auth import COOKIE, LOGIN_FAILED, current_user, login, logout, resume
+from storyloop.annotator.auth import COOKIE, LOGIN_FAILED, client_address, current_user, login, logout, resume
+from storyloop.db.throttle import Throttled
 
 st.set_page_config(page_title="storyloop annotator", page_icon=":material/photo_library:", layout="wide",
                    initial_sidebar_state="collapsed")
@@ -43,8 +44,14 @@ def _authenticate() -> bool:
 def _on_login() -> None:
     username = st.session_state.get("login_username", "")
     password = st.session_state.get("login_password", "")
-    with ui.db() as s:
-        result = login(s, username, password)
+    try:
+        with ui.db() as s:
+            result = login(s, username, password,
+                           client=client_address(st.context.headers, st.context.ip_address))
+    except Throttled as exc:  # the same words whether the name exists or not
+        st.session_state["login_password"] = ""
+        ui.flash("error", str(exc))
+        return
     st.session_state["login_password"] = ""
     if result is None:
         ui.flash("error", LOGIN_FAILED)  # never which of the two was wrong

@@ -8,6 +8,7 @@ read the same to the person at the keyboard.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from storyloop.annotator.queue import aware
 from storyloop.db.models import LoginSession, Role, User, utcnow
-from storyloop.db.users import authenticate
+from storyloop.db.throttle import Throttled, record_failure, record_success, throttle_keys, wait_seconds
+from storyloop.db.users import HASH_WAIT_S, HashBusy, authenticate
 
 IDLE_TIMEOUT = timedelta(hours=2)
 MAX_AGE = timedelta(hours=12)
@@ -39,17 +41,43 @@ class SessionUser:
         return self.role in (Role.researcher, Role.admin)
 
 
+# Behind a reverse proxy every connection comes from the proxy: name the header that carries the client's
+# address (e.g. X-Forwarded-For, set by your proxy) so that throttling keys on the person, not the proxy.
+CLIENT_HEADER_ENV = "STORYLOOP_CLIENT_HEADER"
+
+
+def client_address(headers, ip_address: str | None) -> str | None:
+    """The address logins are throttled by: the first hop of $STORYLOOP_CLIENT_HEADER when set, else the
+    connection's own address."""
+    header = os.environ.get(CLIENT_HEADER_ENV)
+    if header and (value := headers.get(header)):
+        return value.split(",")[0].strip() or ip_address
+    return ip_address
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def login(session: Session, username: str, password: str,
+def login(session: Session, username: str, password: str, client: str | None = None,
           now: datetime | None = None) -> tuple[str, SessionUser] | None:
-    """(token for the cookie, user) for good credentials of an active account, else None."""
-    user = authenticate(session, username.strip(), password)
-    if user is None:
-        return None
+    """(token for the cookie, user) for good credentials of an active account, else None.
+
+    Raises Throttled while the name or the client address (`client`) is backing off after failures, or
+    while every password-hash slot is busy; a throttled try checks no password and costs no hash.
+    """
     now = now or utcnow()
+    keys = throttle_keys(username, client)
+    if (wait := wait_seconds(session, keys, now)) > 0:
+        raise Throttled(wait)
+    try:
+        user = authenticate(session, username.strip(), password)
+    except HashBusy:
+        raise Throttled(HASH_WAIT_S) from None
+    if user is None:
+        record_failure(session, keys, now)
+        return None
+    record_success(session, username)
     token = secrets.token_urlsafe(32)
     session.add(LoginSession(token_sha256=_digest(token), user_id=user.id, created_at=now, last_seen_at=now,
                              expires_at=now + min(IDLE_TIMEOUT, MAX_AGE)))

@@ -109,6 +109,20 @@ class LoginSession(Base):
     user: Mapped[User] = relationship()
 
 
+class LoginThrottle(Base):
+    """Failed logins per key ("user:NAME" for any name typed, "client:ADDRESS"), and until when the key must
+    wait: exponential back-off that lives in the database, so every server process and restart sees it."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (CheckConstraint("failures >= 0", name="failures_non_negative"),)
+
+
 class Round(Base):
     """One turn of the loop: the scenarios judged together, and the model that generated them."""
 

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import re
+import threading
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storyloop.db.models import Role, User
 
-_hasher = PasswordHasher()  # argon2id, salted; parameters travel inside each hash
+# argon2id at OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): a hash's memory is what a burst of
+# logins multiplies. The parameters travel inside each hash; an older hash is redone at its next login.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, type=Type.ID)
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{2,64}$")
 MIN_PASSWORD_LENGTH = 8
+# At most this many password hashes at once in a process (a flood of logins queues, memory stays bounded);
+# a login that cannot get a slot within HASH_WAIT_S is refused as busy.
+MAX_CONCURRENT_HASHES = 4
+HASH_WAIT_S = 5.0
+_hash_slots = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
+_counting = threading.Lock()
+hash_stats = {"in_flight": 0, "peak": 0}  # for the tests and the benchmark: peak never above the bound
 # Verified against when the username is unknown, so a wrong name costs as much time as a wrong password.
 _DUMMY_HASH = _hasher.hash("storyloop-timing-equaliser")
 
@@ -28,11 +38,24 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+class HashBusy(UserError):
+    """Every password-hash slot stayed busy: the server is flooded with logins."""
+
+
 def verify_password(password_hash: str, password: str) -> bool:
+    if not _hash_slots.acquire(timeout=HASH_WAIT_S):
+        raise HashBusy("the server is busy checking other logins: try again in a few seconds")
     try:
+        with _counting:
+            hash_stats["in_flight"] += 1
+            hash_stats["peak"] = max(hash_stats["peak"], hash_stats["in_flight"])
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+    finally:
+        with _counting:
+            hash_stats["in_flight"] -= 1
+        _hash_slots.release()
 
 
 def get_user(session: Session, username: str) -> User:

@@ -64,6 +64,18 @@ def test_wrong_password_and_unknown_user_get_the_same_refusal(app):
         assert not any(b.key and b.key.startswith("enter-") for b in at.button)
 
 
+def test_repeated_wrong_passwords_are_throttled_on_the_login_page(app):
+    at = app()
+    for _ in range(3):
+        login(at, "ann", "not-the-password")
+        assert LOGIN_FAILED in [e.value for e in at.error]
+    login(at, "ann", "not-the-password")
+    assert any("Too many login attempts: try again in" in e.value for e in at.error)
+    login(at, "ann", PASSWORD)  # the right password waits its turn too
+    assert any("Too many login attempts" in e.value for e in at.error)
+    assert not any(b.label.startswith("Log out") for b in at.button)
+
+
 def test_a_new_session_that_asks_for_a_page_goes_through_the_login(app):
     """A typed URL, or a tab reconnecting after a server restart, starts a session on a page: app.py must
     still run first. (With the pages in a `pages/` folder Streamlit ran the file alone: the research
