@@ -128,7 +128,7 @@ def users_list(data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
 
 @users_app.command("set-role")
 def users_set_role(username: str, role: Role, data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
-    """Change an account's role."""
+    """Change an account's role; its logins end, so the next one carries the new rights."""
     s = ready_settings(data_dir, db)
     with user_errors(), session_scope(s.db_url) as session:
         db_users.set_role(session, username, role)
@@ -137,11 +137,45 @@ def users_set_role(username: str, role: Role, data_dir: DataDirOpt = None, db: D
 
 @users_app.command("disable")
 def users_disable(username: str, data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
-    """Disable an account: it can no longer log in; its judgments stay."""
+    """Disable an account: its logins end, it can no longer log in or submit; its judgments stay."""
     s = ready_settings(data_dir, db)
     with user_errors(), session_scope(s.db_url) as session:
         db_users.set_active(session, username, False)
     console.print(f"{username!r} disabled.")
+
+
+@users_app.command("reset-password")
+def users_reset_password(username: str, data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """Set a new password (from STORYLOOP_PASSWORD or a hidden prompt); every login of the account ends."""
+    s = ready_settings(data_dir, db)
+    password = read_password("STORYLOOP_PASSWORD", f"New password for {username!r}")
+    with user_errors(), session_scope(s.db_url) as session:
+        ended = db_users.set_password(session, username, password)
+    console.print(f"Password of {username!r} changed; {ended} login session(s) ended.")
+
+
+@users_app.command("sessions")
+def users_sessions(username: str,
+                   revoke: Annotated[bool, typer.Option("--revoke", help="End every live login of the account.")]
+                   = False,
+                   data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """List an account's login sessions (live, expired, ended); --revoke ends the live ones."""
+    from storyloop.db.models import utcnow
+    from storyloop.queueing import aware
+
+    s = ready_settings(data_dir, db)
+    with user_errors(), session_scope(s.db_url) as session:
+        ended = db_users.end_sessions(session, username) if revoke else 0
+        now = utcnow()
+        table = Table("started", "last seen", "expires", "state")
+        for row in db_users.login_sessions(session, username):
+            state = ("ended" if row.revoked_at is not None else
+                     "expired" if aware(row.expires_at) <= now else "live")
+            table.add_row(f"{row.created_at:%Y-%m-%d %H:%M}", f"{row.last_seen_at:%Y-%m-%d %H:%M}",
+                          f"{row.expires_at:%Y-%m-%d %H:%M}", state)
+    console.print(table)
+    if revoke:
+        console.print(f"{ended} live login session(s) of {username!r} ended.")
 
 
 @users_app.command("enable")

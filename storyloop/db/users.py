@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import datetime
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from storyloop.db.models import Role, User
+from storyloop.db.models import LoginSession, Role, User, utcnow
 
 # argon2id at OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): a hash's memory is what a burst of
 # logins multiplies. The parameters travel inside each hash; an older hash is redone at its next login.
@@ -94,18 +95,42 @@ def list_users(session: Session) -> list[User]:
 
 
 def set_role(session: Session, username: str, role: Role) -> User:
+    """A new role ends the account's logins: its next login is a new session with the new rights."""
     user = get_user(session, username)
-    user.role = Role(role)
+    if user.role != Role(role):
+        user.role = Role(role)
+        end_sessions(session, username)
     return user
 
 
 def set_active(session: Session, username: str, active: bool) -> User:
+    """Disabling ends every login at once (and the account's next submit is refused)."""
     user = get_user(session, username)
     user.is_active = active
+    if not active:
+        end_sessions(session, username)
     return user
 
 
-def set_password(session: Session, username: str, password: str) -> User:
+def set_password(session: Session, username: str, password: str) -> int:
+    """A new password (e.g. a reset by an admin) ends every login of the account; returns how many ended."""
     user = get_user(session, username)
     user.password_hash = hash_password(password)
-    return user
+    return end_sessions(session, username)
+
+
+def login_sessions(session: Session, username: str) -> list[LoginSession]:
+    """The account's logins, newest first."""
+    user = get_user(session, username)
+    return list(session.scalars(select(LoginSession).where(LoginSession.user_id == user.id)
+                                .order_by(LoginSession.created_at.desc(), LoginSession.id.desc())))
+
+
+def end_sessions(session: Session, username: str, now: datetime | None = None) -> int:
+    """Revoke the account's live logins; returns how many there were."""
+    now = now or utcnow()
+    user = get_user(session, username)
+    result = session.execute(update(LoginSession).where(LoginSession.user_id == user.id,
+                                                        LoginSession.revoked_at.is_(None),
+                                                        LoginSession.expires_at > now).values(revoked_at=now))
+    return result.rowcount or 0

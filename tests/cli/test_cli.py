@@ -53,6 +53,34 @@ def test_user_lifecycle(cli, monkeypatch):
     assert "no user named 'zed'" in cli("users", "disable", "zed", expect=1).output
 
 
+def test_reset_password_and_sessions_end_logins(cli, monkeypatch):
+    from storyloop.annotator.auth import login, resume
+
+    cli("init")
+    monkeypatch.setenv("STORYLOOP_PASSWORD", "annotator-password")
+    cli("users", "add", "ann")
+    with session_scope(cli.url) as s:
+        first, _ = login(s, "ann", "annotator-password")
+        second, _ = login(s, "ann", "annotator-password")
+    listing = cli("users", "sessions", "ann").output
+    assert listing.count("live") == 2
+    assert "2 live login session(s) of 'ann' ended" in cli("users", "sessions", "ann", "--revoke").output
+    with session_scope(cli.url) as s:
+        assert resume(s, first) is None and resume(s, second) is None
+    with session_scope(cli.url) as s:
+        third, _ = login(s, "ann", "annotator-password")
+    monkeypatch.setenv("STORYLOOP_PASSWORD", "a-brand-new-password")
+    assert "1 login session(s) ended" in cli("users", "reset-password", "ann").output
+    with session_scope(cli.url) as s:
+        assert resume(s, third) is None
+        assert login(s, "ann", "annotator-password") is None and login(s, "ann", "a-brand-new-password")
+        fourth, _ = login(s, "ann", "a-brand-new-password")
+    cli("users", "set-role", "ann", "researcher")  # a role change ends logins too
+    with session_scope(cli.url) as s:
+        assert resume(s, fourth) is None
+    assert "no user named 'zed'" in cli("users", "sessions", "zed", expect=1).output
+
+
 def test_round_create_reports_bad_lines_and_writes_nothing(cli, tmp_path):
     cli("init")
     src = tmp_path / "src"
