@@ -104,14 +104,14 @@ def _reopen_last() -> None:
     st.session_state[ui.STUDY_SCREEN] = StudyScreen.of(edit)
 
 
-def _change_study() -> None:
+def _change_study(study_id: int) -> None:
     """Another study picked: let go of this one's item at once, so that nobody waits on its lease."""
     screen = st.session_state.pop(ui.STUDY_SCREEN, None)
     st.session_state.pop(ui.STUDY_ASIDE, None)
     if screen is not None and not screen.task.is_edit:
         with ui.db() as s:
             release_study_item(s, screen.task.user_id, screen.task.item_id)
-    st.session_state[ui.STUDY] = st.session_state["study-picker"]
+    st.session_state[ui.STUDY] = study_id
 
 
 # -- the page -------------------------------------------------------------------------------------
@@ -254,9 +254,14 @@ def _pick(studies) -> int | None:
     choices = [s for s in studies if s.left_for_me or s.study_id == study_id]
     if len(choices) > 1:
         ids = [s.study_id for s in choices]
-        names = {s.study_id: f"{s.name} · {s.kind.value} · {s.left_for_me} left for you" for s in choices}
-        st.selectbox("Study", ids, format_func=names.get, index=ids.index(study_id), key="study-picker",
-                     on_change=_change_study, width=420)
+        # Labels that do not change as answers come in: a changed label made the browser send the picker's
+        # value again, which read as a new pick and dropped the item on screen (and the key pressed on it).
+        names = {s.study_id: f"{s.name} · {s.kind.value}" for s in choices}
+        chosen = st.selectbox("Study", ids, format_func=names.get, index=ids.index(study_id), key="study-picker",
+                              width=420)
+        if chosen != study_id:
+            _change_study(chosen)
+            study_id = chosen
     return study_id
 
 
