@@ -170,7 +170,7 @@ div[class*="st-key-card-"][class*="-open"] { border-color: #9ca3af !important; }
    is never shown larger (a narrower column, the same height limit). */
 .st-key-study-pair [data-testid="stImage"] img, .st-key-study-refs [data-testid="stImage"] img {
   max-height: calc(100vh - 330px); object-fit: contain; }
-.st-key-study-story [data-testid="stImage"] img { max-height: calc(100vh - 420px); object-fit: contain; }
+.st-key-study-story [data-testid="stImage"] img { max-height: calc(100vh - 480px); object-fit: contain; }
 .sl-side { text-align: center; font-weight: 600; font-size: 1.05rem; color: #374151; }
 .st-key-cookie-writer { display: none; }
 </style>
