@@ -1,8 +1,8 @@
 """The annotator app: `storyloop annotate` runs this file with Streamlit.
 
-It logs the person in, then builds the navigation for their role: annotators get the annotate page
-and their own history; researchers and admins also get rounds, progress, agreement, gallery and
-export. Each page is a file in app_pages/ and holds no database logic of its own.
+It logs the person in, then builds the navigation for their role: annotators get the annotate page,
+their own history and the studies to answer; researchers and admins also get study results, rounds,
+progress, agreement, gallery and export. Each page is a file in app_pages/ and holds no database logic of its own.
 """
 
 from __future__ import annotations
@@ -107,7 +107,10 @@ def main() -> None:
                 default=not who.is_researcher),
         st.Page(ui.PAGES_DIR / "history.py", title="My judgments", icon=":material/history:"),
     ]}
+    pages["Studies"] = [st.Page(ui.PAGES_DIR / "study.py", title="Answer a study", icon=":material/compare:")]
     if who.is_researcher:
+        pages["Studies"].append(st.Page(ui.PAGES_DIR / "study_results.py", title="Study results",
+                                        icon=":material/leaderboard:"))
         pages["Research"] = [
             st.Page(ui.PAGES_DIR / "rounds.py", title="Rounds", icon=":material/layers:"),
             st.Page(ui.PAGES_DIR / "progress.py", title="Progress", icon=":material/monitoring:", default=True),

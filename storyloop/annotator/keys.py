@@ -1,5 +1,8 @@
 """The judging keys: a small component that queues key presses, and the rule that applies them.
 
+The component takes the keys a page asks for (`pressed(keys=...)`): the study pages use it too, with
+their own keys and rules (annotator/study_keys.py), and the same `unapplied` bookkeeping.
+
 Button shortcuts lost keys: Streamlit merges two presses of one button that arrive while a rerun is
 pending, so a quick `Enter Enter` counted once and the next number landed in the wrong step. The
 component instead keeps a numbered log of the recent presses as its state (each log holds the one
@@ -21,7 +24,6 @@ NOTHING_RANKED = "Nothing to submit yet: press the number of the best candidate 
 # Streamlit calls the default export again on every data change without the previous cleanup, so the
 # module keeps one listener and the latest mount (its task key and setter).
 JS = """
-const LETTERS = new Set(["a", "t", "s", "u"]);
 // seq starts at the clock (ms), so a re-evaluated module still numbers after any press it sent before
 let mounted = null, log = [], seq = Date.now();
 
@@ -29,7 +31,9 @@ function onKey(e) {
   if (!mounted || e.repeat || e.isComposing || e.ctrlKey || e.metaKey || e.altKey) return;
   const digit = /^(?:Digit|Numpad)([1-9])$/.exec(e.code);  // the code: Shift+1 types "!"
   const key = digit ? digit[1] : e.key.length === 1 ? e.key.toLowerCase() : e.key;
-  if (!digit && (e.shiftKey || !(LETTERS.has(key) || ["Enter", "Backspace", "Escape"].includes(key)))) return;
+  // only the page's keys (a key it does not take, Tab on the judging page, keeps its browser meaning);
+  // Shift only with a digit (the zoom) or Tab (back a criterion): other shifted keys are someone typing
+  if (!mounted.data.keys.includes(key) || (e.shiftKey && !digit && key !== "Tab")) return;
   let text = null;
   const field = e.target instanceof Element && e.target.closest("input, textarea, select, [contenteditable]");
   if (field) {  // typing: only Esc is ours, and Enter in the skip reason box
@@ -61,18 +65,35 @@ export default function (component) {
 _keyboard = st.components.v2.component("storyloop_judging_keys", js=JS)
 
 
-def pressed(task_key: str, applied: int, session: str) -> list[dict]:
-    """Listen for the judging keys while `task_key` is on screen; the log of recent presses, oldest first.
+JUDGING_KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "t", "s", "u", "Enter", "Backspace", "Escape")
 
-    Each press is {seq, key, shift, task, session, text}: seq grows by one a press; key is "1"-"9", "a",
-    "t", "s", "u", "Enter", "Backspace" or "Escape"; text is the skip reason box's text for an Enter typed
+
+def pressed(task_key: str, applied: int, session: str, keys: tuple[str, ...] = JUDGING_KEYS,
+            element: str = "judging-keys") -> list[dict]:
+    """Listen for `keys` while `task_key` is on screen; the log of recent presses, oldest first.
+
+    `keys` are digits "1"-"9", lower-case letters, or key names ("Enter", "Tab", "ArrowLeft", ...); the
+    listener takes (and stops the browser's own action of) only these. Each press is {seq, key, shift,
+    task, session, text}: seq grows by one a press; text is the skip reason box's text for an Enter typed
     in it. Only presses made in this Streamlit `session` come back: after a server restart the tab sends
     its old log with the new session's first runs, and those presses, some applied long ago, would land
-    on a fresh draft of the same task.
+    on a fresh draft of the same task. `element` is the listener's element key (ui.CSS hides it).
     """
-    result = _keyboard(key="judging-keys", data={"task": task_key, "applied": applied, "session": session},
+    result = _keyboard(key=element, data={"task": task_key, "applied": applied, "session": session,
+                                          "keys": list(keys)},
                        default={"events": []}, on_events_change=lambda: None)
     return [ev for ev in result.events or [] if ev.get("session") == session]
+
+
+def unapplied(events: list[dict], task_key: str, seen: int) -> tuple[int, list[dict]]:
+    """(the newest press's seq, the presses after `seen` made while `task_key` was on screen, in order).
+
+    Whoever applies them stops at a press that leaves the task: the ones after it were meant for a page
+    that is gone. Presses made while another task was on screen are dropped.
+    """
+    newest = max([seen, *(ev["seq"] for ev in events)])
+    return newest, [ev for ev in sorted(events, key=lambda ev: ev["seq"])
+                    if ev["seq"] > seen and ev.get("task") == task_key]
 
 
 @dataclass
@@ -90,10 +111,9 @@ def apply(task: Task, events: list[dict], seen: int) -> Applied:
     Presses made while another task was on screen are dropped, and so are those after a leaving one:
     they were meant for a page that is gone.
     """
-    out = Applied(max([seen, *(ev["seq"] for ev in events)]))
-    for ev in sorted(events, key=lambda ev: ev["seq"]):
-        if ev["seq"] <= seen or ev.get("task") != task.idempotency_key:
-            continue
+    newest, todo = unapplied(events, task.idempotency_key, seen)
+    out = Applied(newest)
+    for ev in todo:
         out.warning = None  # only the last press's warning is still true
         _press(task, ev, out)
         if out.leave is not None:

@@ -48,6 +48,35 @@ def _thumbnail(source: Path, cache_dir: Path, max_px: int) -> bytes:
     return data
 
 
+def fitted(source: Path, cache_dir: Path, px: int) -> bytes | None:
+    """JPEG bytes of `source` scaled, up or down, so that its longer side is exactly `px`; None when the
+    source is missing or unreadable. The study pages show every arm's frame this way: the bytes and the
+    size on the page then say nothing of an arm's native resolution."""
+    try:
+        return _fitted(Path(source), Path(cache_dir), px)
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+@lru_cache(maxsize=256)
+def _fitted(source: Path, cache_dir: Path, px: int) -> bytes:
+    cached = cache_dir / f"{source.stem}-fit{px}.jpg"
+    try:
+        return cached.read_bytes()
+    except FileNotFoundError:
+        pass
+    with Image.open(source) as img:
+        img.load()
+        scale = px / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        out = img.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    out.save(buf, format="JPEG", quality=88)
+    data = buf.getvalue()
+    _write_atomically(cached, data)
+    return data
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

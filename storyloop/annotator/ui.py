@@ -27,6 +27,12 @@ KEYS_SEEN = "keys_seen"  # seq of the newest judging key press dealt with (story
 KEYS_SESSION = "keys_session"  # random id of this session, stamped on its judging key presses
 FLASH = "flash"  # (kind, message) shown once at the top of the next run
 ROUND = "research_round"  # round id the research pages look at
+STUDY = "study"  # id of the study the annotator answers (storyloop.annotator.study_view.pick_study)
+STUDY_SCREEN = "study_screen"  # the annotator's current StudyScreen (storyloop.annotator.study_keys), or None
+STUDY_ASIDE = "study_aside"  # the unfinished StudyScreen an edit interrupted (Likert ratings kept)
+STUDY_ANSWERED = "study_answered"  # ids of the studies this session answered in: U reopens the last answer
+STUDY_KEYS_SEEN = "study_keys_seen"  # seq of the newest study key press dealt with
+RESULTS_STUDY = "results_study"  # study name the Results page looks at
 
 # Not "pages": Streamlit treats a pages/ folder beside the main script as old-style multipage pages and
 # runs such a file alone when a new session asks for it (a typed URL, a tab reconnecting after a server
@@ -159,7 +165,13 @@ div[class*="st-key-card-"][class*="-open"] { border-color: #9ca3af !important; }
 .sl-step.done { background: #dbeafe; color: #1e3a8a; }
 .sl-keys td { padding: 1px 6px; font-size: .8rem; } .sl-keys kbd { font-size: .75rem; }
 [role="dialog"] [data-testid="stImage"] img { max-height: 72vh; width: auto !important; margin: 0 auto; }
-.st-key-judging-keys { display: none; } /* the key listener (storyloop.annotator.keys): nothing to see */
+.st-key-judging-keys, .st-key-study-keys { display: none; } /* the key listeners (annotator.keys) */
+/* Studies: both pairwise frames at one size (the column's width), as large as the window allows; a reference
+   is never shown larger (a narrower column, the same height limit). */
+.st-key-study-pair [data-testid="stImage"] img, .st-key-study-refs [data-testid="stImage"] img {
+  max-height: calc(100vh - 330px); object-fit: contain; }
+.st-key-study-story [data-testid="stImage"] img { max-height: calc(100vh - 480px); object-fit: contain; }
+.sl-side { text-align: center; font-weight: 600; font-size: 1.05rem; color: #374151; }
 .st-key-cookie-writer { display: none; }
 </style>
 """

@@ -6,6 +6,7 @@ so nothing an annotator did is lost in the export.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -84,17 +85,26 @@ def export_study(session: Session, name: str, out: Path) -> ExportSummary:
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".export-", suffix=suffix)
     os.close(fd)
     try:
-        if suffix == ".csv":
-            from storyloop.annotator.stats import to_safe_csv
-
-            Path(tmp).write_bytes(to_safe_csv(table))
-        else:
-            table.to_parquet(tmp, index=False)
+        Path(tmp).write_bytes(encode_answers(table, suffix))
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return ExportSummary(out, len(table), int(table["latest"].sum()) if len(table) else 0)
+
+
+def encode_answers(table: pd.DataFrame, suffix: str) -> bytes:
+    """The answers table as the bytes of a .csv (formula-safe: skip reasons are typed by annotators) or a
+    .parquet file; the Results page's downloads and `export_study` write the same bytes."""
+    if suffix == ".csv":
+        from storyloop.annotator.stats import to_safe_csv
+
+        return to_safe_csv(table)
+    if suffix == ".parquet":
+        buf = io.BytesIO()
+        table.to_parquet(buf, index=False)
+        return buf.getvalue()
+    raise StudyError(f"the export is a .csv or a .parquet file, not {suffix!r}")
 
 
 def read_export(path: Path) -> pd.DataFrame:
