@@ -187,3 +187,66 @@ def show(name: str, data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
         for a in o.arms:
             table.add_row(a.name, a.kind.value, f"{a.images}/{a.images_needed}", a.spec)
         console.print(table)
+
+
+@app.command("gold")
+def gold(
+    name: str,
+    item: Annotated[str | None, typer.Argument(help="The item's key (as listed without one).")] = None,
+    prefer: Annotated[str | None, typer.Option(help="Pairwise: the arm that should win.")] = None,
+    tie: Annotated[bool, typer.Option("--tie", help="Pairwise: neither should win.")] = False,
+    both_bad: Annotated[bool, typer.Option("--both-bad", help="Pairwise: both frames are bad.")] = False,
+    scores: Annotated[str | None, typer.Option(help="Likert: character consistency, style consistency and "
+                                                    "aesthetics, e.g. 4,5,3.")] = None,
+    data_dir: DataDirOpt = None, db: DbOpt = None,
+) -> None:
+    """Set an item's gold answer (served first, then at the study's --gold-rate, and scored per annotator on
+    Results); without ITEM, list the items and their gold answers."""
+    from sqlalchemy import select
+
+    from storyloop.db.models import Study, StudyArm, StudyGoldAnswer, StudyItem
+    from storyloop.studies.errors import StudyError
+    from storyloop.studies.gold import set_study_gold
+    from storyloop.studies.queue import LikertScores
+
+    s = ready_settings(data_dir, db)
+    with user_errors(), session_scope(s.db_url) as session:
+        study = session.scalar(select(Study).where(Study.name == name))
+        if study is None:
+            raise fail(f"no study named {name!r}")
+        arms = {a.name: a.id for a in session.scalars(select(StudyArm).where(StudyArm.study_id == study.id))}
+        if item is None:
+            names = {v: k for k, v in arms.items()}
+            golds = {g.item_id: g for g in session.scalars(select(StudyGoldAnswer).join(StudyItem)
+                                                           .where(StudyItem.study_id == study.id))}
+            table = Table("item", "arms", "gold")
+            for it in session.scalars(select(StudyItem).where(StudyItem.study_id == study.id)
+                                      .order_by(StudyItem.key)):
+                g = golds.get(it.id)
+                answer = ("" if g is None else names[g.preferred_arm_id] if g.preferred_arm_id else
+                          g.verdict.value if g.verdict else f"{g.cc},{g.sc},{g.sa}")
+                table.add_row(it.key, " vs ".join(names[a] for a in (it.arm_a_id, it.arm_b_id) if a), answer)
+            console.print(table)
+            return
+        row = session.scalar(select(StudyItem).where(StudyItem.study_id == study.id, StudyItem.key == item))
+        if row is None:
+            raise fail(f"study {name!r} has no item {item!r} (run `storyloop study gold {name}` to list them)")
+        given = [x for x in (prefer, tie or None, both_bad or None, scores) if x]
+        if len(given) != 1:
+            raise fail("give exactly one of --prefer ARM, --tie, --both-bad or --scores CC,SC,SA")
+        try:
+            if prefer is not None:
+                if prefer not in arms:
+                    raise fail(f"no arm {prefer!r} in study {name!r} (arms: {', '.join(arms)})")
+                set_study_gold(session, row.id, preferred_arm_id=arms[prefer])
+            elif scores is not None:
+                try:
+                    cc, sc, sa = (int(v) for v in scores.split(","))
+                except ValueError:
+                    raise fail(f"--scores takes three whole numbers, e.g. 4,5,3 (got {scores!r})") from None
+                set_study_gold(session, row.id, scores=LikertScores(cc, sc, sa))
+            else:
+                set_study_gold(session, row.id, verdict="tie" if tie else "both_bad")
+        except StudyError as exc:
+            raise fail(str(exc)) from None
+    console.print(f"Gold answer set for {item!r} of study {name!r}.")

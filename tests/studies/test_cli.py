@@ -1,6 +1,5 @@
 """`storyloop study` end to end through the CLI: create, generate, list/show, results, export, bad input."""
 
-import importlib.util
 import json
 
 import pytest
@@ -71,8 +70,6 @@ def test_bad_study_input_is_one_line_and_writes_nothing(cli, tmp_path, models):
     assert "no study named 'nope'" in cli("study", "generate", "nope", expect=1).flat
 
 
-@pytest.mark.skipif(importlib.util.find_spec("storyloop.studies.stats") is None,
-                    reason="storyloop/studies/stats.py lands with the statistics step")
 @pytest.mark.parametrize("kind", ["pairwise", "likert"])
 def test_study_results_prints_a_table_and_ends_with_the_json(cli, tmp_path, kind):
     from storyloop.db.models import Role
@@ -98,3 +95,30 @@ def test_study_results_prints_a_table_and_ends_with_the_json(cli, tmp_path, kind
     assert bool(res["win_rate"]) == (kind == "pairwise") and bool(res["likert"]) == (kind == "likert")
     text = cli("study", "results", "st", "--n-boot", "20").flat
     assert "4 answer(s)" in text and ("base vs dpo" in text or "cc 4.00" in text)
+
+
+@pytest.mark.parametrize("kind", ["pairwise", "likert"])
+def test_study_gold_lists_items_and_sets_their_answers(cli, tmp_path, kind):
+    from storyloop.db.models import StudyGoldAnswer, StudyItem
+    from storyloop.settings import Settings
+    from tests.studies.conftest import folder_study
+
+    folder_study(Settings.resolve(tmp_path / "data", cli.url), tmp_path, kind=kind, k=1, arm_names=("base", "dpo"))
+    with session_scope(cli.url) as s:
+        keys = sorted(s.scalars(select(StudyItem.key)))
+    listing = cli("study", "gold", "st").flat
+    assert all(k in listing for k in keys)
+    if kind == "pairwise":
+        cli("study", "gold", "st", keys[0], "--prefer", "dpo")
+        cli("study", "gold", "st", keys[1], "--both-bad")
+        assert "no arm 'uno'" in cli("study", "gold", "st", keys[0], "--prefer", "uno", expect=1).flat
+        assert "a pairwise gold answer" in cli("study", "gold", "st", keys[0], "--scores", "1,2,3", expect=1).flat
+        assert "dpo" in cli("study", "gold", "st").flat and "both_bad" in cli("study", "gold", "st").flat
+    else:
+        cli("study", "gold", "st", keys[0], "--scores", "4,5,3")
+        assert "4,5,3" in cli("study", "gold", "st").flat
+        assert "whole number from 1 to 5" in cli("study", "gold", "st", keys[0], "--scores", "4,9,3", expect=1).flat
+    assert "exactly one of" in cli("study", "gold", "st", keys[0], expect=1).flat
+    assert "has no item 'nope'" in cli("study", "gold", "st", "nope", "--tie", expect=1).flat
+    with session_scope(cli.url) as s:
+        assert s.scalar(select(func.count()).select_from(StudyGoldAnswer)) == (2 if kind == "pairwise" else 1)
