@@ -13,7 +13,7 @@ from storyloop.annotator import ui
 from storyloop.annotator.auth import COOKIE, LOGIN_FAILED, client_address, current_user, login, logout, resume
 from storyloop.db.throttle import Throttled
 
-st.set_page_config(page_title="storyloop annotator", page_icon=":material/photo_library:", layout="wide",
+st.set_page_config(page_title="storyloop annotator", page_icon=ui.favicon(), layout="wide",
                    initial_sidebar_state="collapsed")
 
 

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from sqlalchemy import select
@@ -143,6 +144,8 @@ def test_keyboard_judgment_double_submit_reload_and_a_second_annotator(server, b
     order = shown_order(rf.candidates[s0], ann, s0, 0)  # the grid ann sees, left to right
 
     page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+    hosts = set()
+    page.on("request", lambda r: hosts.add(urlparse(r.url).hostname))
     _login(page, url, "ann", "not-the-password")
     expect(page.get_by_text("Wrong username or password.")).to_be_visible()
 
@@ -190,6 +193,11 @@ def test_keyboard_judgment_double_submit_reload_and_a_second_annotator(server, b
     page2.wait_for_function("Array.from(document.images).length >= 4 && "
                             "Array.from(document.images).every(i => i.complete)")
     page2.screenshot(path=str(ARTIFACTS / "annotator-second.png"))
+
+    # everything the page loads, the tab's icon included, comes from this server (none from a font CDN)
+    icons = page.eval_on_selector_all('link[rel~="icon"]', "links => links.map(l => l.href)")
+    assert icons and all(h.startswith(url) or h.startswith("data:") for h in icons), icons
+    assert hosts <= {"127.0.0.1", "localhost", None}, hosts
 
     page.goto(f"{url}/logout")  # the navigation's "Log out": back to the form, and a reload stays out
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
