@@ -55,11 +55,14 @@ def progress_by_scenario(session: Session, round_id: int) -> pd.DataFrame:
     rows = [{"scenario": s.key, "story": s.story_id, "frame": s.frame_index, "candidates": n_cands.get(s.id, 0),
              "judged": done[s.id], "needed": rnd.judgments_per_scenario, "skipped": skipped[s.id],
              "in progress": leased[s.id], "gold": s.id in gold,
-             "complete": done[s.id] >= rnd.judgments_per_scenario}
+             "complete": done[s.id] >= rnd.judgments_per_scenario,
+             # a submit on a lease that lapsed and was taken by someone else is kept (never lose work) and
+             # counted here: the scenario has more than k judgments
+             "over k": max(0, done[s.id] - rnd.judgments_per_scenario)}
             for s in session.scalars(select(Scenario).where(Scenario.round_id == round_id)
                                      .order_by(Scenario.story_id, Scenario.frame_index, Scenario.id))]
     return pd.DataFrame(rows, columns=["scenario", "story", "frame", "candidates", "judged", "needed", "skipped",
-                                       "in progress", "gold", "complete"])
+                                       "in progress", "gold", "complete", "over k"])
 
 
 def judgment_times(session: Session, round_id: int) -> pd.DataFrame:

@@ -87,6 +87,22 @@ def test_live_leases_count_towards_k_until_they_expire(small_round):
     assert take(url, u["rita"], now=later).scenario_id == s0
 
 
+def test_a_submit_on_a_lapsed_lease_is_kept_and_shows_as_over_k(settings, tmp_path):
+    from storyloop.annotator.stats import progress_by_scenario
+
+    rf = build_round(settings, tmp_path / "src", k=1, scenarios=1)
+    url, u = settings.db_url, rf.users
+    now = utcnow()
+    slow = take(url, u["ann"], now=now)
+    fast = take(url, u["bob"], now=now + timedelta(minutes=30))  # ann's lease lapsed: bob gets the scenario
+    assert fast.scenario_id == slow.scenario_id
+    judge(url, fast)
+    assert judge(url, slow).created  # ann's work is kept
+    with session_scope(url) as s:
+        row = progress_by_scenario(s, rf.round_id).iloc[0]
+    assert (row.judged, row.needed, row["over k"], bool(row.complete)) == (2, 1, 1, True)
+
+
 def test_submit_releases_the_lease_and_is_idempotent(small_round):
     url, ann = small_round.settings.db_url, small_round.users["ann"]
     task = take(url, ann)

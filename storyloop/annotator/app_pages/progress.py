@@ -27,6 +27,12 @@ c2.metric("Scenarios complete", f"{int(regular.complete.sum())} / {len(regular)}
 c3.metric("Median time per judgment", f"{times.seconds.median():.0f} s" if len(times) else "–")
 c4.metric("Skips", int(scenarios.skipped.sum()))
 st.progress(done / needed if needed else 1.0)
+over = scenarios[scenarios["over k"] > 0]
+if len(over):
+    st.warning(f"{len(over)} scenario(s) have more than k judgments ({int(over['over k'].sum())} extra): a submit on "
+               "a lease that had lapsed and gone to someone else is kept, never lost, and counted here. All of "
+               "them count in pools and exports; the k above counts at most k per scenario.",
+               icon=":material/info:")
 
 st.subheader("Per scenario")
 st.dataframe(scenarios, hide_index=True, column_config={
