@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storyloop.db.models import Candidate, GoldAnswer, Judgment, JudgmentLabel, Outcome, Scenario, User
+from storyloop.db.models import (
+    Candidate,
+    GoldAnswer,
+    Judgment,
+    JudgmentLabel,
+    Outcome,
+    Scenario,
+    User,
+)
+from storyloop.db.users import require_role
 
 
 class GoldError(ValueError):
@@ -31,9 +40,10 @@ def winners_and_losers(outcome: Outcome, labels: list[JudgmentLabel]) -> tuple[s
     return winners, losers
 
 
-def set_gold(session: Session, scenario_id: int, outcome: Outcome, winners: list[int], losers: list[int],
-             created_by: int | None = None, notes: str | None = None) -> GoldAnswer:
-    """Make (or replace) the scenario's gold answer."""
+def set_gold(session: Session, scenario_id: int, outcome: Outcome, winners: list[int], losers: list[int], *,
+             actor: int, notes: str | None = None) -> GoldAnswer:
+    """Make (or replace) the scenario's gold answer; `actor` must be a researcher or admin."""
+    require_role(session, actor, "set gold answers")
     outcome = Outcome(outcome)
     candidate_ids = set(session.scalars(select(Candidate.id).where(Candidate.scenario_id == scenario_id)))
     if not candidate_ids:
@@ -55,12 +65,13 @@ def set_gold(session: Session, scenario_id: int, outcome: Outcome, winners: list
         gold = GoldAnswer(scenario_id=scenario_id)
         session.add(gold)
     gold.outcome, gold.winner_candidate_ids, gold.loser_candidate_ids = outcome, sorted(winners), sorted(losers)
-    gold.created_by, gold.notes = created_by, notes
+    gold.created_by, gold.notes = actor, notes
     session.flush()
     return gold
 
 
-def clear_gold(session: Session, scenario_id: int) -> None:
+def clear_gold(session: Session, scenario_id: int, *, actor: int) -> None:
+    require_role(session, actor, "clear gold answers")
     gold = session.scalar(select(GoldAnswer).where(GoldAnswer.scenario_id == scenario_id))
     if gold is not None:
         session.delete(gold)

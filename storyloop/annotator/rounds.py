@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from storyloop.db.models import Round, SkipPolicy
 from storyloop.db.rounds import RoundError, round_overviews
+from storyloop.db.users import require_role
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,10 @@ def list_rounds(session: Session) -> list[RoundRow]:
     return sorted(rows, key=lambda r: -r.id)
 
 
-def update_round(session: Session, round_id: int, k: int, gold_rate: float, skip_policy: SkipPolicy) -> Round:
-    """Change how a round is annotated; judgments already given are untouched."""
+def update_round(session: Session, round_id: int, k: int, gold_rate: float, skip_policy: SkipPolicy, *,
+                 actor: int) -> Round:
+    """Change how a round is annotated; judgments already given are untouched. Researchers and admins only."""
+    require_role(session, actor, "change a round's settings")
     if k < 1:
         raise RoundError("judgments per scenario must be at least 1")
     if not 0 <= gold_rate <= 1:

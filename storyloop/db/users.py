@@ -39,6 +39,23 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+class Forbidden(UserError):
+    """The acting user's role does not allow this."""
+
+
+RESEARCH_ROLES = (Role.researcher, Role.admin)
+
+
+def require_role(session: Session, user_id: int, what: str, roles: tuple[Role, ...] = RESEARCH_ROLES) -> User:
+    """The acting user, if active and in `roles`; else Forbidden. Read in the caller's transaction, so a role
+    taken away a moment ago counts. Research writes call this whatever page calls them."""
+    user = session.get(User, user_id, populate_existing=True)
+    if user is None or not user.is_active or Role(user.role) not in roles:
+        who = f"{user.username!r} ({Role(user.role).value})" if user is not None else f"user {user_id}"
+        raise Forbidden(f"{who} may not {what}: {' and '.join(r.value + 's' for r in roles)} only")
+    return user
+
+
 class HashBusy(UserError):
     """Every password-hash slot stayed busy: the server is flooded with logins."""
 

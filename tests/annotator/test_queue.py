@@ -147,7 +147,7 @@ def test_gold_comes_first_then_at_the_round_rate(settings, tmp_path):
     with session_scope(url) as s:
         for sid in gold:
             c = rf.candidates[sid]
-            set_gold(s, sid, Outcome.ranked, [c[0]], [])
+            set_gold(s, sid, Outcome.ranked, [c[0]], [], actor=rf.users["rita"])
     seen = []
     while (t := take(url, ann)) is not None:
         seen.append(t.scenario_id)
@@ -161,7 +161,7 @@ def test_gold_goes_to_every_annotator_whatever_k(settings, tmp_path):
     rf = build_round(settings, tmp_path / "src", scenarios=2, k=1, gold_rate=0.5)
     url, u = settings.db_url, rf.users
     with session_scope(url) as s:
-        set_gold(s, rf.scenarios[0], Outcome.all_bad, [], rf.candidates[rf.scenarios[0]])
+        set_gold(s, rf.scenarios[0], Outcome.all_bad, [], rf.candidates[rf.scenarios[0]], actor=rf.users["rita"])
     for name in ("ann", "bob", "cat"):
         t = take(url, u[name])
         assert t.scenario_id == rf.scenarios[0] and t.is_gold

@@ -4,6 +4,7 @@ import csv
 import io
 
 import pandas as pd
+from sqlalchemy import select
 import pytest
 
 from storyloop.annotator.gold import GoldError, set_gold
@@ -37,7 +38,7 @@ def judged(small_round):
     url, u, c = small_round.settings.db_url, small_round.users, small_round.candidates
     s0, s1, s2 = small_round.scenarios
     with session_scope(url) as s:
-        set_gold(s, s0, Outcome.ranked, [c[s0][0]], [c[s0][2]])
+        set_gold(s, s0, Outcome.ranked, [c[s0][0]], [c[s0][2]], actor=u["rita"])
     judge_as(url, u["ann"], best_candidate=c[s0][0], fail_candidates=[c[s0][2]])
     judge_as(url, u["bob"], best_candidate=c[s0][0], fail_candidates=[c[s0][2]])
     judge_as(url, u["ann"], best_candidate=c[s1][0], fail_candidates=[c[s1][2]])
@@ -81,7 +82,7 @@ def test_gold_accuracy_scores_a_wrong_winner_as_wrong(small_round):
     url, u, c = small_round.settings.db_url, small_round.users, small_round.candidates
     s0 = small_round.scenarios[0]
     with session_scope(url) as s:
-        set_gold(s, s0, Outcome.ranked, [c[s0][0]], [])
+        set_gold(s, s0, Outcome.ranked, [c[s0][0]], [], actor=u["rita"])
     judge_as(url, u["ann"], best_candidate=c[s0][1])
     with session_scope(url) as s:
         pa = progress_by_annotator(s, small_round.round_id).set_index("annotator")
@@ -93,11 +94,11 @@ def test_gold_answers_are_checked(small_round):
     s0, s1 = small_round.scenarios[:2]
     with session_scope(url) as s:
         with pytest.raises(GoldError, match="exactly one winner"):
-            set_gold(s, s0, Outcome.ranked, [], [])
+            set_gold(s, s0, Outcome.ranked, [], [], actor=small_round.users["rita"])
         with pytest.raises(GoldError, match="candidates of this scenario"):
-            set_gold(s, s0, Outcome.ranked, [c[s1][0]], [])
+            set_gold(s, s0, Outcome.ranked, [c[s1][0]], [], actor=small_round.users["rita"])
         with pytest.raises(GoldError, match="no winners"):
-            set_gold(s, s0, Outcome.all_bad, [c[s0][0]], [])
+            set_gold(s, s0, Outcome.all_bad, [c[s0][0]], [], actor=small_round.users["rita"])
 
 
 def test_scenario_outcome_aggregates_by_majority(judged):
@@ -148,3 +149,28 @@ def test_export_csv_keeps_integers_and_neutralises_formulas(small_round):
     ranked = [r for r in rows if r["outcome"] != "skipped"]
     assert ranked and all(r["candidate_index"].isdigit() and r["frame"].isdigit() for r in ranked)
     assert {r["consistency_pass"] for r in ranked} <= {"True", "False"}
+
+
+def test_research_writes_refuse_an_annotator_whatever_page_calls_them(small_round):
+    from storyloop.annotator.gold import clear_gold
+    from storyloop.annotator.rounds import update_round
+    from storyloop.db.models import GoldAnswer, Round, SkipPolicy
+    from storyloop.db.users import Forbidden
+
+    url, u, c = small_round.settings.db_url, small_round.users, small_round.candidates
+    s0 = small_round.scenarios[0]
+    with session_scope(url) as s:
+        set_gold(s, s0, Outcome.ranked, [c[s0][0]], [], actor=u["rita"])
+    writes = {
+        "set gold answers": lambda s: set_gold(s, s0, Outcome.all_bad, [], [], actor=u["ann"]),
+        "clear gold answers": lambda s: clear_gold(s, s0, actor=u["ann"]),
+        "change a round's settings": lambda s: update_round(s, small_round.round_id, 1, 0.5, SkipPolicy.counts,
+                                                            actor=u["ann"]),
+    }
+    for what, write in writes.items():
+        with pytest.raises(Forbidden, match=f"'ann' \\(annotator\\) may not {what}"), session_scope(url) as s:
+            write(s)
+    with session_scope(url) as s:
+        assert s.scalar(select(GoldAnswer.outcome)) == Outcome.ranked
+        assert s.get(Round, small_round.round_id).judgments_per_scenario == 2
+        clear_gold(s, s0, actor=u["rita"])

@@ -83,7 +83,7 @@ with st.form(f"gold-{sid}"):
 if saved:
     try:
         with ui.db() as s:
-            set_gold(s, sid, outcome, winners, losers, created_by=ui.user().id)
+            set_gold(s, sid, outcome, winners, losers, actor=ui.user().id)
     except GoldError as exc:
         st.error(f"Not saved: {exc}")
     else:  # rerun, so the badge, the form and its buttons show the gold answer now stored
@@ -91,6 +91,6 @@ if saved:
         st.rerun()
 if removed:
     with ui.db() as s:
-        clear_gold(s, sid)
+        clear_gold(s, sid, actor=ui.user().id)
     ui.flash("success", "Gold answer removed.")
     st.rerun()

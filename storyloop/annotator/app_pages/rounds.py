@@ -40,7 +40,7 @@ with st.form("round-settings"):
     if st.form_submit_button("Save", type="primary"):
         try:
             with ui.db() as s:
-                update_round(s, r.id, int(k), float(gold_rate), policy)
+                update_round(s, r.id, int(k), float(gold_rate), policy, actor=ui.user().id)
         except RoundError as exc:
             st.error(str(exc))
         else:  # rerun, so the table above shows what was saved
