@@ -10,7 +10,16 @@ from __future__ import annotations
 import streamlit as st
 
 from storyloop.annotator import ui
-from storyloop.annotator.auth import COOKIE, LOGIN_FAILED, client_address, current_user, login, logout, resume
+from storyloop.annotator.auth import (
+    COOKIE,
+    LOGIN_FAILED,
+    client_address,
+    current_user,
+    login,
+    logout,
+    resume,
+)
+from storyloop.db.models import Role
 from storyloop.db.throttle import Throttled
 
 st.set_page_config(page_title="storyloop annotator", page_icon=ui.favicon(), layout="wide",
@@ -119,6 +128,8 @@ def main() -> None:
             st.Page(ui.PAGES_DIR / "export.py", title="Export", icon=":material/download:"),
             st.Page(ui.PAGES_DIR / "runs.py", title="Runs", icon=":material/show_chart:"),
         ]
+    if who.role is Role.admin:
+        pages["Admin"] = [st.Page(ui.PAGES_DIR / "audit.py", title="Audit log", icon=":material/policy:")]
     pages[who.username] = [st.Page(_logout_page, title=f"Log out {who.username}", icon=":material/logout:",
                                    url_path="logout")]
     with ui.errors_by_id():

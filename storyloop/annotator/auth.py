@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from storyloop.annotator.queue import aware
 from storyloop.db.models import LoginSession, Role, User, utcnow
+from storyloop.db import audit
 from storyloop.db.throttle import Throttled, record_failure, record_success, throttle_keys, wait_seconds
 from storyloop.db.users import HASH_WAIT_S, HashBusy, authenticate
 
@@ -49,8 +50,9 @@ CLIENT_HEADER_ENV = "STORYLOOP_CLIENT_HEADER"
 def client_address(headers, ip_address: str | None) -> str | None:
     """The address logins are throttled by: the first hop of $STORYLOOP_CLIENT_HEADER when set, else the
     connection's own address."""
+    ip_address = ip_address if isinstance(ip_address, str) else None  # Streamlit's test harness gives a stand-in
     header = os.environ.get(CLIENT_HEADER_ENV)
-    if header and (value := headers.get(header)):
+    if header and isinstance(value := headers.get(header), str) and value.strip():
         return value.split(",")[0].strip() or ip_address
     return ip_address
 
@@ -69,15 +71,18 @@ def login(session: Session, username: str, password: str, client: str | None = N
     now = now or utcnow()
     keys = throttle_keys(username, client)
     if (wait := wait_seconds(session, keys, now)) > 0:
-        raise Throttled(wait)
+        raise Throttled(wait)  # not logged: a flood would fill the log; its failures were
     try:
         user = authenticate(session, username.strip(), password)
     except HashBusy:
         raise Throttled(HASH_WAIT_S) from None
     if user is None:
         record_failure(session, keys, now)
+        audit.record(session, "login_failed", actor=username.strip()[:128] or "-", target=username.strip()[:320],
+                     client=client)
         return None
     record_success(session, username)
+    audit.record(session, "login", actor_id=user.id, actor=user.username, client=client)
     token = secrets.token_urlsafe(32)
     session.add(LoginSession(token_sha256=_digest(token), user_id=user.id, created_at=now, last_seen_at=now,
                              expires_at=now + min(IDLE_TIMEOUT, MAX_AGE)))

@@ -20,6 +20,7 @@ from storyloop.db.models import (
     Scenario,
     User,
 )
+from storyloop.db import audit
 from storyloop.db.users import require_role
 
 
@@ -66,6 +67,8 @@ def set_gold(session: Session, scenario_id: int, outcome: Outcome, winners: list
         session.add(gold)
     gold.outcome, gold.winner_candidate_ids, gold.loser_candidate_ids = outcome, sorted(winners), sorted(losers)
     gold.created_by, gold.notes = actor, notes
+    audit.record(session, "gold_set", actor_id=actor, target=session.get(Scenario, scenario_id).key,
+                 details={"outcome": outcome.value, "winners": sorted(winners), "losers": sorted(losers)})
     session.flush()
     return gold
 
@@ -75,6 +78,7 @@ def clear_gold(session: Session, scenario_id: int, *, actor: int) -> None:
     gold = session.scalar(select(GoldAnswer).where(GoldAnswer.scenario_id == scenario_id))
     if gold is not None:
         session.delete(gold)
+        audit.record(session, "gold_cleared", actor_id=actor, target=session.get(Scenario, scenario_id).key)
 
 
 def matches_gold(gold: GoldAnswer, judgment: Judgment) -> bool:

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from storyloop.db.models import Round, SkipPolicy
 from storyloop.db.rounds import RoundError, round_overviews
+from storyloop.db import audit
 from storyloop.db.users import require_role
 
 
@@ -43,6 +44,11 @@ def update_round(session: Session, round_id: int, k: int, gold_rate: float, skip
     rnd = session.get(Round, round_id)
     if rnd is None:
         raise RoundError(f"no round with id {round_id}")
+    before = {"k": rnd.judgments_per_scenario, "gold_rate": rnd.gold_rate,
+              "skip_policy": SkipPolicy(rnd.skip_policy).value}
     rnd.judgments_per_scenario, rnd.gold_rate, rnd.skip_policy = k, gold_rate, SkipPolicy(skip_policy)
+    audit.record(session, "round_settings_changed", actor_id=actor, target=rnd.name,
+                 details={"from": before, "to": {"k": k, "gold_rate": gold_rate,
+                                                 "skip_policy": SkipPolicy(skip_policy).value}})
     session.flush()
     return rnd

@@ -17,6 +17,7 @@ from storyloop.cli import annotate, bench, data, dpo, export, generate, pairs, s
 from storyloop.cli.common import (DataDirOpt, DbOpt, console, err_console, fail, read_password,
                                   ready_settings, settings, user_errors)
 from storyloop.db import session_scope
+from storyloop.db.audit import cli_actor
 from storyloop.db import migrate as db_migrate
 from storyloop.db import users as db_users
 from storyloop.db.models import Role, Round
@@ -131,7 +132,7 @@ def users_set_role(username: str, role: Role, data_dir: DataDirOpt = None, db: D
     """Change an account's role; its logins end, so the next one carries the new rights."""
     s = ready_settings(data_dir, db)
     with user_errors(), session_scope(s.db_url) as session:
-        db_users.set_role(session, username, role)
+        db_users.set_role(session, username, role, actor=cli_actor())
     console.print(f"{username!r} is now {role.value}.")
 
 
@@ -140,7 +141,7 @@ def users_disable(username: str, data_dir: DataDirOpt = None, db: DbOpt = None) 
     """Disable an account: its logins end, it can no longer log in or submit; its judgments stay."""
     s = ready_settings(data_dir, db)
     with user_errors(), session_scope(s.db_url) as session:
-        db_users.set_active(session, username, False)
+        db_users.set_active(session, username, False, actor=cli_actor())
     console.print(f"{username!r} disabled.")
 
 
@@ -150,7 +151,7 @@ def users_reset_password(username: str, data_dir: DataDirOpt = None, db: DbOpt =
     s = ready_settings(data_dir, db)
     password = read_password("STORYLOOP_PASSWORD", f"New password for {username!r}")
     with user_errors(), session_scope(s.db_url) as session:
-        ended = db_users.set_password(session, username, password)
+        ended = db_users.set_password(session, username, password, actor=cli_actor())
     console.print(f"Password of {username!r} changed; {ended} login session(s) ended.")
 
 
@@ -165,7 +166,7 @@ def users_sessions(username: str,
 
     s = ready_settings(data_dir, db)
     with user_errors(), session_scope(s.db_url) as session:
-        ended = db_users.end_sessions(session, username) if revoke else 0
+        ended = db_users.end_sessions(session, username, actor=cli_actor()) if revoke else 0
         now = utcnow()
         table = Table("started", "last seen", "expires", "state")
         for row in db_users.login_sessions(session, username):
@@ -183,8 +184,42 @@ def users_enable(username: str, data_dir: DataDirOpt = None, db: DbOpt = None) -
     """Re-enable a disabled account."""
     s = ready_settings(data_dir, db)
     with user_errors(), session_scope(s.db_url) as session:
-        db_users.set_active(session, username, True)
+        db_users.set_active(session, username, True, actor=cli_actor())
     console.print(f"{username!r} enabled.")
+
+
+@app.command("audit")
+def audit_log(
+    user: Annotated[str | None, typer.Option("--user", help="Only events by or about this account.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only events since then: an ISO date or time (2026-12-01, "
+                                                   "2026-12-01T08:00) or an age (30m, 12h, 7d).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many events, newest first.")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event, one a line.")] = False,
+    data_dir: DataDirOpt = None, db: DbOpt = None,
+) -> None:
+    """The audit log: logins (and failures, with the client address), role changes, disable/enable, password
+    resets, ended sessions, exports, gold changes, round settings, studies created. Append-only."""
+    import json
+
+    from storyloop.db.audit import events, parse_since
+
+    s = ready_settings(data_dir, db)
+    try:
+        start = parse_since(since) if since else None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    with session_scope(s.db_url) as session:
+        rows = events(session, user, start, limit)
+        if as_json:
+            for e in rows:
+                print(json.dumps({"at": e.at.isoformat(), "actor": e.actor, "action": e.action, "target": e.target,
+                                  "client": e.client, "details": e.details}, ensure_ascii=False))
+            return
+        table = Table("when (UTC)", "who", "action", "target", "client", "details")
+        for e in rows:
+            table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.target or "", e.client or "",
+                          json.dumps(e.details, ensure_ascii=False) if e.details else "")
+    console.print(table)
 
 
 # -- rounds --------------------------------------------------------------------------------------

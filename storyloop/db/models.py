@@ -123,6 +123,22 @@ class LoginThrottle(Base):
     __table_args__ = (CheckConstraint("failures >= 0", name="failures_non_negative"),)
 
 
+class AuditEvent(Base):
+    """Who did what, when, from where: logins, account changes, exports, gold and round settings, studies.
+    Append-only: the database refuses to update or delete a row (triggers of revision 0006)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    actor: Mapped[str] = mapped_column(String(128))  # the username, or "cli:<os user>" for a command
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(320))
+    client: Mapped[str | None] = mapped_column(String(320))
+    details: Mapped[dict | None] = mapped_column()
+
+
 class Round(Base):
     """One turn of the loop: the scenarios judged together, and the model that generated them."""
 

@@ -11,6 +11,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from storyloop.db import audit
 from storyloop.db.models import LoginSession, Role, User, utcnow
 
 # argon2id at OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): a hash's memory is what a burst of
@@ -111,29 +112,34 @@ def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.username)))
 
 
-def set_role(session: Session, username: str, role: Role) -> User:
+def set_role(session: Session, username: str, role: Role, actor: str | None = None) -> User:
     """A new role ends the account's logins: its next login is a new session with the new rights."""
     user = get_user(session, username)
     if user.role != Role(role):
+        audit.record(session, "role_changed", actor=actor, target=username,
+                     details={"from": Role(user.role).value, "to": Role(role).value})
         user.role = Role(role)
-        end_sessions(session, username)
+        end_sessions(session, username, actor=actor)
     return user
 
 
-def set_active(session: Session, username: str, active: bool) -> User:
+def set_active(session: Session, username: str, active: bool, actor: str | None = None) -> User:
     """Disabling ends every login at once (and the account's next submit is refused)."""
     user = get_user(session, username)
+    if user.is_active != active:
+        audit.record(session, "account_enabled" if active else "account_disabled", actor=actor, target=username)
     user.is_active = active
     if not active:
-        end_sessions(session, username)
+        end_sessions(session, username, actor=actor)
     return user
 
 
-def set_password(session: Session, username: str, password: str) -> int:
+def set_password(session: Session, username: str, password: str, actor: str | None = None) -> int:
     """A new password (e.g. a reset by an admin) ends every login of the account; returns how many ended."""
     user = get_user(session, username)
     user.password_hash = hash_password(password)
-    return end_sessions(session, username)
+    audit.record(session, "password_reset", actor=actor, target=username)
+    return end_sessions(session, username, actor=actor)
 
 
 def login_sessions(session: Session, username: str) -> list[LoginSession]:
@@ -143,11 +149,14 @@ def login_sessions(session: Session, username: str) -> list[LoginSession]:
                                 .order_by(LoginSession.created_at.desc(), LoginSession.id.desc())))
 
 
-def end_sessions(session: Session, username: str, now: datetime | None = None) -> int:
+def end_sessions(session: Session, username: str, now: datetime | None = None, actor: str | None = None) -> int:
     """Revoke the account's live logins; returns how many there were."""
     now = now or utcnow()
     user = get_user(session, username)
     result = session.execute(update(LoginSession).where(LoginSession.user_id == user.id,
                                                         LoginSession.revoked_at.is_(None),
                                                         LoginSession.expires_at > now).values(revoked_at=now))
-    return result.rowcount or 0
+    ended = result.rowcount or 0
+    if ended:
+        audit.record(session, "sessions_ended", actor=actor, target=username, details={"sessions": ended})
+    return ended

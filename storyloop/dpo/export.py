@@ -20,6 +20,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storyloop.db import audit
 from storyloop.db.assets import asset_path
 from storyloop.db.models import Candidate, Role, Scenario, User, utcnow
 from storyloop.db.rounds import get_round
@@ -124,6 +125,8 @@ def export_round(session: Session, settings: Settings, round_name: str, out_dir:
         "min_agreement": policy.min_agreement, "min_votes": policy.min_votes,
         "complete_only": policy.complete_only, "pair_set_sha256": pool_sha, "exported_by": requested_by.username,
         "exported_at": utcnow().isoformat(), "code_version": code_version()}, indent=2))
+    audit.record(session, "export", actor_id=requested_by.id, target=round_name,
+                 details={"format": fmt, "rows": len(table), "anonymized": anonymize, "out": str(out)})
     return ExportSummary(len(table), int(table.scenario_id.nunique()), path, pool_sha)
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storyloop.db import audit
 from storyloop.db.assets import EXTENSIONS, ImageError, inspect_bytes, inspect_image, put_image
 from storyloop.db.models import (ArmKind, Asset, Round, Scenario, SkipPolicy, Study, StudyArm, StudyImage,
                                  StudyItem, StudyKind)
@@ -120,6 +121,8 @@ def create_study(session: Session, store_dir: Path, name: str, arms: list[ArmSpe
                   base_seed=options.base_seed, round_id=rnd.id, gold_rate=options.gold_rate,
                   skip_policy=options.skip_policy, created_by=created_by)
     session.add(study)
+    audit.record(session, "study_created", actor_id=created_by, target=name,
+                 details={"kind": StudyKind(options.kind).value, "round": round_name, "arms": [a.name for a in arms]})
     rows = [StudyArm(study=study, **cols) for cols in arm_columns]
     session.add_all(rows)
     session.flush()

@@ -6,6 +6,7 @@ import streamlit as st
 
 from storyloop.annotator import ui
 from storyloop.annotator.stats import judgments_table, to_safe_csv
+from storyloop.db import audit
 
 st.header("Export")
 round_id = ui.pick_round()
@@ -19,8 +20,14 @@ skips = int((judged.outcome == "skipped").sum())
 # Progress counts judgments without skips; say how many of these are skips so the two pages agree.
 st.markdown(f"**{len(judged)}** current judgments in this round, **{skips}** of them skips. One row per judged "
             "candidate (a skip is one row). Edits are folded in: the latest revision counts.")
+def _record_download() -> None:
+    with ui.db() as s:
+        audit.record(s, "export", actor_id=ui.user().id, target=name, details={"format": "csv", "rows": len(table)})
+
+
 st.download_button("Download judgments (CSV)", to_safe_csv(table), file_name=f"{name}-judgments.csv",
-                   mime="text/csv", icon=":material/download:", type="primary", disabled=table.empty)
+                   mime="text/csv", icon=":material/download:", type="primary", disabled=table.empty,
+                   on_click=_record_download)
 st.dataframe(table.head(200), hide_index=True)
 st.subheader("Preference set for Diffusion-DPO")
 st.markdown("Winner × loser pairs with their reference images are exported from the command line:")
