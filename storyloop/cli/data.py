@@ -14,13 +14,14 @@ app = typer.Typer(no_args_is_help=True,
                   help="Build Stage-1 training data: picture books and videos into character groups.")
 
 
-def _books_epilog() -> str:
-    from storyloop.data.config import BooksConfig
+def _epilog(name: str) -> str:
+    """--help's list of config keys, from the config dataclass `name` of storyloop.data.config."""
+    from storyloop.data import config
 
-    return "Config keys (YAML or --set KEY=VALUE):\n\n" + "\n\n".join(BooksConfig.describe().splitlines())
+    return "Config keys (YAML or --set KEY=VALUE):\n\n" + "\n\n".join(getattr(config, name).describe().splitlines())
 
 
-@app.command("books", epilog=_books_epilog())
+@app.command("books", epilog=_epilog("BooksConfig"))
 def books_cmd(
     source: Annotated[Path, typer.Argument(metavar="IN", help="Folder of books: PDFs, or one folder of page "
                                                               "images per book.")],
@@ -65,13 +66,7 @@ def books_cmd(
     _run(run, UNITS, out, as_json)
 
 
-def _video_epilog() -> str:
-    from storyloop.data.config import VideoConfig
-
-    return "Config keys (YAML or --set KEY=VALUE):\n\n" + "\n\n".join(VideoConfig.describe().splitlines())
-
-
-@app.command("video", epilog=_video_epilog())
+@app.command("video", epilog=_epilog("VideoConfig"))
 def video_cmd(
     src: Annotated[Path, typer.Argument(metavar="IN", help="A video file, or a folder of them (searched "
                                                            "recursively; files that do not decode are skipped).")],

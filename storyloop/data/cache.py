@@ -71,11 +71,14 @@ class StageCache:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
+    def image_path(self, digest: str) -> Path:
+        """Where put_image stores the PNG whose bytes have this sha256."""
+        return self.root / "images" / digest[:2] / f"{digest}.png"
+
     def put_image(self, image: Image.Image) -> Path:
         """Store an image by the hash of its PNG bytes; returns its path (the same image is stored once)."""
         data = png_bytes(image)
-        digest = hashlib.sha256(data).hexdigest()
-        path = self.root / "images" / digest[:2] / f"{digest}.png"
+        path = self.image_path(hashlib.sha256(data).hexdigest())
         if not path.exists():
             atomic_write(path, data)
         return path

@@ -14,7 +14,12 @@ from PIL import Image
 
 from storyloop.data.cache import StageCache, content_key
 from storyloop.data.dataset import Frame
-from storyloop.data.models import DataModelError, load_pretrained, model_identity, pick_device
+from storyloop.data.models import (
+    DataModelError,
+    load_pretrained,
+    model_identity,
+    pick_device,
+)
 from storyloop.data.report import Report
 
 FLORENCE_TASK = "<DETAILED_CAPTION>"  # Florence-2's task tokens: <CAPTION>, <DETAILED_CAPTION>, <MORE_DETAILED_CAPTION>

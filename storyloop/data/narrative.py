@@ -15,7 +15,12 @@ from pathlib import Path
 from PIL import Image
 
 from storyloop.data.cache import StageCache, content_key
-from storyloop.data.models import DataModelError, load_pretrained, model_identity, pick_device
+from storyloop.data.models import (
+    DataModelError,
+    load_pretrained,
+    model_identity,
+    pick_device,
+)
 
 STAGE = "narrative"
 

@@ -12,7 +12,6 @@ rerun decodes and runs models only for what changed.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,11 +25,18 @@ from storyloop.data.dataset import DatasetExists, Frame, Group, NoGroups, write_
 from storyloop.data.dedup import keep_changing, phash
 from storyloop.data.detect import crop
 from storyloop.data.frame_filters import exposure_problem, is_long_shot, sharpness
-from storyloop.data.identity import COLOR_HISTOGRAM, Embedder, cluster, make_verifier, medoid
+from storyloop.data.identity import (
+    COLOR_HISTOGRAM,
+    Embedder,
+    cluster,
+    make_verifier,
+    medoid,
+)
 from storyloop.data.models import model_identity
 from storyloop.data.parallel import parallel_map
 from storyloop.data.report import Report
 from storyloop.data.shots import BadVideo, detect_shots, read_frames, sample_indices
+from storyloop.hashing import sha256_file
 
 FRAMES_VERSION = 1  # bump when shot detection or sampling changes meaning, so cached frames are redone
 UNITS = {"videos": "videos", "shots": "shots", "frames": "frames", "static": "frames", "blur": "frames",
@@ -58,19 +64,6 @@ def list_inputs(src: Path) -> list[tuple[Path, str]]:
     return sorted(((p, p.relative_to(src).as_posix()) for p in files), key=lambda t: t[1])
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def image_path(cache: StageCache, digest: str) -> Path:
-    """Where StageCache.put_image stored the PNG with this sha256."""
-    return cache.root / "images" / digest[:2] / f"{digest}.png"
-
-
 def _shot_threshold(cfg: VideoConfig) -> float:
     return cfg.content_threshold if cfg.shot_detector == "content" else cfg.adaptive_threshold
 
@@ -78,7 +71,7 @@ def _shot_threshold(cfg: VideoConfig) -> float:
 def sampled_frames(path: Path, cfg: VideoConfig, cache: StageCache) -> dict:
     """{"shots": [[start, end], ...], "frames": [{"digest", "shot", "frame"}, ...]} for one video, cached by
     the video's bytes and the shot and sampling knobs."""
-    key = content_key(FRAMES_VERSION, file_sha256(path), cfg.shot_detector, _shot_threshold(cfg),
+    key = content_key(FRAMES_VERSION, sha256_file(path), cfg.shot_detector, _shot_threshold(cfg),
                       cfg.min_shot_frames, cfg.frames_per_shot)
 
     def compute() -> dict:
@@ -97,7 +90,7 @@ def sampled_frames(path: Path, cfg: VideoConfig, cache: StageCache) -> dict:
 def filter_frames(frames: list[dict], cfg: VideoConfig, cache: StageCache) -> tuple[list[dict], dict[str, int]]:
     """The content's frame filters, in order; returns the frames kept and the count left after each."""
     counts: dict[str, int] = {}
-    images = {f["digest"]: Image.open(image_path(cache, f["digest"])).convert("RGB") for f in frames}
+    images = {f["digest"]: Image.open(cache.image_path(f["digest"])).convert("RGB") for f in frames}
     if cfg.content == "animation":
         keep = keep_changing([phash(images[f["digest"]]) for f in frames], cfg.static_max_distance)
         frames = [f for f, k in zip(frames, keep, strict=True) if k]
@@ -131,7 +124,7 @@ def detect_characters(frames: list[dict], cfg: VideoConfig, cache: StageCache, p
 
     if not cfg.detector:
         for f in frames:
-            with Image.open(image_path(cache, f["digest"])) as im:
+            with Image.open(cache.image_path(f["digest"])) as im:
                 f["boxes"] = [{"box": [0.0, 0.0, float(im.width), float(im.height)], "score": 1.0}]
         return
     identity = content_key(model_identity(cfg.detector), cfg.detector_query, cfg.box_threshold, cfg.text_threshold)
@@ -144,7 +137,7 @@ def detect_characters(frames: list[dict], cfg: VideoConfig, cache: StageCache, p
         bar = tqdm(total=len(todo), desc="detections", unit="frame", disable=not progress, leave=False)
         for start in range(0, len(todo), cfg.detection_batch_size):
             batch = todo[start:start + cfg.detection_batch_size]
-            images = [Image.open(image_path(cache, frames[i]["digest"])).convert("RGB") for i in batch]
+            images = [Image.open(cache.image_path(frames[i]["digest"])).convert("RGB") for i in batch]
             for i, found in zip(batch, detector(images), strict=True):
                 cache.put("detections", keys[i], found)
             bar.update(len(batch))
@@ -166,7 +159,7 @@ def embed_crops(crops: list[dict], cfg: VideoConfig, cache: StageCache):
         embedder = Embedder(cfg.embedder, cfg.device, cfg.embedding_batch_size)
         for start in range(0, len(todo), 256):  # bounded memory: a chunk of crops open at a time
             batch = todo[start:start + 256]
-            vectors = embedder([Image.open(image_path(cache, crops[i]["digest"])).convert("RGB") for i in batch])
+            vectors = embedder([Image.open(cache.image_path(crops[i]["digest"])).convert("RGB") for i in batch])
             for i, vec in zip(batch, vectors, strict=True):
                 cache.put("embeddings", keys[i], [float(v) for v in vec])
     return np.array([cache.get("embeddings", k) for k in keys], dtype=np.float64).reshape(len(crops), -1)
@@ -192,8 +185,8 @@ def verify(clusters: list[list[int]], crops: list[dict], embeddings, cfg: VideoC
             if answer is None:
                 if verifier is None:
                     verifier = make_verifier(cfg.verifier, cfg.verifier_prompt, cfg.device)
-                with Image.open(image_path(cache, crops[i]["digest"])) as a, \
-                        Image.open(image_path(cache, crops[ref]["digest"])) as b:
+                with Image.open(cache.image_path(crops[i]["digest"])) as a, \
+                        Image.open(cache.image_path(crops[ref]["digest"])) as b:
                     answer = bool(verifier(a.convert("RGB"), b.convert("RGB")))
                 cache.put("verified", key, answer)
             if answer:
@@ -235,14 +228,14 @@ def build_video_dataset(src: Path, out: Path, cfg: VideoConfig, overwrite: bool 
     detect_characters(frames, cfg, cache, progress)
     report.count("detections", sum(len(f["boxes"]) for f in frames), time.perf_counter() - t0)
     if cfg.content == "live-action":
-        sizes = {f["digest"]: Image.open(image_path(cache, f["digest"])).size for f in frames}
+        sizes = {f["digest"]: Image.open(cache.image_path(f["digest"])).size for f in frames}
         frames = [f for f in frames if not is_long_shot([b["box"] for b in f["boxes"]], *sizes[f["digest"]],
                                                         cfg.long_shot_min_area)]
         report.count("long_shot", sum(len(f["boxes"]) for f in frames))
 
     crops = []
     for f in frames:
-        with Image.open(image_path(cache, f["digest"])) as im:
+        with Image.open(cache.image_path(f["digest"])) as im:
             im = im.convert("RGB")
             for b in f["boxes"]:
                 crops.append({"frame": f, "box": b["box"], "score": b["score"],
@@ -271,7 +264,7 @@ def build_video_dataset(src: Path, out: Path, cfg: VideoConfig, overwrite: bool 
         if len(picked) < cfg.min_cluster_size:
             continue
         name = f"character-{len(groups):03d}"
-        groups.append(Group(name, [Frame(image_path(cache, c["frame"]["digest"] if cfg.image == "frame"
+        groups.append(Group(name, [Frame(cache.image_path(c["frame"]["digest"] if cfg.image == "frame"
                                                         else c["digest"]),
                                          source=c["frame"]["source"],
                                          extra={"box": c["box"], "score": c["score"], "shot": c["frame"]["shot"]})
