@@ -33,19 +33,11 @@ def thumbnail(source: Path, cache_dir: Path, max_px: int) -> bytes | None:
 
 @lru_cache(maxsize=1024)
 def _thumbnail(source: Path, cache_dir: Path, max_px: int) -> bytes:
-    cached = cache_dir / f"{source.stem}-{max_px}.jpg"
-    try:
-        return cached.read_bytes()
-    except FileNotFoundError:
-        pass
-    with Image.open(source) as img:
-        img.load()
+    def shrink(img: Image.Image) -> Image.Image:
         img.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        img.convert("RGB").save(buf, format="JPEG", quality=88)
-    data = buf.getvalue()
-    _write_atomically(cached, data)
-    return data
+        return img.convert("RGB")
+
+    return _jpeg_on_disk(source, cache_dir / f"{source.stem}-{max_px}.jpg", shrink)
 
 
 def fitted(source: Path, cache_dir: Path, px: int) -> bytes | None:
@@ -60,16 +52,24 @@ def fitted(source: Path, cache_dir: Path, px: int) -> bytes | None:
 
 @lru_cache(maxsize=256)
 def _fitted(source: Path, cache_dir: Path, px: int) -> bytes:
-    cached = cache_dir / f"{source.stem}-fit{px}.jpg"
+    def fit(img: Image.Image) -> Image.Image:
+        scale = px / max(img.size)
+        return img.convert("RGB").resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                                         Image.Resampling.LANCZOS)
+
+    return _jpeg_on_disk(source, cache_dir / f"{source.stem}-fit{px}.jpg", fit)
+
+
+def _jpeg_on_disk(source: Path, cached: Path, transform) -> bytes:
+    """`cached`'s bytes, else `transform(source)` (an RGB image) as a JPEG, written there (atomically) and
+    returned."""
     try:
         return cached.read_bytes()
     except FileNotFoundError:
         pass
     with Image.open(source) as img:
         img.load()
-        scale = px / max(img.size)
-        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        out = img.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+        out = transform(img)
     buf = io.BytesIO()
     out.save(buf, format="JPEG", quality=88)
     data = buf.getvalue()
