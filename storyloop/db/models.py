@@ -208,12 +208,16 @@ class Scenario(Base):
 
 
 class ScenarioReference(Base):
+    """One reference image of a scenario, in its GSA slot, and whose image it is (storyloop/characters.py)."""
+
     __tablename__ = "scenario_references"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     scenario_id: Mapped[int] = mapped_column(ForeignKey("scenarios.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)  # order matters: it selects the position ids in GSA
     asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+    # The character this image shows; None: the one unnamed character of a flat reference list.
+    character: Mapped[str | None] = mapped_column(String(128))
 
     asset: Mapped[Asset] = relationship()
 

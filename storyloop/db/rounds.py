@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from storyloop.characters import slots
 from storyloop.db.assets import ImageError, ImageInfo, inspect_image, put_image
 from storyloop.db.models import Asset, Candidate, Judgment, Round, Scenario, ScenarioReference
 from storyloop.hashing import sha256_path
@@ -30,7 +31,10 @@ class ImportValidationError(RoundError):
 
 
 class ScenarioLine(BaseModel):
-    """One line of a scenarios file. Image paths are relative to the file's folder."""
+    """One line of a scenarios file. Image paths are relative to the file's folder.
+
+    `references` is a list of paths (one unnamed character) or a mapping from character name to that
+    character's paths; slots follow the order written (see storyloop/characters.py)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -38,7 +42,7 @@ class ScenarioLine(BaseModel):
     story_id: str = Field(min_length=1, max_length=256)
     frame_index: int = Field(ge=0)
     prompt: str = Field(min_length=1)
-    references: list[str] = Field(default_factory=list)
+    references: list[str] | dict[str, list[str]] = Field(default_factory=list)
     candidates: list[str] = Field(default_factory=list)
 
 
@@ -48,6 +52,7 @@ class _ValidScenario:
     line: ScenarioLine
     references: list[ImageInfo]
     candidates: list[ImageInfo]
+    characters: list[str | None] = field(default_factory=list)  # each reference's character, in slot order
 
 
 @dataclass
@@ -127,7 +132,12 @@ def read_scenarios_file(path: Path) -> list[_ValidScenario]:
             problems.append(f"line {line_no}: duplicate id {line.id!r} (first on line {seen_ids[line.id]})")
             continue
         seen_ids[line.id] = line_no
-        refs = [image(line_no, f"references[{i}]", r) for i, r in enumerate(line.references)]
+        try:
+            ref_slots = slots(line.references)
+        except ValueError as exc:
+            problems.append(f"line {line_no}: field 'references': {exc}")
+            continue
+        refs = [image(line_no, _slot_name(ref_slots, i), s.item) for i, s in enumerate(ref_slots)]
         cands = [image(line_no, f"candidates[{i}]", c) for i, c in enumerate(line.candidates)]
         if None in refs or None in cands:
             continue
@@ -136,10 +146,19 @@ def read_scenarios_file(path: Path) -> list[_ValidScenario]:
             if sha in shas[:i]:
                 problems.append(f"line {line_no}: candidates[{i}] is the same image as "
                                 f"candidates[{shas.index(sha)}]")
-        valid.append(_ValidScenario(line_no, line, refs, cands))
+        valid.append(_ValidScenario(line_no, line, refs, cands, [s.character for s in ref_slots]))
     if problems:
         raise ImportValidationError(path, problems)
     return valid
+
+
+def _slot_name(ref_slots, i: int) -> str:
+    """How an error names reference slot i: references[2] in a list, references['Tom'][1] in a mapping."""
+    character = ref_slots[i].character
+    if character is None:
+        return f"references[{i}]"
+    within = sum(1 for s in ref_slots[:i] if s.character == character)
+    return f"references[{character!r}][{within}]"
 
 
 def _same_scenario(existing: Scenario, item: _ValidScenario) -> bool:
@@ -147,6 +166,7 @@ def _same_scenario(existing: Scenario, item: _ValidScenario) -> bool:
             and existing.frame_index == item.line.frame_index
             and existing.prompt == item.line.prompt
             and [r.asset.sha256 for r in existing.references] == [r.sha256 for r in item.references]
+            and [r.character for r in existing.references] == item.characters
             and [c.asset.sha256 for c in existing.candidates] == [c.sha256 for c in item.candidates])
 
 
@@ -196,8 +216,9 @@ def create_round(session: Session, store_dir: Path, name: str, scenarios_file: P
         scenario = Scenario(round=rnd, key=it.line.id, story_id=it.line.story_id,
                             frame_index=it.line.frame_index, prompt=it.line.prompt)
         session.add(scenario)
-        for pos, info in enumerate(it.references):
-            scenario.references.append(ScenarioReference(position=pos, asset=put_image(session, store_dir, info)))
+        for pos, (info, character) in enumerate(zip(it.references, it.characters)):
+            scenario.references.append(ScenarioReference(position=pos, asset=put_image(session, store_dir, info),
+                                                         character=character))
         for idx, info in enumerate(it.candidates):
             scenario.candidates.append(Candidate(index=idx, asset=put_image(session, store_dir, info),
                                                  params={"source": "import"}))

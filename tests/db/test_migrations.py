@@ -80,3 +80,26 @@ def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_revision_0007_gives_references_a_nullable_character_and_keeps_existing_rounds(db_url):
+    from storyloop.db import session_scope
+    from storyloop.db.models import Scenario
+
+    upgrade(db_url, "0006")
+    with get_engine(db_url).begin() as conn:
+        conn.exec_driver_sql("INSERT INTO rounds (name, judgments_per_scenario, gold_rate, skip_policy, created_at) "
+                             "VALUES ('r1', 3, 0.0, 'others', '2026-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO scenarios (round_id, key, story_id, frame_index, prompt, created_at) "
+                             "SELECT id, 's1', 'st', 0, 'a fox', '2026-01-01 00:00:00' FROM rounds")
+        conn.exec_driver_sql("INSERT INTO assets (sha256, width, height, format, size_bytes, created_at) "
+                             "VALUES ('ab', 8, 8, 'PNG', 10, '2026-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO scenario_references (scenario_id, position, asset_id) "
+                             "SELECT s.id, 0, a.id FROM scenarios s, assets a")
+    upgrade(db_url)
+    with session_scope(db_url) as s:
+        sc = s.query(Scenario).one()
+        assert [(r.position, r.character, r.asset.sha256) for r in sc.references] == [(0, None, "ab")]
+    command.downgrade(alembic_config(db_url), "0006")
+    columns = {c["name"] for c in inspect(get_engine(db_url)).get_columns("scenario_references")}
+    assert "character" not in columns

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,65 @@ def test_round_records_model_spec_with_lora_hashes(settings, tmp_path):
         assert r.base_model == "black-forest-labs/FLUX.1-dev"
         assert r.stage1_lora_sha256 == hashlib.sha256(b"weights").hexdigest()
         assert r.dpo_lora_sha256 is None
+
+
+# -- several characters per frame -------------------------------------------------------------------------
+
+@pytest.fixture
+def two_characters(tmp_path):
+    src = tmp_path / "src"
+    for name, colour in (("mia-1", (200, 0, 0)), ("tom-1", (0, 0, 200)), ("tom-2", (0, 0, 120)),
+                         ("flat", (0, 200, 0))):
+        make_image(src / "refs" / f"{name}.png", colour)
+    rows = [
+        {"id": "s1-f1", "story_id": "s1", "frame_index": 1, "prompt": "Mia and Tom at the fair",
+         "references": {"Mia": ["refs/mia-1.png"], "Tom": ["refs/tom-1.png", "refs/tom-2.png"]}},
+        {"id": "s1-f2", "story_id": "s1", "frame_index": 2, "prompt": "a flat list stays valid",
+         "references": ["refs/flat.png"]},
+    ]
+    return write_jsonl(src / "scenarios.jsonl", rows)
+
+
+def test_references_by_character_keep_their_characters_in_the_order_written(settings, two_characters):
+    with session_scope(settings.db_url) as s:
+        summary = create_round(s, settings.store_dir, "r1", two_characters)
+    assert summary.references == 4
+    with session_scope(settings.db_url) as s:
+        two = s.scalar(select(Scenario).where(Scenario.key == "s1-f1"))
+        assert [(r.position, r.character) for r in two.references] == [(0, "Mia"), (1, "Tom"), (2, "Tom")]
+        sha = hashlib.sha256((two_characters.parent / "refs" / "tom-2.png").read_bytes()).hexdigest()
+        assert two.references[2].asset.sha256 == sha
+        flat = s.scalar(select(Scenario).where(Scenario.key == "s1-f2"))
+        assert [(r.position, r.character) for r in flat.references] == [(0, None)]
+
+
+def test_reimport_is_a_no_op_but_the_same_images_under_other_characters_conflict(settings, two_characters):
+    with session_scope(settings.db_url) as s:
+        create_round(s, settings.store_dir, "r1", two_characters)
+    with session_scope(settings.db_url) as s:
+        assert create_round(s, settings.store_dir, "r1", two_characters).scenarios_unchanged == 2
+    rows = [json.loads(line) for line in two_characters.read_text().splitlines()]
+    rows[0]["references"] = {"Ann": ["refs/mia-1.png"], "Tom": ["refs/tom-1.png", "refs/tom-2.png"]}
+    other = write_jsonl(two_characters.parent / "renamed.jsonl", rows)
+    with pytest.raises(ImportValidationError, match="s1-f1.*different content"), \
+            session_scope(settings.db_url) as s:
+        create_round(s, settings.store_dir, "r1", other)
+
+
+@pytest.mark.parametrize("references, message", [
+    ({"Mia": []}, "character 'Mia' has no reference images"),
+    ({" ": ["refs/mia-1.png"]}, "character name must be a non-empty string"),
+    ({"Mia": ["refs/missing.png"]}, "references['Mia'][0] 'refs/missing.png'"),
+    ({"Mia": ["refs/mia-1.png"], "Tom": ["refs/tom-1.png", "refs/nope.png"]}, "references['Tom'][1]"),
+    ({"Mia": "refs/mia-1.png"}, "field 'references"),
+])
+def test_bad_character_references_name_line_and_character_and_write_nothing(settings, two_characters, references,
+                                                                           message):
+    rows = [json.loads(line) for line in two_characters.read_text().splitlines()]
+    rows[0]["references"] = references
+    bad = write_jsonl(two_characters.parent / "bad.jsonl", rows)
+    with pytest.raises(ImportValidationError, match=re.escape(message)) as err, \
+            session_scope(settings.db_url) as s:
+        create_round(s, settings.store_dir, "r1", bad)
+    assert "line 1" in str(err.value)
+    assert counts(settings.db_url) == (0, 0, 0, 0, 0)
