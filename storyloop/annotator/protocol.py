@@ -73,12 +73,14 @@ class Draft:
         """Whether Enter means submit here (it does once the judgment is complete, see `ready`)."""
         return self.step in (Step.aesthetics, Step.all_bad)
 
-    def hint(self) -> str:
-        """What the annotator is asked to do in this step, in one line."""
+    def hint(self, characters: tuple[str, ...] | list[str] = ()) -> str:
+        """What the annotator is asked to do in this step, in one line. With several named `characters`, a
+        candidate is consistent only if it keeps every one of them."""
         n = len(self.active())
+        who = (f"every character of the references ({', '.join(characters)})? A candidate fails if any of them "
+               "drifts." if len(characters) > 1 else "the character of the references (face, hair, attire)?")
         return {
-            Step.consistency: "Does each candidate keep the character of the references (face, hair, attire)? "
-                              "Press a number to mark a failure.",
+            Step.consistency: f"Does each candidate keep {who} Press a number to mark a failure.",
             Step.anatomy: f"Anatomy of the {n} consistent candidate(s): press a number to mark a failure.",
             Step.aesthetics: ("Press numbers in order of preference: the first is the best. T for a tie."
                               if n > 1 else "The only survivor wins."),

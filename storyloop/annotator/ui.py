@@ -6,6 +6,7 @@ import logging
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from html import escape
 from pathlib import Path
 
 import streamlit as st
@@ -185,6 +186,7 @@ div[class*="st-key-card-"][class*="-open"] { border-color: #9ca3af !important; }
 .st-key-study-pair [data-testid="stImage"] img, .st-key-study-refs [data-testid="stImage"] img {
   max-height: calc(100vh - 330px); object-fit: contain; }
 .st-key-study-story [data-testid="stImage"] img { max-height: calc(100vh - 480px); object-fit: contain; }
+.sl-character { font-weight: 600; color: #1e3a8a; margin: .4rem 0 .1rem 0; }
 .sl-side { text-align: center; font-weight: 600; font-size: 1.05rem; color: #374151; }
 .st-key-cookie-writer { display: none; }
 </style>
@@ -210,3 +212,19 @@ def pick_round() -> int | None:
                           index=list(names).index(current) if current in names else 0)
     st.session_state[ROUND] = chosen
     return chosen
+
+
+def show_references(view) -> None:
+    """A scenario's references, grouped under each character's name (a flat list: one group, no name).
+
+    Numbered within the group, so "Tom 2" is the second image of Tom, whatever comes before it."""
+    st.markdown("**References**")
+    for character, images in view.reference_groups:
+        if character is not None:
+            st.markdown(f'<div class="sl-character">{escape(character)}</div>', unsafe_allow_html=True)
+        for i, ref in enumerate(images, start=1):
+            if ref.missing:
+                st.markdown('<div class="sl-missing">Reference image missing</div>', unsafe_allow_html=True)
+                continue
+            label = character if character is not None else "reference"
+            st.image(ref.thumb, width="stretch", caption=f"{label} {i}" if len(images) > 1 else None)

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from storyloop.annotator.thumbs import GRID_PX, REFERENCE_PX, thumbnail, thumbs_dir
+from storyloop.characters import Slot, grouped
 from storyloop.db.assets import asset_path
 from storyloop.db.models import Asset, Candidate, Scenario, ScenarioReference
 from storyloop.settings import Settings
@@ -42,12 +43,24 @@ class ScenarioView:
     frame_index: int
     prompt: str
     round_name: str
-    references: list[ShownImage]
+    references: list[ShownImage]  # in slot order
     candidates: list[ShownCandidate]  # in the shown order
+    reference_characters: tuple[str | None, ...] = ()  # each reference's character (None: unnamed)
 
     @property
     def missing(self) -> list[ShownCandidate]:
         return [c for c in self.candidates if c.image.missing]
+
+    @property
+    def reference_groups(self) -> list[tuple[str | None, list[ShownImage]]]:
+        """References grouped under their character, characters in slot order (one unnamed group for a flat list)."""
+        characters = self.reference_characters or (None,) * len(self.references)
+        return list(grouped([Slot(c, r) for c, r in zip(characters, self.references)]).items())
+
+    @property
+    def characters(self) -> list[str]:
+        """The named characters a candidate must keep (empty for a flat reference list)."""
+        return [c for c, _ in self.reference_groups if c is not None]
 
 
 def _shown(settings: Settings, asset: Asset, max_px: int) -> ShownImage:
@@ -65,7 +78,8 @@ def scenario_view(session: Session, settings: Settings, scenario_id: int, shown_
     return ScenarioView(
         scenario.id, scenario.key, scenario.story_id, scenario.frame_index, scenario.prompt, scenario.round.name,
         [_shown(settings, r.asset, REFERENCE_PX) for r in scenario.references],
-        [ShownCandidate(cid, i + 1, _shown(settings, by_id[cid].asset, GRID_PX)) for i, cid in enumerate(shown_order)])
+        [ShownCandidate(cid, i + 1, _shown(settings, by_id[cid].asset, GRID_PX)) for i, cid in enumerate(shown_order)],
+        tuple(r.character for r in scenario.references))
 
 
 def gallery_view(session: Session, settings: Settings, scenario_id: int) -> ScenarioView:

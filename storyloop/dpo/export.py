@@ -2,8 +2,8 @@
 
 One row per pair. `jpg_0` / `jpg_1` hold the two images in a seeded random order (so position
 carries no label), `label_0` / `label_1` say which one people preferred (1 / 0; ties never become
-pairs), `caption` is the prompt. Added columns carry what story work needs: the reference images,
-scenario/story/frame ids, round, the loser's failure level, label agreement, and the annotators
+pairs), `caption` is the prompt. Added columns carry what story work needs: the reference images and
+each one's character (`reference_characters`, null for a flat reference list), scenario/story/frame ids, round, the loser's failure level, label agreement, and the annotators
 behind the labels (stable pseudonyms with --anonymize).
 """
 
@@ -77,6 +77,7 @@ def preference_rows(session: Session, settings: Settings, round_name: str, polic
         sc = scenarios[sid]
         group = members[members.scenario_id == sid]
         refs = [image(r.asset) for r in sc.references]
+        ref_characters = [r.character for r in sc.references]
         for w in group[group.is_winner].itertuples():
             for lose in group[~group.is_winner].itertuples():
                 win_c, lose_c = candidates[int(w.candidate_id)], candidates[int(lose.candidate_id)]
@@ -88,7 +89,7 @@ def preference_rows(session: Session, settings: Settings, round_name: str, polic
                     "label_0": 0.0 if swap else 1.0, "label_1": 1.0 if swap else 0.0,
                     "are_different": first.asset.sha256 != second.asset.sha256, "has_label": True,
                     "ranking_id": len(rows), "user_id": ";".join(people),
-                    "references": refs, "scenario_id": sc.key, "story_id": sc.story_id,
+                    "references": refs, "reference_characters": ref_characters, "scenario_id": sc.key, "story_id": sc.story_id,
                     "frame_index": sc.frame_index, "round": rnd.name, "loser_level": LEVELS[int(lose.level)],
                     "winner_agreement": float(w.agreement), "loser_agreement": float(lose.agreement),
                     "annotators": people, "winner_candidate_index": win_c.index,

@@ -31,16 +31,22 @@ class RoundFixture:
 
 def build_round(settings: Settings, src: Path, name: str = "r1", scenarios: int = 3, candidates: int = 3,
                 k: int = 2, gold_rate: float = 0.0, skip_policy: SkipPolicy = SkipPolicy.others,
-                size: tuple[int, int] = (48, 32), users: dict[str, Role] | None = None) -> RoundFixture:
-    """Create round `name` with scenarios s0..s{n-1} of story 'st', each image a distinct colour."""
+                size: tuple[int, int] = (48, 32), users: dict[str, Role] | None = None,
+                two_characters: bool = False) -> RoundFixture:
+    """Create round `name` with scenarios s0..s{n-1} of story 'st', each image a distinct colour.
+    `two_characters`: each scenario's references are Mia's one image and Tom's two."""
     src.mkdir(parents=True, exist_ok=True)
     lines = []
     for s in range(scenarios):
         ref = make_image(src / f"{name}-s{s}-ref.png", (250, 200 - 10 * s, 10 + s), size)
         cands = [make_image(src / f"{name}-s{s}-c{c}.png", (20 + 26 * c, 5 * s, 100 + len(name)), size)
                  for c in range(candidates)]
+        refs: list | dict = [ref.name]
+        if two_characters:
+            toms = [make_image(src / f"{name}-s{s}-tom{t}.png", (10, 40 * t, 240 - s), size).name for t in (1, 2)]
+            refs = {"Mia": [ref.name], "Tom": toms}
         lines.append({"id": f"s{s}", "story_id": "st", "frame_index": s, "prompt": f"frame {s}: Mia waves",
-                      "references": [ref.name], "candidates": [c.name for c in cands]})
+                      "references": refs, "candidates": [c.name for c in cands]})
     jsonl = src / f"{name}.jsonl"
     jsonl.write_text("\n".join(json.dumps(l) for l in lines) + "\n")
     with session_scope(settings.db_url) as s:

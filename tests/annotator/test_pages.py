@@ -346,3 +346,30 @@ def test_an_unexpected_error_shows_an_id_not_a_traceback(caplog, tmp_path):
     error_id = shown.value.split("(error ")[1].split(")")[0]
     [record] = [r for r in caplog.records if error_id in r.getMessage()]
     assert "/srv/storyloop/secret/path.db" in caplog.text and record.exc_info is not None
+
+
+def test_references_are_grouped_under_their_characters_on_the_judging_and_gallery_pages(settings, tmp_path,
+                                                                                        monkeypatch):
+    from tests.annotator.conftest import build_round
+
+    build_round(settings, tmp_path / "src", two_characters=True)
+    monkeypatch.setenv("STORYLOOP_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("STORYLOOP_DB_URL", settings.db_url)
+
+    def headers(at):
+        return [m.value.split(">")[1].split("<")[0] for m in at.markdown if 'class="sl-character"' in m.value]
+
+    at = login(AppTest.from_file(APP, default_timeout=30).run(), "ann")
+    assert headers(at) == ["Mia", "Tom"]
+    captions = [c for img in at.image for c in img.captions]
+    assert captions[:3] == ["", "Tom 1", "Tom 2"]  # one image of Mia needs no number; three candidates follow
+    assert any("every character of the references (Mia, Tom)" in c.value for c in at.caption)
+    research = login(AppTest.from_file(APP, default_timeout=30).run(), "rita")
+    research.switch_page(f"{PAGES}/gallery.py").run()
+    assert headers(research) == ["Mia", "Tom"] and len(research.image) == 6  # three references, three candidates
+
+
+def test_a_flat_reference_list_shows_no_character_names(app):
+    at = app("ann")
+    assert not [m for m in at.markdown if 'class="sl-character"' in m.value]
+    assert any("keep the character of the references" in c.value for c in at.caption)

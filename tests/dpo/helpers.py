@@ -16,10 +16,11 @@ P, A, C = "pass", "anatomy-fail", "consistency-fail"  # what an annotator says o
 
 
 def judged_round(settings, tmp_path, scenarios: int = 1, candidates: int = 4, references: int = 1,
-                 annotators=("ann", "bob", "cat"), name: str = "r1", size=(32, 32)):
+                 annotators=("ann", "bob", "cat"), name: str = "r1", size=(32, 32), characters=None):
     """A round whose scenarios each have `candidates` images; returns (scenario ids, candidate ids, users).
 
-    `size`: of every image, or a list with one size per scenario."""
+    `size`: of every image, or a list with one size per scenario. `characters`: one name per reference
+    (references then go in by character, e.g. ["Mia", "Tom", "Tom"]); None: a flat reference list."""
     src = tmp_path / f"src-{name}"
     rows = []
     sizes = size if isinstance(size, list) else [size] * scenarios
@@ -28,8 +29,11 @@ def judged_round(settings, tmp_path, scenarios: int = 1, candidates: int = 4, re
         cands = [f"c{s}-{c}.png" for c in range(candidates)]
         for i, f in enumerate(refs + cands):
             make_image(src / f, ((37 * s + 11 * i) % 255, (90 + 53 * i) % 255, (13 * s) % 255), size=sizes[s])
+        by_character: dict[str, list[str]] = {}
+        for ref, who in zip(refs, characters or []):
+            by_character.setdefault(who, []).append(ref)
         rows.append({"id": f"s{s}", "story_id": f"story{s % 2}", "frame_index": s, "prompt": f"a red fox {s}",
-                     "references": refs, "candidates": cands})
+                     "references": by_character if characters else refs, "candidates": cands})
     (src / "s.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     with session_scope(settings.db_url) as s:
         create_round(s, settings.store_dir, name, src / "s.jsonl")

@@ -47,9 +47,23 @@ def test_parquet_export_round_trips_through_datasets(settings, judged, tmp_path)
     preferred = row["jpg_0"] if row["label_0"] == 1.0 else row["jpg_1"]
     assert preferred == winner_bytes and row["label_0"] + row["label_1"] == 1.0
     assert Image.open(io.BytesIO(row["references"][0])).size == (32, 32) and len(row["references"]) == 2
+    assert row["reference_characters"] == [None, None]  # a flat list: one unnamed character
     assert sorted(set(ds["loser_level"])) == ["aesthetics", "anatomy", "consistency"]
     assert row["annotators"] == ["ann-r1", "bob-r1", "cat-r1"]
     assert {r["label_0"] for r in ds} == {0.0, 1.0}  # the winner is not always on the left
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_export_names_each_references_character_in_slot_order(settings, tmp_path, fmt):
+    sids, cands, users = judged_round(settings, tmp_path, references=3, characters=["Mia", "Tom", "Tom"])
+    for u in users.values():
+        judge(settings, sids[0], cands[0], u, [P, A, C, P], ranks={0: 1, 3: 2})
+    with session_scope(settings.db_url) as s:
+        add_user(s, "rita", "password123", Role.researcher)
+        summary = export_round(s, settings, "r1", tmp_path / "out", fmt, researcher(s))
+    ds = datasets.load_dataset(fmt if fmt == "parquet" else "json", data_files=str(summary.path), split="train")
+    assert {tuple(r) for r in ds["reference_characters"]} == {("Mia", "Tom", "Tom")}
+    assert all(len(r) == 3 for r in ds["references"])
 
 
 def test_anonymized_pseudonyms_are_stable_and_hide_names(settings, judged, tmp_path):

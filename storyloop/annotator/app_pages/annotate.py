@@ -232,7 +232,7 @@ def judge(view: ScenarioView) -> None:
     _keys(task, view)
     st.markdown(_steps(task), unsafe_allow_html=True)
     _actions(task)
-    st.caption(task.draft.hint() if not task.skipping
+    st.caption(task.draft.hint(view.characters) if not task.skipping
                else "Pick a reason: 1-4, or type one and press Enter. Esc cancels.")
     if task.skipping:
         _skip_panel(task, view)
@@ -306,12 +306,7 @@ def page() -> None:
                     f'<div class="sl-prompt">{escape(view.prompt)}</div>', unsafe_allow_html=True)
     refs, grid = st.columns([1, 3.3], gap="medium")
     with refs:
-        st.markdown("**References**")
-        for i, ref in enumerate(view.references, start=1):
-            if ref.missing:
-                st.markdown('<div class="sl-missing">Reference image missing</div>', unsafe_allow_html=True)
-            else:
-                st.image(ref.thumb, width="stretch", caption=f"reference {i}" if len(view.references) > 1 else None)
+        ui.show_references(view)
     with grid:
         judge(view)
 

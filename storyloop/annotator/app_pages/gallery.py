@@ -42,12 +42,7 @@ st.markdown(f"**Aggregated outcome: {agg.outcome.replace('_', ' ')}** · {agg.ju
 
 refs, grid = st.columns([1, 2.7], gap="medium")
 with refs:
-    st.markdown("**References**")
-    for ref in view.references:
-        if ref.missing:
-            st.markdown('<div class="sl-missing">Reference image missing</div>', unsafe_allow_html=True)
-        else:
-            st.image(ref.thumb, width="stretch")
+    ui.show_references(view)
 tally = {t.candidate_id: t for t in agg.candidates}
 with grid:
     per_row = 4 if len(view.candidates) > 4 else max(len(view.candidates), 2)
