@@ -18,7 +18,7 @@ def gsa(
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON object on the last line.")] = False,
     config: Annotated[str, typer.Option(help="mid (CPU-sized) or flux1-dev (the real FLUX.1 config).")] = "mid",
     steps: Annotated[int, typer.Option(min=2, help="Denoising steps timed per variant.")] = 10,
-    max_refs: Annotated[int, typer.Option(min=0, help="Measure N = 0..max-refs references.")] = 3,
+    max_refs: Annotated[int, typer.Option(min=0, help="Measure N = 0..max-refs references (targets at N = 3).")] = 6,
     device: Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")] = None,
 ) -> None:
     """Seconds per denoising step: plain FLUX vs GSA uncached vs GSA with cached reference K/V."""
