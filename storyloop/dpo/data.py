@@ -55,8 +55,8 @@ class PairBatchTensors:
     winners: torch.Tensor  # [B, L, C]
     losers: torch.Tensor  # [B, L, C]
     text: TextEmbeds  # B rows
-    refs: References | None  # B groups of n references (None when the scenarios have none)
-    refs_per_pair: int
+    refs: References | None  # each pair's references, pair after pair (None when the scenarios have none)
+    refs_per_pair: int | tuple[int, ...]  # n for every pair, or one count per pair where they differ
     grid: tuple[int, int]  # token grid of every image in the batch
 
     @property
@@ -126,23 +126,21 @@ def _text(pipe, prompt: str, max_len: int) -> dict[str, torch.Tensor]:
 
 
 def assemble(data: PairData, pairs: list[tuple[int, int, int]]) -> PairBatchTensors:
-    """Tensors for (scenario, winner, loser) pairs; every scenario in a batch needs the same reference count
-    and the same candidate size."""
-    counts = {len(data.scenarios[s].refs) for s, _, _ in pairs}
-    if len(counts) != 1:
-        raise DPOError(f"pairs in one batch have different reference counts {sorted(counts)}: "
-                         "use train_batch_size = 1 for this round")
+    """Tensors for (scenario, winner, loser) pairs; every scenario in a batch needs the same candidate size.
+    Reference counts may differ (frames with one, two or three characters): `refs_per_pair` is then one count
+    per pair."""
+    counts = [len(data.scenarios[s].refs) for s, _, _ in pairs]
     grids = {data.scenarios[s].grid for s, _, _ in pairs}
     if len(grids) != 1:
         raise DPOError(f"pairs in one batch have candidates of different sizes {sorted(grids)}: "
                          "use train_batch_size = 1 for this round")
-    n, grid = counts.pop(), grids.pop()
+    n, grid = (counts[0] if len(set(counts)) == 1 else tuple(counts)), grids.pop()
     winners = torch.stack([data.latents[w] for _, w, _ in pairs])
     losers = torch.stack([data.latents[l] for _, _, l in pairs])
     text = TextEmbeds(torch.cat([data.scenarios[s].text.prompt_embeds for s, _, _ in pairs]),
                       torch.cat([data.scenarios[s].text.pooled for s, _, _ in pairs]))
     refs = None
-    if n:
+    if any(counts):
         tokens = [t for s, _, _ in pairs for t in data.scenarios[s].refs]
         grids_ = [g for s, _, _ in pairs for g in data.scenarios[s].ref_grids]
         refs = References.of(tokens, data.empty.expand(len(tokens)), grids_)

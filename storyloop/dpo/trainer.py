@@ -39,7 +39,7 @@ from storyloop.dpo.pools import AggregationPolicy, every_pair, round_pools, spli
 from storyloop.dpo.sampler import PairSampler
 from storyloop.generation.checkpoints import resume_latest, save_checkpoint
 from storyloop.generation.encoding_cache import EncodingCache
-from storyloop.generation.flux import predict, write_grouped_reference_cache
+from storyloop.generation.flux import group_rows, predict, write_grouped_reference_cache
 from storyloop.generation.gsa import POSITION_SCHEME, install_gsa
 from storyloop.generation.lora import adapter_off, add_lora, load_lora, lora_config, save_lora
 from storyloop.generation.models import LoraMeta, ModelError, base_identity, load_flux
@@ -74,7 +74,10 @@ def dpo_velocities(transformer, batch: PairBatchTensors, noise: torch.Tensor, si
         if batch.refs is not None:
             n = batch.refs_per_pair
             cache = write_grouped_reference_cache(transformer, batch.refs, n, guidance)
-            index = torch.arange(b * n, device=tokens.device).view(b, n).repeat(2, 1)
+            if isinstance(n, int):
+                index = torch.arange(b * n, device=tokens.device).view(b, n).repeat(2, 1)
+            else:  # one, two or three characters' references: each pair reads its own rows of a packed cache
+                index = group_rows(n) * 2
         reference = predict(transformer, tokens, sig2, text2, grid, guidance, cache, index)
     policy = predict(transformer, tokens, sig2, text2, grid, guidance, cache, index)
     return policy, reference, target

@@ -6,6 +6,7 @@ packed latents, position ids, per-row timesteps (targets at t, references at 0) 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -131,11 +132,13 @@ def _ref_index(num_targets: int, refs_per_target: int, device) -> torch.Tensor:
 
 def predict(transformer: FluxTransformer2DModel, tokens: torch.Tensor, sigma: torch.Tensor,
             text: TextEmbeds, grid: tuple[int, int], guidance: float = 3.5,
-            cache: GSAContext | None = None, ref_index: torch.Tensor | None = None) -> torch.Tensor:
+            cache: GSAContext | None = None, ref_index: torch.Tensor | list[list[int]] | None = None) -> torch.Tensor:
     """Velocity for targets `tokens` at noise level `sigma` ([B] or scalar, in [0, 1]).
 
     With `cache` (from `write_reference_cache`) every target reads all cached references, or the
-    cache rows `ref_index[t]` (in slot order) when given; without a cache this is a stock FLUX call.
+    cache rows `ref_index[t]` (in slot order) when given: a [targets, n] tensor, or for a packed cache a list
+    of row lists of any lengths (targets with one, two or three characters' references); without a cache
+    this is a stock FLUX call.
     """
     sigma = torch.as_tensor(sigma, dtype=torch.float32, device=tokens.device).expand(tokens.shape[0])
     ctx = None
@@ -155,31 +158,47 @@ def write_reference_cache(transformer: FluxTransformer2DModel, refs: References,
     return write_grouped_reference_cache(transformer, refs, refs.count, guidance)
 
 
-def write_grouped_reference_cache(transformer: FluxTransformer2DModel, refs: References, refs_per_group: int,
-                                  guidance: float = 3.5) -> GSAContext:
-    """As `write_reference_cache` for several groups of `refs_per_group` references each, in one pass.
+def write_grouped_reference_cache(transformer: FluxTransformer2DModel, refs: References,
+                                  refs_per_group: int | Sequence[int], guidance: float = 3.5) -> GSAContext:
+    """As `write_reference_cache` for several groups of references, in one pass.
 
-    Reference row r is slot r % refs_per_group of group r // refs_per_group; read it back with
-    `ref_index[t] = group * refs_per_group + arange(refs_per_group)`.
+    `refs_per_group = n`: every group has n references; reference row r is slot r % n of group r // n; read
+    it back with `ref_index[t] = group * n + arange(n)`. A list of counts: group g has counts[g] references
+    (a batch of scenarios with one, two or three characters), row r is slot r - first row of its group; the
+    cache is then packed (see gsa.py) and read with a list of rows per target (`group_rows`).
     References of several grids are written in one forward per grid and packed (see gsa.py).
     """
     n = refs.count
-    per = max(refs_per_group, 1)
-    if n % per:
-        raise ValueError(f"{n} reference rows do not split into groups of {refs_per_group}")
+    if isinstance(refs_per_group, int):
+        per = max(refs_per_group, 1)
+        if n % per:
+            raise ValueError(f"{n} reference rows do not split into groups of {refs_per_group}")
+        slot_of, num_slots, packed = [r % per for r in range(n)], refs_per_group, False
+    else:
+        counts = list(refs_per_group)
+        if sum(counts) != n:
+            raise ValueError(f"groups of {counts} references need {sum(counts)} reference rows, got {n}")
+        slot_of = [slot for c in counts for slot in range(c)]
+        num_slots, packed = max(counts, default=0), True
     parts = []
     for grid, rows in refs.by_grid() or [(refs.grid, [])]:
         part = refs if refs.uniform else refs.rows(rows)
-        device = part.tokens.device
+        device = part.tokens.device if refs.uniform else part.tokens[0].device
         ctx = GSAContext("write", text_len=refs.text.prompt_embeds.shape[1],
-                         ref_index=torch.arange(refs_per_group, device=device)[None],
-                         ref_slots=torch.tensor([r % per for r in rows], dtype=torch.long, device=device),
-                         ref_rope=reference_rope(transformer, *grid, refs_per_group, device=device))
+                         ref_index=torch.arange(num_slots, device=device)[None],
+                         ref_slots=torch.tensor([slot_of[r] for r in rows], dtype=torch.long, device=device),
+                         ref_rope=reference_rope(transformer, *grid, num_slots, device=device))
         _call(transformer, part.tokens, torch.zeros(len(rows), device=device), part.text, grid, guidance, ctx)
         parts.append((ctx, rows))
-    if len(parts) == 1:
+    if len(parts) == 1 and not packed:
         return parts[0][0]
     return packed_cache(parts, n)
+
+
+def group_rows(counts: Sequence[int]) -> list[list[int]]:
+    """The cache rows of each group, for groups of `counts` references written one after another."""
+    starts = [sum(counts[:g]) for g in range(len(counts))]
+    return [list(range(start, start + c)) for start, c in zip(starts, counts)]
 
 
 def predict_with_references(transformer: FluxTransformer2DModel, tokens: torch.Tensor, sigma: torch.Tensor,

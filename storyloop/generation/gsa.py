@@ -81,7 +81,8 @@ class GSAContext:
     mode "read":  rows are targets only; they read references from `cache`.
 
     `ref_index[t]` lists the reference rows (batch: 0 = first reference row; read: cache rows) that
-    target t attends to, in slot order. `ref_slots[r]` is reference row r's slot, which selects the
+    target t attends to, in slot order: a [targets, n] tensor, or (reading a packed cache) a list of row
+    lists whose lengths may differ between targets. `ref_slots[r]` is reference row r's slot, which selects the
     rotary table in `ref_rope` (cos, sin of shape [slots, tokens, head_dim]).
 
     `ref_lengths` is None when every cache row has one grid (the cache holds [rows, tokens, H, D] per
@@ -90,7 +91,7 @@ class GSAContext:
 
     mode: Mode
     text_len: int
-    ref_index: torch.Tensor  # long [targets, refs per target]
+    ref_index: torch.Tensor | list[list[int]]  # long [targets, refs per target], or rows per target
     ref_slots: torch.Tensor | None = None  # long [reference rows]; batch and write modes
     ref_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # batch and write modes
     num_targets: int = 0
@@ -114,7 +115,8 @@ class GSAContext:
             starts = [0]
             for n in self.ref_lengths:
                 starts.append(starts[-1] + n)
-            rows = self.ref_index.tolist()
+            rows = self.ref_index.tolist() if isinstance(self.ref_index, torch.Tensor) else \
+                [list(r) for r in self.ref_index]
             if rows and all(r == rows[0] for r in rows) and rows[0] == list(range(len(self.ref_lengths))):
                 self._token_index = slice(None)
                 return self._token_index

@@ -188,6 +188,28 @@ def test_targets_reading_their_own_references_equal_each_target_alone(transforme
         assert torch.allclose(grouped[t:t + 1], alone, atol=ATOL)
 
 
+@pytest.mark.parametrize("grids", [[(4, 4)] * 4, [(4, 4), (3, 5), (2, 6), (3, 5)]])
+def test_targets_reading_different_numbers_of_references_equal_each_target_alone(transformer, grids):
+    """Three frames in one batch with one, none and three characters' references (one grid, or several): each
+    reads its own rows of one packed cache, in its own slots, and gets what it gets alone."""
+    from storyloop.generation.flux import group_rows
+
+    install_gsa(transformer)
+    refs, counts = mixed(grids), [1, 0, 3]
+    x, txt, sigma, grid = tokens((4, 4), n=3, seed=6), text(3, 1), torch.tensor([0.4, 0.7, 0.2]), (4, 4)
+    with torch.no_grad():
+        cache = write_grouped_reference_cache(transformer, refs, counts)
+    assert cache.ref_lengths is not None and group_rows(counts) == [[0], [], [1, 2, 3]]
+    together = predict(transformer, x, sigma, txt, grid, cache=cache, ref_index=group_rows(counts))
+    for t, rows in enumerate(group_rows(counts)):
+        with torch.no_grad():
+            own = write_reference_cache(transformer, refs.rows(rows)) if rows else None
+            alone = predict(transformer, x[t:t + 1], sigma[t:t + 1], row_text(txt, t), grid, cache=own)
+        assert torch.allclose(together[t:t + 1], alone, atol=ATOL)
+    with pytest.raises(ValueError, match=r"groups of \[1, 0, 2\] references need 3 reference rows, got 4"):
+        write_grouped_reference_cache(transformer, refs, [1, 0, 2])
+
+
 def test_cached_mixed_refs_equal_uncached_over_full_loop(transformer, scheduler):
     install_gsa(transformer)
     kw = dict(text=text(2, 1), grid=(2, 8), seeds=[11, 12], refs=mixed([(4, 4), (2, 6)]), num_inference_steps=6)
