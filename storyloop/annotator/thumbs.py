@@ -1,7 +1,8 @@
 """Thumbnails of store images: made once, kept on disk beside the store and in memory.
 
 A 1024² PNG is a few MB; the grid shows eight of them at a few hundred pixels, so the page sends
-small JPEGs and keeps the original for the zoom. Store files are named by their sha256, so a
+small JPEGs and keeps the original for the zoom. Small images are scaled up by whole factors (pixel-art
+sharp), so every candidate is judged at the page's size, whatever its own. Store files are named by their sha256, so a
 thumbnail never goes stale.
 """
 
@@ -17,6 +18,7 @@ from PIL import Image
 
 GRID_PX = 512  # candidate cards
 REFERENCE_PX = 768  # reference images, shown large
+ZOOM_PX = 1536  # the zoom: a small image grows to fill the window; a large one is shown as it is
 
 
 def thumbs_dir(data_dir: Path) -> Path:
@@ -33,11 +35,20 @@ def thumbnail(source: Path, cache_dir: Path, max_px: int) -> bytes | None:
 
 @lru_cache(maxsize=1024)
 def _thumbnail(source: Path, cache_dir: Path, max_px: int) -> bytes:
-    def shrink(img: Image.Image) -> Image.Image:
-        img.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
-        return img.convert("RGB")
+    return _jpeg_on_disk(source, cache_dir / f"{source.stem}-px{max_px}.jpg", lambda img: display_size(img, max_px))
 
-    return _jpeg_on_disk(source, cache_dir / f"{source.stem}-{max_px}.jpg", shrink)
+
+def display_size(img: Image.Image, max_px: int) -> Image.Image:
+    """`img` brought to about max_px on its longer side, in RGB: a larger image shrinks smoothly to exactly
+    max_px; a smaller one grows by the largest whole factor that fits (to between max_px / 2 and max_px),
+    each pixel a sharp square, so a 64² candidate is judged as large as a 1024² one and looks like itself."""
+    img = img.convert("RGB")
+    longer = max(img.size)
+    if longer >= max_px:
+        img.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
+        return img
+    factor = max_px // longer
+    return img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST) if factor > 1 else img
 
 
 def fitted(source: Path, cache_dir: Path, px: int) -> bytes | None:

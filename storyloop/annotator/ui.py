@@ -27,6 +27,7 @@ SET_ASIDE = "set_aside"  # the unfinished Task an edit interrupted: it comes bac
 KEYS_SEEN = "keys_seen"  # seq of the newest judging key press dealt with (storyloop.annotator.keys)
 KEYS_SESSION = "keys_session"  # random id of this session, stamped on its judging key presses
 FLASH = "flash"  # (kind, message) shown once at the top of the next run
+JUDGE_WARNING = "judge-warning"  # what the last press on the judging page could not do, shown until the next one
 ROUND = "research_round"  # round id the research pages look at
 STUDY = "study"  # id of the study the annotator answers (storyloop.annotator.study_view.pick_study)
 STUDY_SCREEN = "study_screen"  # the annotator's current StudyScreen (storyloop.annotator.study_keys), or None
@@ -160,9 +161,13 @@ div[class*="st-key-card-"] { border-width: 3px !important; border-radius: .6rem;
   gap: .5rem !important; }
 /* The judging grid (st-key-cards-<rows>) fits the window: a laptop screen shows every row of candidates,
    the images shrinking rather than the last row falling below the fold (the zoom shows every pixel). */
-.st-key-cards-1 div[class*="st-key-card-"] [data-testid="stImage"] img { max-height: calc(100vh - 370px); }
-.st-key-cards-2 div[class*="st-key-card-"] [data-testid="stImage"] img { max-height: calc((100vh - 440px) / 2); }
-.st-key-cards-3 div[class*="st-key-card-"] [data-testid="stImage"] img { max-height: calc((100vh - 510px) / 3); }
+.st-key-cards-1 div[class*="st-key-card-"] [data-testid="stImage"] img, .st-key-refs-1 [data-testid="stImage"] img {
+  max-height: calc(100vh - 370px); }
+.st-key-cards-2 div[class*="st-key-card-"] [data-testid="stImage"] img, .st-key-refs-2 [data-testid="stImage"] img {
+  max-height: calc((100vh - 440px) / 2); }
+.st-key-cards-3 div[class*="st-key-card-"] [data-testid="stImage"] img, .st-key-refs-3 [data-testid="stImage"] img {
+  max-height: calc((100vh - 510px) / 3); }
+div[class*="st-key-refs-"] [data-testid="stImage"] img { object-fit: contain; }
 div[class*="st-key-cards-"] [data-testid="stFullScreenFrame"] > div, div[class*="st-key-cards-"] [data-testid="stImage"],
 div[class*="st-key-cards-"] [data-testid="stImageContainer"] { width: 100% !important; }
 div[class*="st-key-cards-"] [data-testid="stImage"] img { width: auto !important; display: block; margin: 0 auto; }

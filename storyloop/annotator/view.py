@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from storyloop.annotator.thumbs import GRID_PX, REFERENCE_PX, thumbnail, thumbs_dir
+from storyloop.annotator.thumbs import GRID_PX, REFERENCE_PX, ZOOM_PX, thumbnail, thumbs_dir
 from storyloop.characters import Slot, grouped
 from storyloop.db.assets import asset_path
 from storyloop.db.models import Asset, Candidate, Scenario, ScenarioReference
@@ -67,6 +67,14 @@ def _shown(settings: Settings, asset: Asset, max_px: int) -> ShownImage:
     path = asset_path(settings.store_dir, asset)
     return ShownImage(path, asset.sha256, asset.width, asset.height,
                       thumbnail(path, thumbs_dir(settings.data_dir), max_px))
+
+
+def zoom_image(settings: Settings, image: ShownImage) -> bytes:
+    """What the zoom shows: the original, or for an image under half the zoom's size its whole-factor
+    enlargement (pixel-art sharp), so that the zoom fills the window either way."""
+    if 2 * max(image.width, image.height) > ZOOM_PX:
+        return image.path.read_bytes()
+    return thumbnail(image.path, thumbs_dir(settings.data_dir), ZOOM_PX) or image.path.read_bytes()
 
 
 def scenario_view(session: Session, settings: Settings, scenario_id: int, shown_order: list[int]) -> ScenarioView:

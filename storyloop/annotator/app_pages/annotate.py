@@ -19,7 +19,7 @@ from storyloop.annotator.protocol import STEP_TITLES, Step
 from storyloop.annotator.queue import (Task, annotator_progress, next_task, renew_lease, rounds_newest_first,
                                        save_draft)
 from storyloop.annotator.submit import SKIP_REASONS, submit_task
-from storyloop.annotator.view import ScenarioView, ShownCandidate, scenario_view
+from storyloop.annotator.view import ScenarioView, ShownCandidate, scenario_view, zoom_image
 from storyloop.db.judgments import JudgmentError
 from storyloop.db.models import Outcome
 
@@ -47,6 +47,7 @@ def _save_draft(task: Task) -> None:
 
 def _act(key: str, action: str, *args) -> None:
     if (task := _task(key)) is not None:
+        st.session_state[ui.JUDGE_WARNING] = None  # only the last press's warning is still true
         getattr(task.draft, action)(*args)
         _save_draft(task)
 
@@ -56,8 +57,9 @@ def _submit(key: str, skip_reason: str | None = None) -> None:
     if task is None:
         return  # already submitted: this is the second click of a double click
     if skip_reason is None and (what := task.draft.enter()) != "submit":
-        if what == "incomplete":
-            ui.flash("warning", keys.NOTHING_RANKED)
+        # Shown inside the judging fragment, so the next press that ranks clears it (a flash at the top of the
+        # page would stay until the next full run).
+        st.session_state[ui.JUDGE_WARNING] = keys.NOTHING_RANKED if what == "incomplete" else None
         _save_draft(task)  # Enter moved on a step
         return
     try:
@@ -67,6 +69,7 @@ def _submit(key: str, skip_reason: str | None = None) -> None:
         ui.flash("error", f"Not saved: {exc}")
         return
     st.session_state[ui.TASK] = None
+    st.session_state[ui.JUDGE_WARNING] = None
     st.session_state[ui.LAST_SUBMITTED] = done.scenario_id
     if done.created:
         what = "skipped" if done.outcome is Outcome.skipped else done.outcome.value.replace("_", " ")
@@ -126,8 +129,8 @@ BUTTON = {"consistent": ("consistent", "check"), "inconsistent": ("inconsistent"
 
 @st.dialog("Zoom", width="large")
 def _zoom(cand: ShownCandidate) -> None:
-    st.image(cand.image.path.read_bytes(), caption=f"Candidate {cand.position} · {cand.image.width}×{cand.image.height}",
-             width="stretch")
+    st.image(zoom_image(ui.app_settings(), cand.image),
+             caption=f"Candidate {cand.position} · {cand.image.width}×{cand.image.height}", width="stretch")
 
 
 def _candidate_card(task: Task, cand: ShownCandidate) -> None:
@@ -209,8 +212,8 @@ def _keys(task: Task, view: ScenarioView) -> None:
     st.session_state[ui.KEYS_SEEN] = done.seen  # before acting: a press is never applied twice
     if done.leave != "submit":  # a submit drops the lease, and its draft with it
         _save_draft(task)
-    if done.warning:
-        ui.flash("warning", done.warning)
+    if done.seen != seen:  # new presses: the last one's warning (if any) replaces the one on screen
+        st.session_state[ui.JUDGE_WARNING] = done.warning
     if done.leave == "submit":
         _submit(key, done.reason)
     elif done.leave == "reopen":
@@ -234,20 +237,27 @@ def judge(view: ScenarioView) -> None:
     _actions(task)
     st.caption(task.draft.hint(view.characters) if not task.skipping
                else "Pick a reason: 1-4, or type one and press Enter. Esc cancels.")
+    if (warning := st.session_state.get(ui.JUDGE_WARNING)) and not task.skipping:
+        st.warning(warning, icon=":material/warning:")
     if task.skipping:
         _skip_panel(task, view)
     if view.missing:
         st.warning(f"{len(view.missing)} candidate image(s) are missing from the store (placeholders below). "
                    "Judge what you can see, or press S and 1 to skip: an image is missing.",
                    icon=":material/broken_image:")
-    per_row = 4 if len(view.candidates) > 4 else max(len(view.candidates), 2)
-    rows = -(-len(view.candidates) // per_row)
+    per_row, rows = grid_shape(len(view.candidates))
     with st.container(key=f"cards-{min(rows, 3)}"):  # the row count sizes the images (ui.CSS)
         for start in range(0, len(view.candidates), per_row):
             cols = st.columns(per_row, gap="small")
             for col, cand in zip(cols, view.candidates[start:start + per_row]):
                 with col:
                     _candidate_card(task, cand)
+
+
+def grid_shape(candidates: int) -> tuple[int, int]:
+    """(cards per row, rows) of the judging grid."""
+    per_row = 4 if candidates > 4 else max(candidates, 2)
+    return per_row, -(-candidates // per_row)
 
 
 def _progress(progress) -> None:
@@ -304,8 +314,11 @@ def page() -> None:
         st.markdown(f'<div class="sl-meta">{escape(view.round_name)} · story {escape(view.story_id)} · frame '
                     f'{view.frame_index} · scenario {escape(view.key)}</div>'
                     f'<div class="sl-prompt">{escape(view.prompt)}</div>', unsafe_allow_html=True)
-    refs, grid = st.columns([1, 3.3], gap="medium")
-    with refs:
+    # The reference column is about one candidate card wide, and its images share the cards' height limit:
+    # a reference is never shown larger than the candidates judged against it.
+    per_row, rows = grid_shape(len(view.candidates))
+    refs, grid = st.columns([0.9, per_row], gap="medium")
+    with refs, st.container(key=f"refs-{min(rows, 3)}"):
         ui.show_references(view)
     with grid:
         judge(view)

@@ -55,13 +55,13 @@ with grid:
                     st.markdown('<div class="sl-missing">Image missing from the store</div>', unsafe_allow_html=True)
                 else:
                     st.image(cand.image.thumb, width="stretch")
-                st.markdown(f"**Candidate {t.index}** · {word}")
+                st.markdown(f"**Candidate {t.index + 1}** · {word}")  # numbered from 1, as annotators see them
                 st.caption(f"consistent {t.consistency_pass}/{agg.judgments} · anatomy ok "
                            f"{t.anatomy_pass}/{t.anatomy_asked} · best {t.best}/{agg.judgments}")
 
 st.subheader("Gold answer")
 st.caption("Gold scenarios are shown to every annotator at the round's gold rate and scored on the Agreement page.")
-names = {c.candidate_id: f"candidate {tally[c.candidate_id].index}" for c in view.candidates}
+names = {c.candidate_id: f"candidate {tally[c.candidate_id].index + 1}" for c in view.candidates}
 default_winners = gold_answer[1] if gold_answer else [t.candidate_id for t in agg.candidates if t.verdict == "winner"]
 default_losers = gold_answer[2] if gold_answer else [t.candidate_id for t in agg.candidates if t.verdict == "loser"]
 outcomes = [Outcome.ranked, Outcome.tie, Outcome.all_bad]
