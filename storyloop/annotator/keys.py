@@ -69,7 +69,7 @@ JUDGING_KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "t", "s", "u",
 
 
 def pressed(task_key: str, applied: int, session: str, keys: tuple[str, ...] = JUDGING_KEYS,
-            element: str = "judging-keys") -> list[dict]:
+            element: str = "judging-keys", carried_after: int | None = None) -> list[dict]:
     """Listen for `keys` while `task_key` is on screen; the log of recent presses, oldest first.
 
     `keys` are digits "1"-"9", lower-case letters, or key names ("Enter", "Tab", "ArrowLeft", ...); the
@@ -78,11 +78,23 @@ def pressed(task_key: str, applied: int, session: str, keys: tuple[str, ...] = J
     in it. Only presses made in this Streamlit `session` come back: after a server restart the tab sends
     its old log with the new session's first runs, and those presses, some applied long ago, would land
     on a fresh draft of the same task. `element` is the listener's element key (ui.CSS hides it).
+
+    `carried_after`: the seq of the newest press whose effect the restored draft holds (stored with it). Presses
+    of `task_key` from an earlier session after that one were never applied (made while the server was
+    away, or lost with it), so they come back too: no mark is dropped, none is applied twice (a zoom is not
+    carried: the page it would open on is gone).
     """
     result = _keyboard(key=element, data={"task": task_key, "applied": applied, "session": session,
                                           "keys": list(keys)},
                        default={"events": []}, on_events_change=lambda: None)
-    return [ev for ev in result.events or [] if ev.get("session") == session]
+    return [ev for ev in result.events or [] if ev.get("session") == session
+            or (carried_after is not None and ev.get("task") == task_key and ev.get("seq", 0) > carried_after
+                and not _looks_only(ev))]
+
+
+def _looks_only(ev: dict) -> bool:
+    """A press that only shows something (Shift+N opens the zoom): not worth carrying into a new session."""
+    return bool(ev.get("shift")) and str(ev.get("key", "")).isdigit()
 
 
 def unapplied(events: list[dict], task_key: str, seen: int) -> tuple[int, list[dict]]:

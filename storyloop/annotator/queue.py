@@ -42,6 +42,9 @@ class Task:
     skipping: bool = False  # the skip-reason panel is open
     leased: bool = False  # shown on the annotator's lease (next_task); an edit holds none, so keeps no draft
     saved_state: dict | None = field(default=None, repr=False)  # the draft as last stored on the lease
+    # The newest key press (its seq, annotator/keys.py) whose effect is in the draft: stored with the marks in one
+    # UPDATE, so a tab that reconnects to a restarted server sends on exactly the presses made after it.
+    keys_applied: int = 0
 
     def __post_init__(self):
         self.draft = Draft(order=list(self.shown_order))
@@ -192,8 +195,11 @@ def _task(session: Session, lease: Lease, user_id: int) -> Task:
     stored = lease.draft or {}
     # A held lease: the marks made before, if made on this very task (a tab still showing an earlier
     # revision of the scenario, submitted elsewhere since, may have written its own onto a new lease)
-    task.draft = Draft.from_state(task.shown_order, stored if stored.get("task") == task.idempotency_key else None)
+    own = stored if stored.get("task") == task.idempotency_key else None
+    task.draft = Draft.from_state(task.shown_order, own)
     task.saved_state = task.draft.to_state()
+    if own is not None and task.draft.to_state() == {k: own.get(k) for k in task.saved_state}:
+        task.keys_applied = int(own.get("keys_applied") or 0)  # only for marks restored as they were stored
     return task
 
 
@@ -208,7 +214,8 @@ def save_draft(session: Session, task: Task, now: datetime | None = None, ttl: t
     stored = session.execute(
         update(Lease).where(Lease.scenario_id == task.scenario_id, Lease.user_id == task.user_id,
                             Lease.expires_at > now)
-        .values(draft={**state, "task": task.idempotency_key}, expires_at=now + ttl)
+        .values(draft={**state, "task": task.idempotency_key, "keys_applied": task.keys_applied},
+                expires_at=now + ttl)
         .execution_options(synchronize_session=False)).rowcount == 1
     if stored:
         task.saved_state = state

@@ -340,6 +340,76 @@ def test_a_tab_open_across_a_server_restart_comes_back_logged_in(served, browser
     expect(page.get_by_role("button", name="ann", exact=True)).to_be_visible()  # app.py's navigation, logged in
 
 
+def test_a_server_killed_right_after_a_submit_keeps_it_once_and_takes_presses_made_while_away(served, browser):
+    """kill -9 right after Enter submits: after a restart the judgment is stored exactly once and the tab shows
+    the next scenario (the Enter is sent again if it never arrived: the draft on the lease records the last
+    press it holds). Then a key pressed while the server is down is applied once it is back, and said so."""
+    from playwright.sync_api import expect
+
+    settings, port, log_path, rf, procs = served
+    url = f"http://127.0.0.1:{port}"
+    s0, s1 = rf.scenarios
+    ann = rf.users["ann"]
+
+    def kill() -> None:
+        procs[-1].kill()  # SIGKILL: no shutdown, no flush
+        procs[-1].wait()
+
+    def start() -> None:
+        procs.append(_serve(settings, port, log_path))
+
+    def mine(scenario_id: int) -> list[Judgment]:
+        with session_scope(settings.db_url) as s:
+            rows = list(s.scalars(select(Judgment).where(Judgment.scenario_id == scenario_id,
+                                                          Judgment.user_id == ann)))
+            for j in rows:
+                j.labels  # loaded while the session is open
+            return rows
+
+    page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+    _login(page, url, "ann")
+    _prompt(page, "frame 0: Mia waves")
+    _step(page, "Character consistency")
+    page.keyboard.press("2")
+    expect(page.locator('[class*="st-key-card-2-fail"]')).to_be_visible()
+    page.keyboard.press("Enter")
+    _step(page, "Anatomical integrity")
+    page.keyboard.press("Enter")
+    _step(page, "Aesthetics")
+    page.keyboard.press("1")
+    expect(page.locator('[class*="st-key-card-1-best"]')).to_be_visible()
+    page.keyboard.press("Enter")  # submit ...
+    kill()  # ... and the server dies at once
+    start()
+    _prompt_within(page, "frame 1: Mia waves", 60_000)
+    [j] = mine(s0)  # exactly once
+    order = shown_order(rf.candidates[s0], ann, s0, 0)
+    winners, losers = winners_and_losers(j.outcome, j.labels)
+    assert winners == {order[0]} and losers == {order[1]}
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+
+    _step(page, "Character consistency")
+    page.keyboard.press("3")  # a mark the server takes and stores with its draft
+    expect(page.locator('[class*="st-key-card-3-fail"]')).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    kill()
+    page.wait_for_timeout(500)
+    page.keyboard.press("2")  # pressed while the server is away
+    start()
+    expect(page.get_by_text("Reconnected: 1 key press made while the server was away applied.")).to_be_visible(
+        timeout=60_000)
+    expect(page.locator('[class*="st-key-card-2-fail"]')).to_be_visible()
+    expect(page.locator('[class*="st-key-card-3-fail"]')).to_be_visible()  # the stored mark, not replayed
+    page.screenshot(path=str(ARTIFACTS / "annotator-after-kill.png"))
+    assert not mine(s1)
+
+
+def _prompt_within(page, text: str, timeout: int) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator(".sl-prompt", has_text=text)).to_have_count(1, timeout=timeout)
+
+
 def _slow_scripts(page, ms: int = 1000) -> None:
     """A slow link: each of the app's script files arrives `ms` late (Streamlit loads most of its code on
     demand, when an element first needs it)."""

@@ -206,10 +206,16 @@ def _skip_panel(task: Task, view: ScenarioView) -> None:
 
 def _keys(task: Task, view: ScenarioView) -> None:
     """Apply the key presses not applied yet; a submit (or U, or Esc from an edit) reruns the page."""
-    key, seen = task.idempotency_key, st.session_state.get(ui.KEYS_SEEN, 0)
+    key = task.idempotency_key
+    seen = max(st.session_state.get(ui.KEYS_SEEN, 0), task.keys_applied)  # a new session resumes after the draft's
     session = st.session_state.setdefault(ui.KEYS_SESSION, secrets.token_hex(8))
-    done = keys.apply(task, keys.pressed(key, seen, session), seen)
-    st.session_state[ui.KEYS_SEEN] = done.seen  # before acting: a press is never applied twice
+    events = keys.pressed(key, seen, session, carried_after=task.keys_applied or None)
+    carried = sum(1 for ev in events if ev.get("session") != session and ev["seq"] > seen)
+    done = keys.apply(task, events, seen)
+    st.session_state[ui.KEYS_SEEN] = task.keys_applied = done.seen  # before acting: never applied twice
+    if carried:
+        ui.flash("toast", f"Reconnected: {carried} key press{'es' if carried > 1 else ''} made while the server "
+                          "was away applied.")
     if done.leave != "submit":  # a submit drops the lease, and its draft with it
         _save_draft(task)
     if done.seen != seen:  # new presses: the last one's warning (if any) replaces the one on screen
