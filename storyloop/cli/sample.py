@@ -10,6 +10,7 @@ import typer
 from storyloop.cli.common import fail
 from storyloop.cli.generate import torch_dtype
 from storyloop.generation.config import DrawConfig
+from storyloop.stories import READERS
 
 D, H = DrawConfig.default, DrawConfig.help
 
@@ -46,8 +47,9 @@ def sample(
     out: OutOpt,
     ref: Annotated[list[str] | None, typer.Option(
         "--ref", metavar="[NAME=]IMAGE",
-        help="A reference image; repeat it. NAME=IMAGE is one of character NAME's images, a bare IMAGE an unnamed "
-             "reference. Slot order: names in order of first appearance, each one's images in the order given.")] = None,
+        help="A reference image; repeat it. NAME=IMAGE is one of character NAME's images, a bare IMAGE an "
+             "unnamed reference. Slot order: names in order of first appearance, each one's images in the order "
+             "given.")] = None,
     dpo_lora: DpoOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the first image; image k gets seed + k (the seed `generate run` "
                                            "records for a candidate redraws it).")] = D("seed"),
@@ -78,8 +80,8 @@ def sample(
 
 STORY_EPILOG = (
     "Formats: jsonl, the scenarios file of `storyloop round create --scenarios` (one frame a line: story_id, "
-    "frame_index, prompt, references as a list of images or as {name: list of images}; image paths relative to the file; "
-    "candidates are ignored). Output: OUT/<story_id>/<frame_index>_<k>.png, k = 0..n-1. Seeds: image k of a "
+    "frame_index, prompt, references as a list of images or as {name: list of images}; image paths relative to "
+    "the file; candidates are ignored). Output: OUT/<story_id>/<frame_index>_<k>.png, k = 0..n-1. Seeds: image k of a "
     "frame gets the first 63 bits of sha256(SEED, 'story:' + story_id, frame_index, k), so a frame draws the same "
     "images whatever the file's order or its other frames. Every frame and reference is checked before the model "
     "loads; an error names the file and line.")
@@ -91,8 +93,8 @@ def story(
     stage1_lora: Stage1Opt,
     out: OutOpt,
     dpo_lora: DpoOpt = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="The file's format (default: from its suffix; "
-                                                             ".jsonl is jsonl).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help=f"The file's format: {', '.join(READERS)} (default: "
+                                                             "from its suffix).")] = None,
     seed: Annotated[int, typer.Option(help="Base seed; every image derives its own (see below).")] = D("seed"),
     num_images: Annotated[int, typer.Option("-n", "--num-images", min=1, help="Images per frame.")] = D("num_images"),
     steps: StepsOpt = D("num_inference_steps"), guidance: GuidanceOpt = D("guidance_scale"),

@@ -189,7 +189,7 @@ def check_reference(slot: Slot, index: int) -> None:
     if isinstance(item, Image.Image):
         return
     if not isinstance(item, (str, Path)):
-        raise ValueError(f"reference {index}: expected a PIL image or a path, got {type(item).__name__}")
+        raise TypeError(f"reference {index}: expected a PIL image or a path, got {type(item).__name__}")
     who = f" of {slot.character!r}" if slot.character is not None else ""
     try:
         inspect_image(Path(item))  # decodes it fully: a truncated file fails here, with its name
