@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from storyloop import __version__
-from storyloop.cli import annotate, bench, data, dpo, export, generate, pairs, study, toy
+from storyloop.cli import annotate, bench, data, dpo, export, generate, pairs, sample, study, toy
 from storyloop.cli.common import (DataDirOpt, DbOpt, console, err_console, fail, read_password,
                                   ready_settings, settings, user_errors)
 from storyloop.db import session_scope
@@ -40,6 +40,8 @@ app.add_typer(toy.app, name="toy")
 app.add_typer(data.app, name="data")
 app.add_typer(study.app, name="study")
 app.command("export")(export.export)
+app.command("sample")(sample.sample)
+app.command("story", epilog=sample.STORY_EPILOG)(sample.story)
 
 
 def _version(value: bool) -> None:

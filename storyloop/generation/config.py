@@ -164,3 +164,41 @@ class Stage1Config(TrainingKnobs):
                      "rank"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+
+
+@dataclass
+class DrawConfig:
+    """Knobs of `storyloop sample` and `storyloop story` (generation/draw.py); the sampling defaults are
+    `generate run`'s (GenerateConfig: a test keeps them in step; this module stays light)."""
+
+    num_images: int = knob(1, "Images per prompt (per frame of a story).")
+    seed: int = knob(0, "sample: image k gets seed + k. story: the base seed every image derives its own from.")
+    num_inference_steps: int = knob(50, "Denoising steps (Euler, flow matching).")
+    guidance_scale: float = knob(3.5, "Distilled guidance scale (FLUX.1-dev).")
+    height: int = knob(1024, "Image height in pixels (a multiple of 16 for FLUX).")
+    width: int = knob(1024, "Image width in pixels (a multiple of 16 for FLUX).")
+    reference_guidance_scale: float = knob(1.0, "Guidance over the references: 1 = the paper's sampler, 0 = "
+                                                "without them, any other value costs 2x.")
+    max_sequence_length: int = knob(512, "T5 prompt tokens.")
+    memory: str = knob("80gb", "Memory mode, as generate run: full, 80gb (sliced VAE decode) or 24gb (also a "
+                               "quantised base, tiled VAE).")
+    quantization: str = knob("auto", "Frozen transformer: auto (the memory mode's), none, nf4, int8 or fp8.")
+
+    def __post_init__(self):
+        from storyloop.generation.errors import DrawError
+
+        if self.num_images < 1 or self.num_inference_steps < 1:
+            raise DrawError("the number of images and of inference steps must be at least 1")
+        if self.reference_guidance_scale < 0:
+            raise DrawError(f"the reference guidance scale must be at least 0, got {self.reference_guidance_scale}")
+        if self.memory not in MEMORY_MODES or self.quantization not in QUANTIZATIONS:
+            raise DrawError(f"memory must be one of {', '.join(MEMORY_MODES)} and quantization one of "
+                            f"{', '.join(QUANTIZATIONS)} (got {self.memory!r}, {self.quantization!r})")
+
+    @classmethod
+    def default(cls, name: str):
+        return next(f.default for f in fields(cls) if f.name == name)
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return next(f.metadata["help"] for f in fields(cls) if f.name == name)

@@ -7,3 +7,7 @@ re-exports it, where most code imports it from.
 
 class ModelError(RuntimeError):
     """A model or LoRA that cannot be loaded or does not fit; the message names it."""
+
+
+class DrawError(ValueError):
+    """Bad input to `storyloop sample` or `storyloop story` (a knob, a --ref, a prompt); the message names it."""

@@ -71,6 +71,13 @@ def check_lora(folder: Path, base: BaseIdentity, kind: str) -> LoraMeta:
     return meta
 
 
+def check_dpo_parent(meta: LoraMeta, folder: Path, stage1_sha256: str | None, label: str) -> None:
+    """A DPO LoRA records the sha256 of the Stage-1 LoRA it was trained over (None: none); refuse it over any
+    other. `label` names what holds the Stage-1 LoRA (a round, a pipeline)."""
+    if (meta.extra or {}).get("stage1_sha256") != stage1_sha256:
+        raise ModelError(f"DPO LoRA {folder} was trained on top of another Stage-1 LoRA than {label} uses")
+
+
 @contextmanager
 def stacking_adapters() -> Iterator[None]:
     """peft warns 'Already found a `peft_config` attribute' whenever a model gets a second adapter; storyloop

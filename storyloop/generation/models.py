@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import FluxPipeline, FluxTransformer2DModel
+from diffusers import DiffusionPipeline, FluxPipeline, FluxTransformer2DModel
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 from transformers.utils import logging as hf_logging
@@ -91,12 +91,15 @@ def _own_component_types(quiet: bool) -> Iterator[None]:
 
 
 def load_flux(spec: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-              quantization: str | None = None) -> FluxPipeline:
+              quantization: str | None = None, pipeline_class: type[FluxPipeline] = FluxPipeline,
+              **kwargs) -> FluxPipeline:
     """A FluxPipeline from a local diffusers-format folder, or a hub id (e.g. FLUX.1-dev).
 
     `quantization` (none, nf4, int8, fp8: see storyloop.generation.memory) stores the frozen
     transformer's linear weights in that format through diffusers' quantisation configs; the text
     encoders and the VAE load in `dtype`. float16 is refused (FLUX overflows in it).
+    `pipeline_class` is what is built (a FluxPipeline subclass: `StoryFluxPipeline` loads through here);
+    `kwargs` go on to diffusers' `from_pretrained` (revision, local_files_only, ...).
     """
     from storyloop.generation.memory import check_dtype, quantization_config
 
@@ -116,13 +119,18 @@ def load_flux(spec: str, dtype: torch.dtype = torch.float32, device: str | torch
             components["transformer"] = FluxTransformer2DModel.from_pretrained(
                 source, subfolder="transformer", quantization_config=qconfig, torch_dtype=dtype, **placement)
         with loading_bars(), _own_component_types(own):
-            pipe = FluxPipeline.from_pretrained(source, dtype=dtype, **components)
+            pipe = _diffusers_from_pretrained(pipeline_class, source, dtype=dtype, **components, **kwargs)
     except Exception as exc:  # diffusers raises many kinds; the user needs one line naming the model
         raise ModelError(f"cannot load FLUX model {spec!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") \
             from exc
     for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
         module.eval().requires_grad_(False)
     return pipe.to(device)
+
+
+def _diffusers_from_pretrained(pipeline_class: type[FluxPipeline], source: str, **kwargs) -> FluxPipeline:
+    """diffusers' own loader building `pipeline_class`, also when that class's `from_pretrained` leads here."""
+    return DiffusionPipeline.from_pretrained.__func__(pipeline_class, source, **kwargs)
 
 
 @torch.no_grad()

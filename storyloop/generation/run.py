@@ -35,8 +35,8 @@ from storyloop.db.models import Candidate, Round, Scenario
 from storyloop.db.rounds import RoundError, get_round
 from storyloop.generation.buckets import reference_size
 from storyloop.generation.flux import References, TextEmbeds, write_reference_cache
-from storyloop.generation.gsa import POSITION_SCHEME, REFERENCE_PROMPT, install_gsa
-from storyloop.generation.lora import adapter_off, load_lora
+from storyloop.generation.gsa import POSITION_SCHEME, REFERENCE_PROMPT, GSAContext, install_gsa
+from storyloop.generation.lora import adapter_off, check_dpo_parent, load_lora
 from storyloop.generation.memory import apply_memory_plan, check_dtype, encoders_on
 from storyloop.generation.memory_estimate import Workload
 from storyloop.generation.models import (ModelError, base_identity, decode_tokens, encode_images, encode_text,
@@ -142,8 +142,8 @@ def load_round_model(rnd: Round, model: str | None = None, dtype=torch.float32, 
         if sha256_path(path) != sha:
             raise ModelError(f"{kind} LoRA {path} changed since {label} was created")
         meta = load_lora(pipe, Path(path), kind, base, kind)
-        if kind == "dpo" and (meta.extra or {}).get("stage1_sha256") != rnd.stage1_lora_sha256:
-            raise ModelError(f"DPO LoRA {path} was trained on top of another Stage-1 LoRA than {label} uses")
+        if kind == "dpo":
+            check_dpo_parent(meta, path, rnd.stage1_lora_sha256, label)
         adapters.append(kind)
         parts[kind] = sha
     if adapters:
@@ -270,15 +270,20 @@ def sample_images(loaded: LoadedModel, indices: list[int], text: TextEmbeds, ref
     cache = None
     reads_refs = any(scale != 0.0 for scale, _ in batches)  # s = 0 samples without them
     if refs is not None and config.use_reference_cache and reads_refs:  # one pass serves all K candidates
-        # References go through the Stage-1 model only, as in DPO training (see dpo/trainer.py).
-        with torch.no_grad(), adapter_off(pipe.transformer, "dpo"):
-            cache = write_reference_cache(pipe.transformer, refs, config.guidance_scale)
+        cache = reference_cache(pipe, refs, config.guidance_scale)
     for scale, chunk in batches:
         seeds = [seed_of(index) for index in chunk]
         tokens = sample(pipe.transformer, pipe.scheduler, text.expand(len(chunk)), grid, seeds, refs,
                         config.num_inference_steps, config.guidance_scale, config.use_reference_cache,
                         reference_cache=cache, reference_guidance_scale=scale)
         yield chunk, seeds, scale, decode_tokens(pipe, tokens, grid)
+
+
+def reference_cache(pipe: FluxPipeline, refs: References, guidance_scale: float) -> GSAContext:
+    """The references' K/V at every layer, written once for all the steps and images that read them.
+    References go through the Stage-1 model only (the DPO adapter off), as in DPO training (see dpo/trainer.py)."""
+    with torch.no_grad(), adapter_off(pipe.transformer, "dpo"):
+        return write_reference_cache(pipe.transformer, refs, guidance_scale)
 
 
 class RoundProgress:

@@ -17,10 +17,24 @@ from storyloop.generation.flux import (References, TextEmbeds, predict, predict_
 from storyloop.generation.gsa import GSAContext, unwrapped
 
 
-def initial_noise(seeds: Sequence[int], num_tokens: int, channels: int) -> torch.Tensor:
-    """One noise tensor per seed, drawn on the CPU so a seed gives the same image on any device."""
-    return torch.cat([torch.randn((1, num_tokens, channels), generator=torch.Generator().manual_seed(int(s)))
-                      for s in seeds])
+Seed = int | torch.Generator | None  # what one target's noise is drawn from
+
+
+def initial_noise(seeds: Sequence[Seed], num_tokens: int, channels: int) -> torch.Tensor:
+    """One noise tensor per seed, drawn on the CPU so a seed gives the same image on any device.
+
+    A torch.Generator instead of a seed is drawn from as it stands (on its own device), so
+    `torch.Generator().manual_seed(s)` gives exactly seed s's noise; None draws from torch's global generator.
+    """
+    return torch.cat([_draw((1, num_tokens, channels), s) for s in seeds])
+
+
+def _draw(shape: tuple[int, ...], seed: Seed) -> torch.Tensor:
+    if isinstance(seed, torch.Generator):
+        return torch.randn(shape, generator=seed, device=seed.device).cpu()
+    if seed is None:
+        return torch.randn(shape)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)))
 
 
 def shift_mu(scheduler: FlowMatchEulerDiscreteScheduler, num_tokens: int) -> float | None:
@@ -34,11 +48,12 @@ def shift_mu(scheduler: FlowMatchEulerDiscreteScheduler, num_tokens: int) -> flo
 
 @torch.no_grad()
 def sample(transformer: FluxTransformer2DModel, scheduler: FlowMatchEulerDiscreteScheduler,
-           text: TextEmbeds, grid: tuple[int, int], seeds: Sequence[int], refs: References | None = None,
+           text: TextEmbeds, grid: tuple[int, int], seeds: Sequence[Seed], refs: References | None = None,
            num_inference_steps: int = 50, guidance_scale: float = 3.5, use_cache: bool = True,
            reference_cache: GSAContext | None = None, reference_guidance_scale: float = 1.0,
            on_step: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Denoise one target per seed (text has one row per seed). Returns packed clean latent tokens.
+    """Denoise one target per seed (text has one row per seed; a seed may be a torch.Generator, see
+    `initial_noise`). Returns packed clean latent tokens.
 
     With references and `use_cache`, their K/V are written once before the loop, or taken from
     `reference_cache` (from `write_reference_cache`) so several calls can share one write.
