@@ -18,8 +18,9 @@ every number a story result has): they stay in the stored summary, not in the fi
 
 Scales: CSD and CIDS are cosine similarities (0-1), OCCM is 0-100, the prompt-alignment scores are a VLM's 0-4,
 aesthetics is the predictor's 1-10. The paper (Table 1) prints CSD and CIDS × 100 and an alignment score that
-is the mean of scene, camera and character action ÷ 4 × 100: the published leaderboard's rows for StoryGen,
-StoryDiffusion, StoryAdapter and UNO give the paper's baseline figures exactly so. `paper_scale` computes
+is the mean of scene, camera and character action ÷ 4 × 100: read so, the published leaderboard's rows for
+StoryGen, StoryDiffusion, StoryAdapter and UNO (vistorybench.github.io at 020220e) give the paper's baseline
+figures to the printed digit (StoryAdapter's alignment, 67.6499, is printed 67.7). `paper_scale` computes
 those columns.
 """
 
