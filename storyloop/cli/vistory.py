@@ -107,8 +107,8 @@ def results_table(rows) -> Table:
     character action ÷ 4 × 100)."""
     from storyloop.vistory.results import PAPER_COLUMNS
 
-    table = Table("round", "method/mode", "lang", "split", "evaluated", *PAPER_COLUMNS,
-                  title="ViStoryBench (paper scale: CSD, CIDS × 100; alignment = mean(scene, camera, action) / 4 × 100)")
+    title = "ViStoryBench (paper scale: CSD, CIDS × 100; alignment = mean(scene, camera, action) / 4 × 100)"
+    table = Table("round", "method/mode", "lang", "split", "evaluated", *PAPER_COLUMNS, title=title)
     for r in rows:
         paper = r.paper
         table.add_row(r.round, f"{r.method}/{r.mode}", r.language, r.split, r.evaluated_at,

@@ -136,11 +136,11 @@ def store_results(session: Session, round_name: str, path: Path, split: str | No
     if summary.run["language"] != source["language"]:
         raise RoundError(f"{path}: run.language is {summary.run['language']!r} but round {round_name!r} was "
                          f"imported in {source['language']!r}: not this round's images")
-    key = dict(round_id=rnd.id, benchmark=BENCHMARK, method=summary.run["method"], mode=summary.run["mode"],
-               language=summary.run["language"], evaluated_at=summary.run["timestamp"])
+    key = {"round_id": rnd.id, "benchmark": BENCHMARK, "method": summary.run["method"], "mode": summary.run["mode"],
+           "language": summary.run["language"], "evaluated_at": summary.run["timestamp"]}
     row = session.scalar(select(BenchmarkResult).filter_by(**key))
-    columns = dict(split=split, figures=summary.figures, summary=summary.raw, summary_sha256=summary.sha256,
-                   source_path=str(Path(path).resolve()))
+    columns = {"split": split, "figures": summary.figures, "summary": summary.raw, "summary_sha256": summary.sha256,
+               "source_path": str(Path(path).resolve())}
     if row is not None:
         if row.summary_sha256 == summary.sha256 and row.split == split:
             return StoreOutcome(row, "unchanged")

@@ -123,8 +123,10 @@ LEADERBOARD = {
                  "character_action": 1.4221119978474654},
 }
 # Table 1 of the paper: CSD cross, CSD self, CIDS cross, CIDS self, OCCM, alignment.
-PAPER_TABLE_1 = {"StoryGen": (37.1, 53.1, 37.1, 51.2, 80.3, 41.4), "StoryDiffusion": (34.0, 54.7, 39.8, 58.1, 84.9, 67.4),
-                 "StoryAdapter": (45.6, 54.8, 43.0, 60.5, 86.3, 67.7), "UNO": (39.1, 60.2, 45.7, 60.9, 89.5, 79.6)}
+PAPER_TABLE_1 = {"StoryGen": (37.1, 53.1, 37.1, 51.2, 80.3, 41.4),
+                 "StoryDiffusion": (34.0, 54.7, 39.8, 58.1, 84.9, 67.4),
+                 "StoryAdapter": (45.6, 54.8, 43.0, 60.5, 86.3, 67.7),
+                 "UNO": (39.1, 60.2, 45.7, 60.9, 89.5, 79.6)}
 
 
 def summary_json(method: str = "storyloop", mode: str = "base", language: str = "en",

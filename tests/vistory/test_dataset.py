@@ -101,8 +101,8 @@ def test_a_missing_or_empty_image_folder_is_named_with_the_first_shot_of_its_cha
         read_dataset(dataset, "full", "en")
     assert _problems(err.value).splitlines() == [
         f"story 01 shot 1: character 'Tom': image folder {root / '01' / 'image' / 'Tom'} is missing",
-        f"story 08 shot 1: character 'Old Fox': image folder {root / '08' / 'image' / 'Old Fox'} has no .png/.jpg "
-        "images"]
+        (f"story 08 shot 1: character 'Old Fox': image folder {root / '08' / 'image' / 'Old Fox'} has no "
+         ".png/.jpg images")]
 
 
 def test_shape_problems_of_shots_and_characters_are_reported(dataset):

@@ -105,7 +105,6 @@ def test_winner_is_the_aggregated_choice_and_unjudged_shots_fall_back_to_the_fir
         users = [add_user(s, u, "password123", Role.annotator).id for u in ("ann", "bob", "cat")]
         rnd = s.scalar(select(Round).where(Round.name == name))
         cands = {sc.key: (sc.id, [c.id for c in sc.candidates]) for sc in rnd.scenarios}
-    won, _ = cands["01-01"]
     for u in users:
         judge(settings, *cands["01-01"], u, [A, P], ranks={1: 1})  # candidate 1 wins, 0 fails anatomy
         judge(settings, *cands["08-02"], u, [C, C])  # judged: all bad, no winner
