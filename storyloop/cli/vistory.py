@@ -73,7 +73,7 @@ def export_cmd(
     how = ", ".join(f"{n} {k}" for k, n in sorted(summary.picked.items()))
     console.print(f"Exported {summary.shots} shot(s) of {summary.stories} story(ies) to {summary.folder} ({how}).")
     console.print(f"Evaluate (at ViStoryBench/vistorybench 514cc31): python bench_run.py --outputs_path {out} "
-                  f"--method {method} --mode {mode} --language {summary.folder.parent.name} "
+                  f"--method {method} --mode {mode} --language {summary.folder.parent.name} --split {summary.split} "
                   f"--timestamp {summary.folder.name}")
 
 

@@ -62,6 +62,7 @@ class ExportSummary:
     stories: int
     shots: int
     picked: dict[str, int] = field(default_factory=dict)  # how each shot's image was chosen -> shots
+    split: str = "full"  # the round's split: the evaluator's --split
 
 
 def parse_pick(text: str) -> str | int:
@@ -119,7 +120,7 @@ def export_round(session: Session, store_dir: Path, round_name: str, out_dir: Pa
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ExportSummary(target, len({sc.story_id for sc in scenarios}), len(scenarios), picked)
+    return ExportSummary(target, len({sc.story_id for sc in scenarios}), len(scenarios), picked, source["split"])
 
 
 def _check_names(options: ExportOptions, language: str, imported: str) -> None:

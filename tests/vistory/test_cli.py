@@ -42,7 +42,7 @@ def test_import_export_results_and_round_show_side_by_side(cli, tmp_path, settin
               "--timestamp", "20260102_030405").flat
     assert "Exported 5 shot(s) of 2 story(ies)" in out and "5 first (not judged)" in out
     assert (f"python bench_run.py --outputs_path {outputs} --method storyloop-r1 --mode base --language ch "
-            "--timestamp 20260102_030405") in out
+            "--split lite --timestamp 20260102_030405") in out
     assert (outputs / "storyloop-r1/base/ch/20260102_030405/01/shots/shot_03.png").is_file()
 
     for name, method, stamp in (("vb", "UNO", "20260105_100000"), ("vb2", "StoryGen", "20260105_110000")):
