@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from storyloop import __version__
-from storyloop.cli import annotate, bench, data, dpo, export, generate, pairs, sample, study, toy
+from storyloop.cli import annotate, bench, data, dpo, export, generate, pairs, sample, study, toy, vistory
 from storyloop.cli.common import (DataDirOpt, DbOpt, console, err_console, fail, read_password,
                                   ready_settings, settings, user_errors)
 from storyloop.db import session_scope
@@ -39,6 +39,7 @@ app.add_typer(dpo.app, name="dpo")
 app.add_typer(toy.app, name="toy")
 app.add_typer(data.app, name="data")
 app.add_typer(study.app, name="study")
+app.add_typer(vistory.app, name="vistory")
 app.command("export")(export.export)
 app.command("sample")(sample.sample)
 app.command("story", epilog=sample.STORY_EPILOG)(sample.story)
@@ -267,22 +268,33 @@ def round_list(data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
 
 
 @round_app.command("show")
-def round_show(name: str, data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
-    """Show a round's model spec and scenarios."""
+def round_show(names: Annotated[list[str], typer.Argument(
+                   help="One round, or several to put their benchmark results side by side.")],
+               data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """Show a round's model spec and scenarios, and its ViStoryBench results (several rounds: side by side)."""
+    from storyloop.vistory.results import result_rows
+
     s = ready_settings(data_dir, db)
     with user_errors(), session_scope(s.db_url) as session:
-        r: Round = get_round(session, name)
-        console.print(f"[bold]{r.name}[/]  parent: {r.parent.name if r.parent else '-'}  "
-                      f"k = {r.judgments_per_scenario}")
-        for label, path, sha in (("base model", r.base_model, None),
-                                 ("stage-1 LoRA", r.stage1_lora_path, r.stage1_lora_sha256),
-                                 ("DPO LoRA", r.dpo_lora_path, r.dpo_lora_sha256)):
-            console.print(f"  {label:13} {path or '-'}" + (f"  sha256 {sha[:16]}…" if sha else ""))
-        table = Table("id", "story", "frame", "refs", "candidates", "prompt")
-        for sc in r.scenarios:
-            table.add_row(sc.key, sc.story_id, str(sc.frame_index), str(len(sc.references)),
-                          str(len(sc.candidates)), sc.prompt if len(sc.prompt) < 60 else sc.prompt[:57] + "…")
-        console.print(table)
+        for name in names:
+            r: Round = get_round(session, name)
+            console.print(f"[bold]{r.name}[/]  parent: {r.parent.name if r.parent else '-'}  "
+                          f"k = {r.judgments_per_scenario}")
+            for label, path, sha in (("base model", r.base_model, None),
+                                     ("stage-1 LoRA", r.stage1_lora_path, r.stage1_lora_sha256),
+                                     ("DPO LoRA", r.dpo_lora_path, r.dpo_lora_sha256)):
+                console.print(f"  {label:13} {path or '-'}" + (f"  sha256 {sha[:16]}…" if sha else ""))
+            if r.source:
+                console.print("  source        " + ", ".join(f"{k} {v}" for k, v in r.source.items()
+                                                             if v is not None))
+            table = Table("id", "story", "frame", "refs", "candidates", "prompt")
+            for sc in r.scenarios:
+                table.add_row(sc.key, sc.story_id, str(sc.frame_index), str(len(sc.references)),
+                              str(len(sc.candidates)), sc.prompt if len(sc.prompt) < 60 else sc.prompt[:57] + "…")
+            console.print(table)
+        results = result_rows(session, list(dict.fromkeys(names)))
+    if results:
+        console.print(vistory.results_table(results))
 
 
 @app.command()

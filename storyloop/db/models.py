@@ -157,6 +157,9 @@ class Round(Base):
     gold_rate: Mapped[float] = mapped_column(Float, default=0.0)
     skip_policy: Mapped[SkipPolicy] = mapped_column(_enum(SkipPolicy, "skip_policy"), default=SkipPolicy.others,
                                                     server_default=SkipPolicy.others.value)
+    # Where the scenarios came from when a bridge made them, e.g. {"benchmark": "vistorybench", "split": "lite",
+    # "language": "en", ...} (storyloop/vistory); None for a round imported from a JSONL file.
+    source: Mapped[dict | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     parent: Mapped[Round | None] = relationship(remote_side=[id])
@@ -166,6 +169,35 @@ class Round(Base):
         CheckConstraint("judgments_per_scenario >= 1", name="k_positive"),
         CheckConstraint("gold_rate >= 0 AND gold_rate <= 1", name="gold_rate_unit"),
     )
+
+
+class BenchmarkResult(Base):
+    """A benchmark's verdict on a round's exported images: one evaluator summary (storyloop/vistory/results.py).
+
+    `figures` holds the known metrics under storyloop's names, on the evaluator's own scale; `summary` keeps the
+    file as it was, so nothing the evaluator wrote is lost."""
+
+    __tablename__ = "benchmark_results"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"), index=True)
+    benchmark: Mapped[str] = mapped_column(String(32))  # "vistorybench"
+    method: Mapped[str] = mapped_column(String(128))
+    mode: Mapped[str] = mapped_column(String(128))
+    language: Mapped[str] = mapped_column(String(16))
+    split: Mapped[str] = mapped_column(String(16))  # full or lite: the stories the evaluator ran over
+    evaluated_at: Mapped[str] = mapped_column(String(32))  # the evaluator's run timestamp, YYYYMMDD_HHMMSS
+    figures: Mapped[dict] = mapped_column()
+    summary: Mapped[dict] = mapped_column()
+    summary_sha256: Mapped[str] = mapped_column(String(64))
+    source_path: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    round: Mapped[Round] = relationship()
+
+    # Named by hand: the convention's name would pass PostgreSQL's 63-character limit.
+    __table_args__ = (UniqueConstraint("round_id", "benchmark", "method", "mode", "language", "evaluated_at",
+                                       name="uq_benchmark_results_run"),)
 
 
 class Asset(Base):

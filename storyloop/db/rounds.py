@@ -1,4 +1,5 @@
-"""Rounds and their scenarios: all-or-nothing import from JSONL, listing, inspection."""
+"""Rounds and their scenarios: all-or-nothing import (from a JSONL file, or from scenarios built in memory by
+a bridge such as storyloop/vistory), listing, inspection."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ class RoundError(ValueError):
 
 
 class ImportValidationError(RoundError):
-    """The scenarios file has problems; `problems` lists each with its line number."""
+    """The scenarios have problems; `problems` lists each with where it is (a line, a story and shot)."""
 
-    def __init__(self, path: Path, problems: list[str]):
+    def __init__(self, path: Path | str, problems: list[str]):
         self.path, self.problems = path, problems
         shown = "\n".join(f"  {p}" for p in problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
@@ -47,8 +48,8 @@ class ScenarioLine(BaseModel):
 
 
 @dataclass
-class _ValidScenario:
-    line_no: int
+class ValidScenario:
+    where: str  # how errors name it: "line 3" in a file, "story 01 shot 2" from ViStoryBench
     line: ScenarioLine
     references: list[ImageInfo]
     candidates: list[ImageInfo]
@@ -85,71 +86,87 @@ class ImportSummary:
     story_ids: set[str] = field(default_factory=set)
 
 
-def read_scenarios_file(path: Path) -> list[_ValidScenario]:
+def read_scenarios_file(path: Path) -> list[ValidScenario]:
     """Parse and validate every line and every image; raise ImportValidationError listing all problems."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RoundError(f"{path}: cannot read scenarios file ({exc})") from None
-    problems: list[str] = []
-    seen_ids: dict[str, int] = {}
-    images: dict[Path, ImageInfo | str] = {}  # each file inspected once, even if used on many lines
-    valid: list[_ValidScenario] = []
-
-    def image(line_no: int, what: str, rel: str) -> ImageInfo | None:
-        resolved = (path.parent / rel).resolve()
-        if resolved not in images:
-            try:
-                images[resolved] = inspect_image(resolved)
-            except ImageError as exc:
-                images[resolved] = str(exc)
-        result = images[resolved]
-        if isinstance(result, str):
-            problems.append(f"line {line_no}: {what} {rel!r}: {result.split(': ', 1)[-1]}")
-            return None
-        return result
-
+    checker = ScenarioChecker(path.parent)
     for line_no, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
-            problems.append(f"line {line_no}: not valid JSON ({exc.msg} at column {exc.colno})")
+            checker.problems.append(f"line {line_no}: not valid JSON ({exc.msg} at column {exc.colno})")
             continue
         if not isinstance(obj, dict):
-            problems.append(f"line {line_no}: expected a JSON object, got {type(obj).__name__}")
+            checker.problems.append(f"line {line_no}: expected a JSON object, got {type(obj).__name__}")
             continue
+        checker.add(f"line {line_no}", obj)
+    return checker.result(path)
+
+
+class ScenarioChecker:
+    """Validates scenarios one by one (each field, each image) and collects every problem, in order.
+
+    Image paths are relative to `base_dir`, or absolute. A file reads its lines into one; a bridge that builds
+    scenarios in memory (storyloop/vistory) adds its objects with its own `where` ("story 01 shot 2")."""
+
+    def __init__(self, base_dir: Path):
+        self.base_dir = Path(base_dir)
+        self.problems: list[str] = []
+        self.valid: list[ValidScenario] = []
+        self._seen_ids: dict[str, str] = {}
+        self._images: dict[Path, ImageInfo | str] = {}  # each file inspected once, even if used many times
+
+    def _image(self, where: str, what: str, rel: str) -> ImageInfo | None:
+        resolved = (self.base_dir / rel).resolve()
+        if resolved not in self._images:
+            try:
+                self._images[resolved] = inspect_image(resolved)
+            except ImageError as exc:
+                self._images[resolved] = str(exc)
+        result = self._images[resolved]
+        if isinstance(result, str):
+            self.problems.append(f"{where}: {what} {rel!r}: {result.split(': ', 1)[-1]}")
+            return None
+        return result
+
+    def add(self, where: str, obj: dict) -> None:
         try:
             line = ScenarioLine.model_validate(obj)
         except ValidationError as exc:
             for err in exc.errors():
                 loc = ".".join(str(p) for p in err["loc"]) or "line"
-                problems.append(f"line {line_no}: field {loc!r}: {err['msg']}")
-            continue
-        if line.id in seen_ids:
-            problems.append(f"line {line_no}: duplicate id {line.id!r} (first on line {seen_ids[line.id]})")
-            continue
-        seen_ids[line.id] = line_no
+                self.problems.append(f"{where}: field {loc!r}: {err['msg']}")
+            return
+        if line.id in self._seen_ids:
+            self.problems.append(f"{where}: duplicate id {line.id!r} (first on {self._seen_ids[line.id]})")
+            return
+        self._seen_ids[line.id] = where
         try:
             ref_slots = slots(line.references)
         except ValueError as exc:
-            problems.append(f"line {line_no}: field 'references': {exc}")
-            continue
-        refs = [image(line_no, _slot_name(ref_slots, i), s.item) for i, s in enumerate(ref_slots)]
-        cands = [image(line_no, f"candidates[{i}]", c) for i, c in enumerate(line.candidates)]
+            self.problems.append(f"{where}: field 'references': {exc}")
+            return
+        refs = [self._image(where, _slot_name(ref_slots, i), s.item) for i, s in enumerate(ref_slots)]
+        cands = [self._image(where, f"candidates[{i}]", c) for i, c in enumerate(line.candidates)]
         if None in refs or None in cands:
-            continue
+            return
         shas = [c.sha256 for c in cands]
         for i, sha in enumerate(shas):
             if sha in shas[:i]:
-                problems.append(f"line {line_no}: candidates[{i}] is the same image as "
-                                f"candidates[{shas.index(sha)}]")
-        valid.append(_ValidScenario(line_no, line, refs, cands, [s.character for s in ref_slots]))
-    if problems:
-        raise ImportValidationError(path, problems)
-    return valid
+                self.problems.append(f"{where}: candidates[{i}] is the same image as candidates[{shas.index(sha)}]")
+        self.valid.append(ValidScenario(where, line, refs, cands, [s.character for s in ref_slots]))
+
+    def result(self, source: Path | str) -> list[ValidScenario]:
+        """The valid scenarios, or ImportValidationError naming `source` and listing every problem."""
+        if self.problems:
+            raise ImportValidationError(source, self.problems)
+        return self.valid
 
 
 def _slot_name(ref_slots, i: int) -> str:
@@ -161,7 +178,7 @@ def _slot_name(ref_slots, i: int) -> str:
     return f"references[{character!r}][{within}]"
 
 
-def _same_scenario(existing: Scenario, item: _ValidScenario) -> bool:
+def _same_scenario(existing: Scenario, item: ValidScenario) -> bool:
     return (existing.story_id == item.line.story_id
             and existing.frame_index == item.line.frame_index
             and existing.prompt == item.line.prompt
@@ -172,13 +189,19 @@ def _same_scenario(existing: Scenario, item: _ValidScenario) -> bool:
 
 def create_round(session: Session, store_dir: Path, name: str, scenarios_file: Path | None = None,
                  parent: str | None = None, spec: ModelSpec | None = None,
-                 judgments_per_scenario: int = 3) -> ImportSummary:
-    """Create round `name` (or extend it) with the scenarios of `scenarios_file`.
+                 judgments_per_scenario: int = 3, *, scenarios: list[ValidScenario] | None = None,
+                 source: dict | None = None) -> ImportSummary:
+    """Create round `name` (or extend it) with the scenarios of `scenarios_file`, or with `scenarios` already
+    validated by a ScenarioChecker (a bridge that builds them in memory). `source` says where a new round's
+    scenarios came from (Round.source); an existing round keeps its own, its caller checks they agree.
 
     Everything is validated before anything is written. Re-importing the same file is a no-op;
     a scenario id that exists with different content is an error.
     """
-    items = read_scenarios_file(scenarios_file) if scenarios_file else []
+    if scenarios_file is not None and scenarios is not None:
+        raise RoundError("give a scenarios file or scenarios, not both")
+    items = read_scenarios_file(scenarios_file) if scenarios_file else list(scenarios or [])
+    origin = scenarios_file if scenarios_file is not None else f"round {name!r}"
     spec_cols = (spec or ModelSpec()).columns()
     parent_round = None
     if parent is not None:
@@ -189,7 +212,8 @@ def create_round(session: Session, store_dir: Path, name: str, scenarios_file: P
     rnd = session.scalar(select(Round).where(Round.name == name))
     summary = ImportSummary(round_name=name, round_created=rnd is None)
     if rnd is None:
-        rnd = Round(name=name, parent=parent_round, judgments_per_scenario=judgments_per_scenario, **spec_cols)
+        rnd = Round(name=name, parent=parent_round, judgments_per_scenario=judgments_per_scenario, source=source,
+                    **spec_cols)
         session.add(rnd)
         session.flush()
     else:
@@ -201,11 +225,11 @@ def create_round(session: Session, store_dir: Path, name: str, scenarios_file: P
             raise RoundError(f"round {name!r} already exists with a different {', '.join(differing)}")
 
     existing = {s.key: s for s in session.scalars(select(Scenario).where(Scenario.round_id == rnd.id))}
-    conflicts = [f"line {it.line_no}: scenario {it.line.id!r} already exists in round {name!r} "
+    conflicts = [f"{it.where}: scenario {it.line.id!r} already exists in round {name!r} "
                  "with different content" for it in items
                  if it.line.id in existing and not _same_scenario(existing[it.line.id], it)]
     if conflicts:
-        raise ImportValidationError(scenarios_file, conflicts)
+        raise ImportValidationError(origin, conflicts)
 
     known = set(session.scalars(select(Asset.sha256)))
     for it in items:

@@ -302,6 +302,26 @@ def test_rounds_page_changes_k_gold_rate_and_skip_policy(app, small_round):
         assert (rnd.judgments_per_scenario, rnd.gold_rate, rnd.skip_policy) == (3, 0.2, SkipPolicy.counts)
 
 
+def test_rounds_page_puts_vistorybench_results_side_by_side(app, small_round, tmp_path):
+    from storyloop.db.models import Round
+    from storyloop.vistory.results import store_results
+    from tests.vistory.helpers import LEADERBOARD, summary_json, write_summary
+
+    with session_scope(small_round.settings.db_url) as s:  # as `vistory import` would have recorded it
+        s.get(Round, small_round.round_id).source = {"benchmark": "vistorybench", "split": "lite", "language": "en"}
+    for method, stamp in (("UNO", "20260105_100000"), ("StoryGen", "20260105_110000")):
+        path = write_summary(tmp_path / method / "summary.json",
+                             summary_json(method, timestamp=stamp, figures=LEADERBOARD[method]))
+        with session_scope(small_round.settings.db_url) as s:
+            store_results(s, "r1", path)
+    at = app("rita")
+    at.switch_page(f"{PAGES}/rounds.py").run()
+    table = at.dataframe[1].value
+    assert table.method.tolist() == ["UNO", "StoryGen"] and set(table["round"]) == {"r1"}
+    assert [round(v, 1) for v in table["CIDS cross"]] == [45.7, 37.1]
+    assert [round(v, 1) for v in table["alignment"]] == [79.6, 41.4]
+
+
 def test_gallery_sets_a_gold_answer_and_refuses_a_bad_one(app, small_round):
     from storyloop.db.models import GoldAnswer
 

@@ -62,6 +62,23 @@ def test_revision_0004_adds_the_study_tables_and_keeps_existing_rows(db_url):
     assert not STUDY_TABLES & set(inspect(get_engine(db_url)).get_table_names())
 
 
+def test_revision_0008_adds_benchmark_results_and_a_null_source_to_existing_rounds(db_url):
+    from storyloop.db import session_scope
+    from storyloop.db.models import Round
+
+    upgrade(db_url, "0007")
+    with get_engine(db_url).begin() as conn:
+        conn.exec_driver_sql("INSERT INTO rounds (name, judgments_per_scenario, gold_rate, skip_policy, created_at) "
+                             "VALUES ('r1', 3, 0.0, 'others', '2026-01-01 00:00:00')")
+    upgrade(db_url)
+    assert "benchmark_results" in inspect(get_engine(db_url)).get_table_names()
+    with session_scope(db_url) as s:
+        assert [(r.name, r.source) for r in s.query(Round)] == [("r1", None)]
+    command.downgrade(alembic_config(db_url), "0007")
+    assert "benchmark_results" not in inspect(get_engine(db_url)).get_table_names()
+    assert "source" not in {c["name"] for c in inspect(get_engine(db_url)).get_columns("rounds")}
+
+
 def test_uninitialised_database_is_refused_with_the_fix(db_url):
     with pytest.raises(SchemaError, match="storyloop init"):
         require_current_schema(db_url)

@@ -1,4 +1,5 @@
-"""Rounds: every round's size, and how it is annotated (k, gold rate, skip policy)."""
+"""Rounds: every round's size, its ViStoryBench results side by side, and how it is annotated (k, gold rate,
+skip policy)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from storyloop.annotator import ui
 from storyloop.annotator.rounds import list_rounds, update_round
 from storyloop.db.models import SkipPolicy
 from storyloop.db.rounds import RoundError
+from storyloop.vistory.results import PAPER_COLUMNS, result_rows
 
 POLICY_HELP = {
     SkipPolicy.others: "back to the queue for the other annotators (the skip does not count)",
@@ -20,6 +22,7 @@ st.header("Rounds")
 ui.show_flash()
 with ui.db() as s:
     rounds = list_rounds(s)
+    results = result_rows(s)
 if not rounds:
     st.info("No rounds yet: create one with `storyloop round create`.")
     st.stop()
@@ -27,6 +30,14 @@ st.dataframe(pd.DataFrame([{"round": r.name, "parent": r.parent or "", "scenario
                             "candidates": r.candidates, "judgments": r.judgments, "k": r.k,
                             "gold rate": r.gold_rate, "skip policy": r.skip_policy.value} for r in rounds]),
              hide_index=True)
+if results:
+    st.subheader("ViStoryBench")
+    st.caption("The official evaluator's summaries stored with `storyloop vistory results`, on the paper's scale: "
+               "CSD and CIDS × 100, alignment = mean of scene, camera and character action ÷ 4 × 100.")
+    st.dataframe(pd.DataFrame([{"round": r.round, "method": r.method, "mode": r.mode, "lang": r.language,
+                                "split": r.split, "evaluated": r.evaluated_at,
+                                **{c: r.paper[c] for c in PAPER_COLUMNS}} for r in results]),
+                 hide_index=True)
 
 round_id = ui.pick_round()
 r = next(r for r in rounds if r.id == round_id)
