@@ -39,3 +39,31 @@ def test_a_bad_story_file_is_refused_naming_file_and_line(tmp_path, text, messag
     with pytest.raises(StoryError, match=str(path)) as err:
         read_story(path)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("language", ["en", "ch"])
+@pytest.mark.parametrize("given", ["story.json", "folder"])
+def test_a_vistorybench_story_is_read_shot_by_shot_with_each_characters_images(tmp_path, language, given):
+    from tests.vistory.helpers import CAST, IMAGES, PROMPTS, build_dataset
+
+    story = build_dataset(tmp_path) / "ViStory" / "01"
+    frames = read_story(story / "story.json" if given == "story.json" else story, language=language)
+    assert [(f.story_id, f.frame_index) for f in frames] == [("01", 1), ("01", 2), ("01", 3)]
+    assert [f.prompt for f in frames] == [PROMPTS[language][("01", i)] for i in (1, 2, 3)]
+    for f in frames:  # the English names (the image folders), in the shot's order, each with all its images
+        names = [s.character for s in f.references]
+        assert names == [n for n in CAST[("01", f.frame_index)] for _ in range(IMAGES[("01", n)])]
+        assert all(s.item.parent.name == s.character and s.item.is_file() for s in f.references)
+    assert frames[0].where.endswith("story.json shot 1")
+
+
+def test_a_broken_vistorybench_story_is_refused_naming_story_and_shot(tmp_path):
+    from tests.vistory.helpers import build_dataset, story_json, write_story
+
+    root = build_dataset(tmp_path) / "ViStory"
+    data = story_json("01")
+    data["Shots"][0]["Characters Appearing"]["en"] = ["Nobody"]
+    write_story(root, "01", data)
+    with pytest.raises(StoryError, match="story 01") as err:
+        read_story(root / "01" / "story.json")
+    assert "Nobody" in str(err.value)

@@ -88,13 +88,16 @@ STORY_EPILOG = (
 
 
 def story(
-    file: Annotated[Path, typer.Argument(help="The story file.", show_default=False)],
+    file: Annotated[Path, typer.Argument(help="The story file: a round-create JSONL, or a ViStoryBench story.json "
+                                              "(or its story folder).", show_default=False)],
     model: ModelOpt,
     stage1_lora: Stage1Opt,
     out: OutOpt,
     dpo_lora: DpoOpt = None,
     fmt: Annotated[str | None, typer.Option("--format", help=f"The file's format: {', '.join(READERS)} (default: "
-                                                             "from its suffix).")] = None,
+                                                             "from its suffix: .jsonl a scenarios file, .json or a "
+                                                             "folder with one a ViStoryBench story.json).")] = None,
+    lang: Annotated[str, typer.Option("--lang", help="ViStoryBench text to draw from: en or ch.")] = "en",
     seed: Annotated[int, typer.Option(help="Base seed; every image derives its own (see below).")] = D("seed"),
     num_images: Annotated[int, typer.Option("-n", "--num-images", min=1, help="Images per frame.")] = D("num_images"),
     steps: StepsOpt = D("num_inference_steps"), guidance: GuidanceOpt = D("guidance_scale"),
@@ -111,7 +114,7 @@ def story(
     try:
         config = DrawConfig(num_images, seed, steps, guidance, height, width, reference_guidance_scale,
                             max_sequence_length, memory, quantization)
-        frames = read_story(file, fmt)
+        frames = read_story(file, fmt, lang)
         written = draw_story(ModelChoice(model, stage1_lora, dpo_lora), frames, config, out, weight_dtype)
     except _errors() as exc:
         raise fail(str(exc)) from None
