@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from storyloop.annotator.protocol import Draft
 from storyloop.annotator.queue import Task, aware
+from storyloop.annotator.stats import judging_seconds
 from storyloop.db.models import Judgment, Outcome, Round, Scenario, utcnow
 
 
@@ -25,7 +26,7 @@ class HistoryRow:
     failed_positions: list[int]
     skip_reason: str | None
     submitted_at: datetime
-    seconds: float  # shown -> submitted
+    seconds: float  # spent judging (annotator.stats.judging_seconds)
 
 
 def my_history(session: Session, user_id: int, limit: int = 50) -> list[HistoryRow]:
@@ -46,7 +47,7 @@ def my_history(session: Session, user_id: int, limit: int = 50) -> list[HistoryR
         failed = [place[l.candidate_id] for l in j.labels if not l.consistency_pass or l.anatomy_pass is False]
         out.append(HistoryRow(j.scenario_id, key, round_name, prompt, j.revision, Outcome(j.outcome),
                               sorted(best), sorted(failed), j.skip_reason, aware(j.submitted_at),
-                              (aware(j.submitted_at) - aware(j.shown_at)).total_seconds()))
+                              judging_seconds(j.shown_at, j.submitted_at, j.active_seconds)))
     return out
 
 

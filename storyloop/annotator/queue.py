@@ -13,6 +13,7 @@ Leases expire after a TTL, so a scenario someone walked away from goes back to t
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,6 +26,9 @@ from storyloop.annotator.protocol import Draft
 from storyloop.db.models import (Candidate, GoldAnswer, Judgment, Lease, Outcome, Round, Scenario, SkipPolicy,
                                  utcnow)
 from storyloop.queueing import LEASE_TTL, OpenItems, aware  # noqa: F401  (pages import them from here)
+
+# A longer gap between two actions on a task is a pause (a break, another window), not judging: it counts this much.
+IDLE_GAP = timedelta(seconds=60)
 
 
 @dataclass
@@ -45,9 +49,21 @@ class Task:
     # The newest key press (its seq, annotator/keys.py) whose effect is in the draft: stored with the marks in one
     # UPDATE, so a tab that reconnects to a restarted server sends on exactly the presses made after it.
     keys_applied: int = 0
+    # Time spent judging so far (stored with the draft): each gap between two actions on the task counts up to
+    # IDLE_GAP; a new page session (a reload, a tab reopened after a break) starts a new gap at zero.
+    active_seconds: float = 0.0
+    last_active: float | None = field(default=None, repr=False)  # time.monotonic() of the last action here
 
     def __post_init__(self):
         self.draft = Draft(order=list(self.shown_order))
+
+    def touch(self, now: float | None = None) -> float:
+        """Count the time since the last action on this task (up to IDLE_GAP) as judging; the total so far."""
+        now = time.monotonic() if now is None else now
+        if self.last_active is not None:
+            self.active_seconds += min(max(now - self.last_active, 0.0), IDLE_GAP.total_seconds())
+        self.last_active = now
+        return self.active_seconds
 
     def draft_unsaved(self) -> bool:
         """Whether the lease should get this draft: marks changed since it was last stored (or read)."""
@@ -200,6 +216,7 @@ def _task(session: Session, lease: Lease, user_id: int) -> Task:
     task.saved_state = task.draft.to_state()
     if own is not None and task.draft.to_state() == {k: own.get(k) for k in task.saved_state}:
         task.keys_applied = int(own.get("keys_applied") or 0)  # only for marks restored as they were stored
+        task.active_seconds = float(own.get("active_seconds") or 0.0)
     return task
 
 
@@ -214,7 +231,8 @@ def save_draft(session: Session, task: Task, now: datetime | None = None, ttl: t
     stored = session.execute(
         update(Lease).where(Lease.scenario_id == task.scenario_id, Lease.user_id == task.user_id,
                             Lease.expires_at > now)
-        .values(draft={**state, "task": task.idempotency_key, "keys_applied": task.keys_applied},
+        .values(draft={**state, "task": task.idempotency_key, "keys_applied": task.keys_applied,
+                       "active_seconds": round(task.active_seconds, 3)},
                 expires_at=now + ttl)
         .execution_options(synchronize_session=False)).rowcount == 1
     if stored:

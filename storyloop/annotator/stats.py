@@ -65,16 +65,24 @@ def progress_by_scenario(session: Session, round_id: int) -> pd.DataFrame:
                                        "in progress", "gold", "complete", "over k"])
 
 
+def judging_seconds(shown_at, submitted_at, active_seconds: float | None) -> float:
+    """Time spent judging: the measured active time (idle gaps left out, see queue.IDLE_GAP); for judgments
+    stored before it was measured, shown -> submitted."""
+    if active_seconds is not None:
+        return float(active_seconds)
+    return (aware(submitted_at) - aware(shown_at)).total_seconds()
+
+
 def judgment_times(session: Session, round_id: int) -> pd.DataFrame:
-    """Every submit of the round: annotator, scenario, revision, outcome, seconds from shown to submitted."""
+    """Every submit of the round: annotator, scenario, revision, outcome, seconds spent judging (`judging_seconds`)."""
     names = _usernames(session)
     rows = session.execute(select(Judgment.user_id, Scenario.key, Judgment.revision, Judgment.outcome,
-                                  Judgment.shown_at, Judgment.submitted_at)
+                                  Judgment.shown_at, Judgment.submitted_at, Judgment.active_seconds)
                            .join(Scenario, Scenario.id == Judgment.scenario_id)
                            .where(Scenario.round_id == round_id).order_by(Judgment.submitted_at)).all()
     return pd.DataFrame([{"annotator": names[uid], "scenario": key, "revision": rev, "outcome": Outcome(o).value,
-                          "seconds": (aware(sub) - aware(shown)).total_seconds(), "submitted_at": aware(sub)}
-                         for uid, key, rev, o, shown, sub in rows],
+                          "seconds": judging_seconds(shown, sub, active), "submitted_at": aware(sub)}
+                         for uid, key, rev, o, shown, sub, active in rows],
                         columns=["annotator", "scenario", "revision", "outcome", "seconds", "submitted_at"])
 
 
@@ -219,7 +227,7 @@ def judgments_table(session: Session, round_id: int) -> pd.DataFrame:
         base = {"round": rnd.name, "scenario": sc.key, "story": sc.story_id, "frame": sc.frame_index,
                 "annotator": names[j.user_id], "revision": j.revision, "outcome": Outcome(j.outcome).value,
                 "skip_reason": j.skip_reason, "shown_at": aware(j.shown_at), "submitted_at": aware(j.submitted_at),
-                "seconds": (aware(j.submitted_at) - aware(j.shown_at)).total_seconds()}
+                "seconds": judging_seconds(j.shown_at, j.submitted_at, j.active_seconds)}
         if not j.labels:
             rows.append(base)
         for lab in j.labels:

@@ -33,6 +33,6 @@ def submit_task(session: Session, task: Task, skip_reason: str | None = None) ->
     row, created = submit_judgment(session, JudgmentIn(
         scenario_id=task.scenario_id, user_id=task.user_id, idempotency_key=task.idempotency_key,
         outcome=outcome, shown_order=list(task.shown_order), shown_at=task.shown_at, labels=labels,
-        skip_reason=skip_reason))
+        skip_reason=skip_reason, active_seconds=round(task.touch(), 3)))
     release(session, task.user_id, task.scenario_id)
     return Submitted(row.id, row.scenario_id, row.revision, Outcome(row.outcome), created)

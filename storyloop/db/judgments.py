@@ -37,6 +37,7 @@ class JudgmentIn:
     shown_at: datetime
     labels: dict[int, Label] = field(default_factory=dict)  # candidate id -> labels
     skip_reason: str | None = None
+    active_seconds: float | None = None  # time spent judging, idle gaps left out (None: not measured)
 
 
 def validate(judgment: JudgmentIn, candidate_ids: set[int]) -> None:
@@ -107,6 +108,7 @@ def submit_judgment(session: Session, judgment: JudgmentIn, max_attempts: int = 
             idempotency_key=judgment.idempotency_key, outcome=Outcome(judgment.outcome),
             skip_reason=judgment.skip_reason if judgment.outcome == Outcome.skipped else None,
             shown_order=list(judgment.shown_order), shown_at=judgment.shown_at, submitted_at=utcnow(),
+            active_seconds=judgment.active_seconds,
             labels=[JudgmentLabel(candidate_id=cid, consistency_pass=lab.consistency_pass,
                                   anatomy_pass=lab.anatomy_pass, aesthetics_rank=lab.aesthetics_rank)
                     for cid, lab in sorted(judgment.labels.items())])

@@ -307,6 +307,9 @@ class Judgment(Base):
     shown_order: Mapped[list] = mapped_column()  # candidate ids, left to right, as the annotator saw them
     shown_at: Mapped[datetime] = mapped_column()
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Seconds spent judging: the gaps between the annotator's actions, each counted up to a limit, so a break
+    # (a tab left open, or closed and reopened later) is not judging time. None: stored before it was measured.
+    active_seconds: Mapped[float | None] = mapped_column(Float)
 
     labels: Mapped[list[JudgmentLabel]] = relationship(
         back_populates="judgment", cascade="all, delete-orphan", order_by="JudgmentLabel.candidate_id")
@@ -315,6 +318,7 @@ class Judgment(Base):
         UniqueConstraint("scenario_id", "user_id", "revision"),
         CheckConstraint("revision >= 1", name="revision_positive"),
         CheckConstraint("(outcome = 'skipped') = (skip_reason IS NOT NULL)", name="skip_has_reason"),
+        CheckConstraint("active_seconds IS NULL OR active_seconds >= 0", name="active_seconds_nonneg"),
     )
 
 

@@ -120,3 +120,15 @@ def test_revision_0007_gives_references_a_nullable_character_and_keeps_existing_
     command.downgrade(alembic_config(db_url), "0006")
     columns = {c["name"] for c in inspect(get_engine(db_url)).get_columns("scenario_references")}
     assert "character" not in columns
+
+
+def test_revision_0009_gives_judgments_a_nullable_active_seconds(db_url):
+    def columns():
+        return {c["name"]: c for c in inspect(get_engine(db_url)).get_columns("judgments")}
+
+    upgrade(db_url, "0008")
+    assert "active_seconds" not in columns()
+    upgrade(db_url)
+    assert columns()["active_seconds"]["nullable"]
+    command.downgrade(alembic_config(db_url), "0008")
+    assert "active_seconds" not in columns()

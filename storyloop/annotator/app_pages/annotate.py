@@ -238,6 +238,7 @@ def judge(view: ScenarioView) -> None:
     task: Task | None = st.session_state.get(ui.TASK)
     if task is None or task.scenario_id != view.scenario_id:
         st.rerun(scope="app")  # submitted: fetch the next scenario
+    task.touch()  # every run here follows an action (or the page's first showing): judging time
     _keys(task, view)
     st.markdown(_steps(task), unsafe_allow_html=True)
     _actions(task)

@@ -48,7 +48,7 @@ with left:
     st.subheader("Time per judgment")
     if len(times):
         st.altair_chart(alt.Chart(times).mark_bar().encode(
-            alt.X("seconds:Q", bin=alt.Bin(maxbins=30), title="seconds from shown to submitted"),
+            alt.X("seconds:Q", bin=alt.Bin(maxbins=30), title="seconds spent judging (pauses over a minute left out)"),
             alt.Y("count():Q", title="judgments"), alt.Color("annotator:N")), width="stretch")
     else:
         st.caption("No judgments yet.")
