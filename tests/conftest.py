@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from sqlalchemy import create_engine, text
 
@@ -90,6 +91,13 @@ def save_tiny_models(root: Path, words: list[str]) -> Path:
     pipe = tiny_flux_pipeline(words)
     pipe.save_pretrained(root / "flux")
     pipe.transformer.add_adapter(lora_config(4, 4, init="gaussian"), adapter_name="stage1")
+    # peft's "gaussian" init draws A only and leaves B at zero (an identity adapter): draw B too, so the
+    # LoRA changes what the model draws and tests that load it test something
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, param in pipe.transformer.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=g) * 0.05)
     save_lora(pipe.transformer, "stage1", root / "stage1",
               LoraMeta("stage1", base_fingerprint(str(root / "flux")), POSITION_SCHEME, 4, 4, 1))
     tiny_flux_pipeline(words, seed=1).save_pretrained(root / "other")
