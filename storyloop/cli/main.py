@@ -267,6 +267,16 @@ def round_list(data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
     console.print(table)
 
 
+def _references_cell(references) -> str:
+    """'3' for a flat list; '3: Mia 1, Tom 2' when the references belong to named characters."""
+    from storyloop.characters import Slot, grouped, named
+
+    slots = [Slot(r.character, r) for r in references]
+    if not named(slots):
+        return str(len(slots))
+    return f"{len(slots)}: " + ", ".join(f"{c or 'unnamed'} {len(items)}" for c, items in grouped(slots).items())
+
+
 @round_app.command("show")
 def round_show(names: Annotated[list[str], typer.Argument(
                    help="One round, or several to put their benchmark results side by side.")],
@@ -289,7 +299,7 @@ def round_show(names: Annotated[list[str], typer.Argument(
                                                              if v is not None))
             table = Table("id", "story", "frame", "refs", "candidates", "prompt")
             for sc in r.scenarios:
-                table.add_row(sc.key, sc.story_id, str(sc.frame_index), str(len(sc.references)),
+                table.add_row(sc.key, sc.story_id, str(sc.frame_index), _references_cell(sc.references),
                               str(len(sc.candidates)), sc.prompt if len(sc.prompt) < 60 else sc.prompt[:57] + "…")
             console.print(table)
         results = result_rows(session, list(dict.fromkeys(names)))
