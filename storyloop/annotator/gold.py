@@ -21,7 +21,7 @@ from storyloop.db.models import (
     User,
 )
 from storyloop.db import audit
-from storyloop.db.users import require_role
+from storyloop.db.users import require_role, research_read
 
 
 class GoldError(ValueError):
@@ -99,6 +99,7 @@ class GoldScore:
         return self.correct / self.gold_judged if self.gold_judged else None
 
 
+@research_read("read gold scores")
 def gold_scores(session: Session, round_id: int) -> list[GoldScore]:
     """Per annotator: each one's latest non-skipped judgment of every gold scenario, scored."""
     golds = {g.scenario_id: g for g in session.scalars(
@@ -119,5 +120,6 @@ def gold_scores(session: Session, round_id: int) -> list[GoldScore]:
     return sorted((GoldScore(names[uid], n, correct[uid]) for uid, n in judged.items()), key=lambda s: s.username)
 
 
+@research_read("read a gold answer")
 def get_gold(session: Session, scenario_id: int) -> GoldAnswer | None:
     return session.scalar(select(GoldAnswer).where(GoldAnswer.scenario_id == scenario_id))

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from storyloop.annotator.agreement import krippendorff_alpha, pairwise_agreement
 from storyloop.annotator.gold import gold_scores
 from storyloop.annotator.queue import aware
+from storyloop.db.users import research_read
 from storyloop.db.models import (Candidate, GoldAnswer, Judgment, Lease, Outcome, Round, Scenario,
                                  SkipPolicy, User, utcnow)
 
@@ -36,6 +37,7 @@ def _usernames(session: Session) -> dict[int, str]:
     return dict(session.execute(select(User.id, User.username)).all())
 
 
+@research_read("read a round's progress")
 def progress_by_scenario(session: Session, round_id: int) -> pd.DataFrame:
     """One row per scenario: judged / needed, skips, live leases, gold."""
     rnd = session.get(Round, round_id)
@@ -73,6 +75,7 @@ def judging_seconds(shown_at, submitted_at, active_seconds: float | None) -> flo
     return (aware(submitted_at) - aware(shown_at)).total_seconds()
 
 
+@research_read("read a round's judgment times")
 def judgment_times(session: Session, round_id: int) -> pd.DataFrame:
     """Every submit of the round: annotator, scenario, revision, outcome, seconds spent judging (`judging_seconds`)."""
     names = _usernames(session)
@@ -86,12 +89,13 @@ def judgment_times(session: Session, round_id: int) -> pd.DataFrame:
                         columns=["annotator", "scenario", "revision", "outcome", "seconds", "submitted_at"])
 
 
+@research_read("read the annotators' progress")
 def progress_by_annotator(session: Session, round_id: int) -> pd.DataFrame:
     """One row per annotator: judged, skipped, edits, median and p90 seconds per judgment, gold accuracy."""
     latest = latest_judgments(session, round_id)
     names = _usernames(session)
-    times = judgment_times(session, round_id)
-    gold = {g.username: g for g in gold_scores(session, round_id)}
+    times = judgment_times.__wrapped__(session, round_id)  # the caller's role is checked already
+    gold = {g.username: g for g in gold_scores.__wrapped__(session, round_id)}
     per: dict[str, Counter] = defaultdict(Counter)
     for j in latest:
         per[names[j.user_id]]["skipped" if j.outcome == Outcome.skipped else "judged"] += 1
@@ -109,6 +113,7 @@ def progress_by_annotator(session: Session, round_id: int) -> pd.DataFrame:
                                        "gold judged", "gold accuracy"])
 
 
+@research_read("read a round's skip reasons")
 def skip_reasons(session: Session, round_id: int) -> pd.DataFrame:
     """How often each reason was given, over the annotators' current skips."""
     reasons = Counter(j.skip_reason for j in latest_judgments(session, round_id) if j.outcome == Outcome.skipped)
@@ -141,6 +146,7 @@ def agreement_units(session: Session, round_id: int) -> dict[str, list[list]]:
     return {c: list(u.values()) for c, u in units.items()}
 
 
+@research_read("read a round's agreement")
 def agreement(session: Session, round_id: int) -> pd.DataFrame:
     """Krippendorff's alpha (nominal) and pairwise exact agreement, per criterion."""
     rows = []
@@ -176,6 +182,7 @@ class ScenarioOutcome:
     candidates: list[CandidateTally] = field(default_factory=list)
 
 
+@research_read("read a scenario's judgments")
 def scenario_outcome(session: Session, scenario_id: int) -> ScenarioOutcome:
     scenario = session.get(Scenario, scenario_id)
     judgments = [j for j in latest_judgments(session, scenario.round_id) if j.scenario_id == scenario_id]
@@ -214,6 +221,7 @@ EXPORT_COLUMNS = ["round", "scenario", "story", "frame", "annotator", "revision"
                   "aesthetics_rank", "shown_at", "submitted_at", "seconds"]
 
 
+@research_read("read a round's judgments")
 def judgments_table(session: Session, round_id: int) -> pd.DataFrame:
     """The round's current judgments, one row per judged candidate (one row for a skip): for a CSV."""
     rnd = session.get(Round, round_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from datetime import datetime
@@ -55,6 +56,18 @@ def require_role(session: Session, user_id: int, what: str, roles: tuple[Role, .
         who = f"{user.username!r} ({Role(user.role).value})" if user is not None else f"user {user_id}"
         raise Forbidden(f"{who} may not {what}: {' and '.join(r.value + 's' for r in roles)} only")
     return user
+
+
+def research_read(what: str):
+    """Make a reader of other people's labels (or of research data) take the acting user, keyword `actor`, and
+    refuse anyone but researchers and admins, whatever page or script calls it."""
+    def decorate(read):
+        @functools.wraps(read)
+        def checked(session: Session, *args, actor: int, **kwargs):
+            require_role(session, actor, what)
+            return read(session, *args, **kwargs)
+        return checked
+    return decorate
 
 
 class HashBusy(UserError):

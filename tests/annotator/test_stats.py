@@ -7,14 +7,19 @@ import pandas as pd
 from sqlalchemy import select
 import pytest
 
-from storyloop.annotator.gold import GoldError, set_gold
+from storyloop.annotator.gold import GoldError, gold_scores, set_gold
 from storyloop.annotator.history import edit_task, my_history
 from storyloop.annotator.queue import next_task
 from storyloop.annotator.stats import (agreement, judgment_times, judgments_table, progress_by_annotator,
                                        progress_by_scenario, scenario_outcome, skip_reasons, to_safe_csv)
 from storyloop.annotator.submit import submit_task
 from storyloop.db import session_scope
-from storyloop.db.models import Outcome
+from storyloop.db.models import Outcome, User
+
+
+def researcher_id(session) -> int:
+    """The researcher every fixture round has: research reads take the acting user."""
+    return session.scalar(select(User.id).where(User.username == "rita"))
 
 
 def judge_as(url, user, best_candidate=None, fail_candidates=(), skip=None):
@@ -49,8 +54,8 @@ def judged(small_round):
 
 def test_progress_per_scenario_and_per_annotator(judged):
     with session_scope(judged.settings.db_url) as s:
-        ps = progress_by_scenario(s, judged.round_id)
-        pa = progress_by_annotator(s, judged.round_id)
+        ps = progress_by_scenario(s, judged.round_id, actor=researcher_id(s))
+        pa = progress_by_annotator(s, judged.round_id, actor=researcher_id(s))
     assert list(ps.judged) == [2, 2, 0] and list(ps.skipped) == [0, 0, 1] and list(ps.gold) == [True, False, False]
     assert list(ps.complete) == [True, True, False]
     row = pa.set_index("annotator")
@@ -61,15 +66,15 @@ def test_progress_per_scenario_and_per_annotator(judged):
 
 def test_time_per_judgment_and_skip_reasons(judged):
     with session_scope(judged.settings.db_url) as s:
-        times = judgment_times(s, judged.round_id)
-        reasons = skip_reasons(s, judged.round_id)
+        times = judgment_times(s, judged.round_id, actor=researcher_id(s))
+        reasons = skip_reasons(s, judged.round_id, actor=researcher_id(s))
     assert len(times) == 5 and (times.seconds >= 0).all()
     assert reasons.to_dict("records") == [{"reason": "prompt is unclear", "skips": 1}]
 
 
 def test_agreement_per_criterion(judged):
     with session_scope(judged.settings.db_url) as s:
-        table = agreement(s, judged.round_id).set_index("criterion")
+        table = agreement(s, judged.round_id, actor=researcher_id(s)).set_index("criterion")
     # consistency: 6 candidates x 2 annotators, one disagreement (s1's third candidate)
     assert table.loc["consistency", "units"] == 6
     assert table.loc["consistency", "pairwise agreement"] == pytest.approx(5 / 6)
@@ -85,7 +90,7 @@ def test_gold_accuracy_scores_a_wrong_winner_as_wrong(small_round):
         set_gold(s, s0, Outcome.ranked, [c[s0][0]], [], actor=u["rita"])
     judge_as(url, u["ann"], best_candidate=c[s0][1])
     with session_scope(url) as s:
-        pa = progress_by_annotator(s, small_round.round_id).set_index("annotator")
+        pa = progress_by_annotator(s, small_round.round_id, actor=researcher_id(s)).set_index("annotator")
     assert pa.loc["ann", "gold accuracy"] == 0.0
 
 
@@ -105,8 +110,8 @@ def test_scenario_outcome_aggregates_by_majority(judged):
     s0, s1 = judged.scenarios[:2]
     c = judged.candidates
     with session_scope(judged.settings.db_url) as s:
-        agg = scenario_outcome(s, s0)
-        split = scenario_outcome(s, s1)
+        agg = scenario_outcome(s, s0, actor=researcher_id(s))
+        split = scenario_outcome(s, s1, actor=researcher_id(s))
     assert agg.outcome == "ranked" and agg.judgments == 2
     verdicts = {t.candidate_id: t.verdict for t in agg.candidates}
     assert verdicts == {c[s0][0]: "winner", c[s0][1]: "survived", c[s0][2]: "loser"}
@@ -131,8 +136,8 @@ def test_history_shows_only_ones_own_judgments_and_edits_are_new_revisions(judge
     with session_scope(url) as s:
         mine = my_history(s, u["ann"])
         assert mine[0].scenario_key == "s0" and mine[0].revision == 2
-        assert len(progress_by_scenario(s, judged.round_id)) == 3
-        assert progress_by_scenario(s, judged.round_id).judged.tolist() == [2, 2, 0]  # an edit adds no judgment
+        assert len(progress_by_scenario(s, judged.round_id, actor=researcher_id(s))) == 3
+        assert progress_by_scenario(s, judged.round_id, actor=researcher_id(s)).judged.tolist() == [2, 2, 0]  # an edit adds no judgment
 
 
 def test_export_csv_keeps_integers_and_neutralises_formulas(small_round):
@@ -141,7 +146,7 @@ def test_export_csv_keeps_integers_and_neutralises_formulas(small_round):
     judge_as(url, u["ann"], best_candidate=c[s0][0])
     judge_as(url, u["bob"], skip='=HYPERLINK("http://evil.example","click")')
     with session_scope(url) as s:
-        table = judgments_table(s, small_round.round_id)
+        table = judgments_table(s, small_round.round_id, actor=researcher_id(s))
     rows = list(csv.DictReader(io.StringIO(to_safe_csv(table).decode())))
     skip = next(r for r in rows if r["outcome"] == "skipped")
     assert skip["skip_reason"] == """'=HYPERLINK("http://evil.example","click")"""
@@ -174,3 +179,20 @@ def test_research_writes_refuse_an_annotator_whatever_page_calls_them(small_roun
         assert s.scalar(select(GoldAnswer.outcome)) == Outcome.ranked
         assert s.get(Round, small_round.round_id).judgments_per_scenario == 2
         clear_gold(s, s0, actor=u["rita"])
+
+
+def test_every_reader_of_other_peoples_labels_refuses_an_annotator(judged, small_round):
+    """Whatever page (or script) calls them: the role is checked in the reader itself."""
+    from storyloop.annotator.gold import get_gold
+    from storyloop.db.users import Forbidden
+
+    rid, sid, ann = small_round.round_id, small_round.scenarios[0], small_round.users["ann"]
+    readers = [(progress_by_scenario, rid), (progress_by_annotator, rid), (judgment_times, rid), (skip_reasons, rid),
+               (agreement, rid), (judgments_table, rid), (scenario_outcome, sid), (gold_scores, rid), (get_gold, sid)]
+    with session_scope(small_round.settings.db_url) as s:
+        for read, arg in readers:
+            with pytest.raises(Forbidden, match="'ann' \\(annotator\\) may not read"):
+                read(s, arg, actor=ann)
+            read(s, arg, actor=researcher_id(s))  # a researcher may
+        with pytest.raises(TypeError):
+            judgment_times(s, rid)  # no acting user: not even called

@@ -12,11 +12,12 @@ from storyloop.annotator.stats import agreement
 
 st.header("Agreement")
 round_id = ui.pick_round()
+me = ui.user().id  # the reads below check this account may read the round's labels
 if round_id is None:
     st.stop()
 with ui.db() as s:
-    table = agreement(s, round_id)
-    gold = gold_scores(s, round_id)
+    table = agreement(s, round_id, actor=me)
+    gold = gold_scores(s, round_id, actor=me)
 
 st.caption("Over each annotator's latest judgment; skips give no labels. Alpha is nominal Krippendorff's alpha "
            "(1 = perfect, 0 = chance); it is empty where nobody disagreed or fewer than two annotators overlap.")

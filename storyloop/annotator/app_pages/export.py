@@ -10,10 +10,11 @@ from storyloop.db import audit
 
 st.header("Export")
 round_id = ui.pick_round()
+me = ui.user().id  # the reads below check this account may read the round's labels
 if round_id is None:
     st.stop()
 with ui.db() as s:
-    table = judgments_table(s, round_id)
+    table = judgments_table(s, round_id, actor=me)
 name = table["round"].iloc[0] if len(table) else f"round-{round_id}"
 judged = table[["scenario", "annotator", "outcome"]].drop_duplicates()
 skips = int((judged.outcome == "skipped").sum())

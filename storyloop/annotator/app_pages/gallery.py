@@ -18,6 +18,7 @@ VERDICT = {"winner": ("best", "best"), "loser": ("failed a check", "fail"), "sur
 st.header("Gallery")
 ui.show_flash()
 round_id = ui.pick_round()
+me = ui.user().id  # the reads below check this account may read the round's labels
 if round_id is None:
     st.stop()
 with ui.db() as s:
@@ -29,8 +30,8 @@ labels = dict(choices)
 sid = st.selectbox("Scenario", list(labels), format_func=labels.get, key="gallery-scenario")
 with ui.db() as s:
     view = gallery_view(s, ui.app_settings(), sid)
-    agg = scenario_outcome(s, sid)
-    gold = get_gold(s, sid)
+    agg = scenario_outcome(s, sid, actor=me)
+    gold = get_gold(s, sid, actor=me)
     gold_answer = (Outcome(gold.outcome), list(gold.winner_candidate_ids), list(gold.loser_candidate_ids)) if gold else None
 
 st.markdown(f'<div class="sl-meta">story {escape(view.story_id)} · frame {view.frame_index} · '

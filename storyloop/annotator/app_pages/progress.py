@@ -10,13 +10,14 @@ from storyloop.annotator.stats import judgment_times, progress_by_annotator, pro
 
 st.header("Progress")
 round_id = ui.pick_round()
+me = ui.user().id  # the reads below check this account may read the round's labels
 if round_id is None:
     st.stop()
 with ui.db() as s:
-    scenarios = progress_by_scenario(s, round_id)
-    annotators = progress_by_annotator(s, round_id)
-    times = judgment_times(s, round_id)
-    reasons = skip_reasons(s, round_id)
+    scenarios = progress_by_scenario(s, round_id, actor=me)
+    annotators = progress_by_annotator(s, round_id, actor=me)
+    times = judgment_times(s, round_id, actor=me)
+    reasons = skip_reasons(s, round_id, actor=me)
 
 regular = scenarios[~scenarios.gold] if scenarios.gold.any() else scenarios
 needed = int(regular.needed.sum())
