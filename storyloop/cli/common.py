@@ -28,6 +28,12 @@ DbOpt = Annotated[str | None, typer.Option(
     "--db", envvar=DB_URL_ENV, show_envvar=True,
     help="Database URL, e.g. postgresql://user@host/storyloop. Default: SQLite in the data directory.")]
 
+# What generates a round's candidates, and how many judgments it needs: `round create` and `vistory import`.
+BaseModelOpt = Annotated[str | None, typer.Option(help="FLUX base: local folder or hub id.")]
+Stage1LoraOpt = Annotated[Path | None, typer.Option(help="Stage-1 GSA LoRA file or folder.")]
+DpoLoraOpt = Annotated[Path | None, typer.Option(help="DPO refinement LoRA file or folder.")]
+KOpt = Annotated[int, typer.Option("-k", "--judgments-per-scenario", min=1, help="Judgments each scenario needs.")]
+
 # Errors a user can fix; anything else is a bug and keeps its traceback.
 USER_ERRORS = (SchemaError, RoundError, UserError, JudgmentError, FileNotFoundError)
 

@@ -14,8 +14,8 @@ from rich.table import Table
 
 from storyloop import __version__
 from storyloop.cli import annotate, bench, data, dpo, export, generate, pairs, sample, study, toy, vistory
-from storyloop.cli.common import (DataDirOpt, DbOpt, console, err_console, fail, read_password,
-                                  ready_settings, settings, user_errors)
+from storyloop.cli.common import (BaseModelOpt, DataDirOpt, DbOpt, DpoLoraOpt, KOpt, Stage1LoraOpt, console,
+                                  err_console, fail, read_password, ready_settings, settings, user_errors)
 from storyloop.db import session_scope
 from storyloop.db.audit import cli_actor
 from storyloop.db import migrate as db_migrate
@@ -233,11 +233,8 @@ def round_create(
     scenarios: Annotated[Path | None, typer.Option(
         help="JSONL, one scenario a line: id, story_id, frame_index, prompt, references, candidates.")] = None,
     parent: Annotated[str | None, typer.Option(help="The round this one follows.")] = None,
-    base_model: Annotated[str | None, typer.Option(help="FLUX base: local folder or hub id.")] = None,
-    stage1_lora: Annotated[Path | None, typer.Option(help="Stage-1 GSA LoRA file or folder.")] = None,
-    dpo_lora: Annotated[Path | None, typer.Option(help="DPO refinement LoRA file or folder.")] = None,
-    judgments_per_scenario: Annotated[int, typer.Option("-k", "--judgments-per-scenario", min=1,
-                                                        help="Judgments each scenario needs.")] = 3,
+    base_model: BaseModelOpt = None, stage1_lora: Stage1LoraOpt = None, dpo_lora: DpoLoraOpt = None,
+    judgments_per_scenario: KOpt = 3,
     data_dir: DataDirOpt = None, db: DbOpt = None,
 ) -> None:
     """Create a round and import its scenarios, all or nothing. Re-running with the same file is a no-op."""

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from storyloop.cli.common import DataDirOpt, DbOpt, console, ready_settings, user_errors
+from storyloop.cli.common import (BaseModelOpt, DataDirOpt, DbOpt, DpoLoraOpt, KOpt, Stage1LoraOpt, console,
+                                  ready_settings, user_errors)
 from storyloop.db import read_scope, session_scope
 
 app = typer.Typer(no_args_is_help=True, help="ViStoryBench: import its stories as a round, export the round's "
@@ -24,11 +25,8 @@ def import_cmd(
     stories: Annotated[str | None, typer.Option(help="Only these stories of the split, e.g. 01,08.")] = None,
     refs_per_character: Annotated[int | None, typer.Option(
         min=1, help="At most N reference images per character (the first by file name); default: all.")] = None,
-    base_model: Annotated[str | None, typer.Option(help="FLUX base: local folder or hub id.")] = None,
-    stage1_lora: Annotated[Path | None, typer.Option(help="Stage-1 GSA LoRA file or folder.")] = None,
-    dpo_lora: Annotated[Path | None, typer.Option(help="DPO refinement LoRA file or folder.")] = None,
-    judgments_per_scenario: Annotated[int, typer.Option("-k", "--judgments-per-scenario", min=1,
-                                                        help="Judgments each scenario needs.")] = 3,
+    base_model: BaseModelOpt = None, stage1_lora: Stage1LoraOpt = None, dpo_lora: DpoLoraOpt = None,
+    judgments_per_scenario: KOpt = 3,
     data_dir: DataDirOpt = None, db: DbOpt = None,
 ) -> None:
     """A round with one scenario per shot: story NN, frame = the shot's index, the benchmark baselines' prompt
