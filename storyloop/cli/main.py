@@ -13,13 +13,38 @@ import typer
 from rich.table import Table
 
 from storyloop import __version__
-from storyloop.cli import annotate, bench, data, dpo, export, generate, pairs, sample, study, toy, vistory
-from storyloop.cli.common import (BaseModelOpt, DataDirOpt, DbOpt, DpoLoraOpt, KOpt, Stage1LoraOpt, console,
-                                  err_console, fail, read_password, ready_settings, settings, user_errors)
-from storyloop.db import session_scope
-from storyloop.db.audit import cli_actor
+from storyloop.cli import (
+    annotate,
+    bench,
+    data,
+    dpo,
+    export,
+    generate,
+    pairs,
+    sample,
+    study,
+    toy,
+    vistory,
+)
+from storyloop.cli.common import (
+    BaseModelOpt,
+    DataDirOpt,
+    DbOpt,
+    DpoLoraOpt,
+    KOpt,
+    Stage1LoraOpt,
+    console,
+    err_console,
+    fail,
+    read_password,
+    ready_settings,
+    settings,
+    user_errors,
+)
 from storyloop.db import migrate as db_migrate
+from storyloop.db import session_scope
 from storyloop.db import users as db_users
+from storyloop.db.audit import cli_actor
 from storyloop.db.models import Role, Round
 from storyloop.db.rounds import ModelSpec, create_round, get_round, round_overviews
 

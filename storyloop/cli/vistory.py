@@ -8,8 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from storyloop.cli.common import (BaseModelOpt, DataDirOpt, DbOpt, DpoLoraOpt, KOpt, Stage1LoraOpt, console,
-                                  ready_settings, user_errors)
+from storyloop.cli.common import (
+    BaseModelOpt,
+    DataDirOpt,
+    DbOpt,
+    DpoLoraOpt,
+    KOpt,
+    Stage1LoraOpt,
+    console,
+    ready_settings,
+    user_errors,
+)
 from storyloop.db import read_scope, session_scope
 
 app = typer.Typer(no_args_is_help=True, help="ViStoryBench: import its stories as a round, export the round's "
