@@ -35,7 +35,8 @@ from storyloop.toy.world import preference_characters, split_characters, unseen_
 
 STUDY = "dpo-vs-stage1"  # the held-out study the DPO win rate comes from
 ROUND1_POOLS = {"training": "Stage-1's training characters", "all": "any character but the held-out ones"}
-METRIC_NAMES = ("identity_cross", "identity_self", "style_cross", "style_self", "prompt", "count")
+METRIC_NAMES = ("identity_cross", "identity_self", "identity_consistent", "style_cross", "style_self", "prompt",
+                "count")
 
 
 @dataclass
@@ -189,10 +190,11 @@ def run_loop(data_dir: Path, config: LoopConfig = LoopConfig(), log=print, progr
 
 def table(result: dict) -> str:
     """The paper's Table 2, toy edition."""
-    head = f"{'':10}" + "".join(f"{m:>16}" for m in METRIC_NAMES)
+    widths = {m: max(16, len(m) + 2) for m in METRIC_NAMES}
+    head = f"{'':10}" + "".join(f"{m:>{widths[m]}}" for m in METRIC_NAMES)
     lines = [head]
     for row, values in result["rows"].items():
-        lines.append(f"{row:10}" + "".join(f"{values[m]:>16.1f}" for m in METRIC_NAMES))
+        lines.append(f"{row:10}" + "".join(f"{values[m]:>{widths[m]}.1f}" for m in METRIC_NAMES))
     lo, hi = result["dpo_win_rate_ci95"]
     lines.append(f"DPO win rate over Stage-1 (study {result['study']}, scripted annotators): "
                  f"{100 * result['dpo_win_rate']:.1f} % "

@@ -13,8 +13,8 @@ from storyloop.db.models import (Candidate, DpoRun, Judgment, Round, RunStatus, 
 from storyloop.demo import setup_demo
 from storyloop.generation import reference_gain
 from storyloop.studies.results import study_results
-from storyloop.toy.loop import (METRIC_NAMES, STUDY, LoopConfig, evaluation_scenarios, round1_scenarios, run_loop, table,
-                                validation_scenarios)
+from storyloop.toy.loop import (METRIC_NAMES, STUDY, LoopConfig, evaluation_scenarios, round1_scenarios, run_loop,
+                                table, validation_scenarios)
 from storyloop.toy.picture import story_sheet
 from storyloop.toy.study import win_rate_over
 from storyloop.toy.world import split_characters
