@@ -1,9 +1,10 @@
 """A scripted annotator that judges toy candidates with the paper's hierarchy, through the app's code path.
 
-1. Character consistency: the protagonist's identity attributes and the drawing style, as the
-   readers see them, match the references' (renderer ground truth).
+1. Character consistency: every character's identity attributes (the protagonist's, and the
+   companion's in a two-character frame) and the drawing style, as the readers see them, match the
+   references' (renderer ground truth). A candidate fails if any character drifts.
 2. Anatomical integrity: the frame holds the number of characters asked for, and the readers are
-   sure what they see (a malformed character reads with low confidence).
+   sure what they see of each (a malformed character reads with low confidence).
 3. Aesthetics / prompt: among survivors, rank by how well sky and ground follow the prompt, then by
    reader confidence.
 
@@ -19,11 +20,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from storyloop.toy.metrics import identity_match
+from storyloop.toy.metrics import character_matches, every_character_consistent
 from storyloop.toy.world import Frame
 
 CONFIDENCE = 0.5  # below this on any identity head, the character is not well formed
-CONSISTENT = 0.6  # share of identity attributes that must match the references (3 of 5)
+SURE_OF = ("shape", "color", "hat", "accessory")  # the heads whose confidence says a character is well formed
 
 
 @dataclass
@@ -31,7 +32,9 @@ class Verdict:
     consistency: bool
     anatomy: bool | None  # only asked after consistency passed
     score: float  # aesthetics/prompt score, higher is better (survivors are ranked by it)
-    likeness: float = 0.0  # identity attributes matched, plus the style (0..2): how close to the references
+    # Identity attributes matched (the mean over the frame's characters), plus the style (0..2): how close
+    # to the references.
+    likeness: float = 0.0
 
     @property
     def level(self) -> int:
@@ -43,11 +46,13 @@ def assess(reading: dict, asked: Frame, rng: random.Random | None = None, noise:
     def flip(x: bool) -> bool:
         return (not x) if rng is not None and rng.random() < noise else x
 
-    likeness = identity_match(reading, asked.protagonist) + (reading["style"] == asked.style)
-    consistent = flip(identity_match(reading, asked.protagonist) >= CONSISTENT and reading["style"] == asked.style)
+    matches = character_matches(reading, asked)
+    likeness = sum(matches) / len(matches) + (reading["style"] == asked.style)
+    consistent = flip(every_character_consistent(reading, asked) and reading["style"] == asked.style)
     anatomy = None
     if consistent:
-        sure = min(reading[f"{a}_p"] for a in ("shape", "color", "hat", "accessory")) >= CONFIDENCE
+        prefixes = ["" if role == "protagonist" else f"{role}_" for role, _ in asked.cast]
+        sure = min(reading[f"{p}{a}_p"] for p in prefixes for a in SURE_OF) >= CONFIDENCE
         anatomy = flip(reading["count"] == asked.count and sure)
     score = (reading["sky"] == asked.sky) + (reading["ground"] == asked.ground) + 0.5 * reading["sky_p"] + \
         0.5 * reading["ground_p"] + 0.25 * reading["shape_p"]

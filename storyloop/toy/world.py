@@ -2,7 +2,8 @@
 
 A character's identity is five attributes (body shape and colour, hat and hat colour, accessory).
 A story has one protagonist, one drawing style shared by all its frames, and 4-8 frames, each in
-a scene (sky and ground) with the protagonist at some place and size, sometimes with a companion.
+a scene (sky and ground) with the protagonist at some place and size, sometimes with a companion
+(a second character, drawn small on the right; `companion_share` of the frames, 0.3 unless asked).
 Because everything is generated from attributes, every image has exact ground truth.
 """
 
@@ -24,6 +25,8 @@ PLACES = ("left", "middle", "right")
 SIZES = ("small", "big")
 
 IDENTITY = ("shape", "color", "hat", "hat_color", "accessory")
+ROLES = ("protagonist", "companion")  # who a frame shows, in the order its characters are read
+COMPANION_SHARE = 0.3  # share of a story's frames with a companion, unless asked otherwise
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,17 @@ class Frame:
     def count(self) -> int:
         return 1 + (self.companion is not None)
 
+    @property
+    def cast(self) -> list[tuple[str, Character]]:
+        """(role, character) of everyone in the frame: the protagonist, then the companion if any."""
+        return [("protagonist", self.protagonist)] + ([("companion", self.companion)] if self.companion else [])
+
     def truth(self) -> dict:
-        """Ground-truth labels of this frame, as the attribute readers report them."""
-        return {**{a: getattr(self.protagonist, a) for a in IDENTITY}, "style": self.style, "sky": self.sky,
-                "ground": self.ground, "count": self.count}
+        """Ground-truth labels of this frame, as the attribute readers report them: the protagonist's identity
+        under the attribute names, the companion's as companion_<attribute> (None without a companion)."""
+        second = {f"companion_{a}": getattr(self.companion, a) if self.companion else None for a in IDENTITY}
+        return {**{a: getattr(self.protagonist, a) for a in IDENTITY}, **second, "style": self.style,
+                "sky": self.sky, "ground": self.ground, "count": self.count}
 
 
 @dataclass
@@ -104,7 +114,7 @@ def unseen_characters(seen: list[Character], seed: int = 0) -> list[Character]:
 
 
 def random_frame(rng: random.Random, protagonist: Character, style: str, companions: list[Character],
-                 two_prob: float = 0.3) -> Frame:
+                 two_prob: float = COMPANION_SHARE) -> Frame:
     companion = None
     if rng.random() < two_prob:
         companion = rng.choice([c for c in companions if c != protagonist])
@@ -114,17 +124,29 @@ def random_frame(rng: random.Random, protagonist: Character, style: str, compani
 
 
 def make_story(rng: random.Random, story_id: str, protagonist: Character, companions: list[Character],
-               min_frames: int = 4, max_frames: int = 8) -> Story:
+               min_frames: int = 4, max_frames: int = 8, companion_share: float = COMPANION_SHARE) -> Story:
     style = rng.choice(STYLES)
     story = Story(story_id, protagonist, style)
     length = rng.randint(min_frames, max_frames)
-    story.frames = [random_frame(rng, protagonist, style, companions) for _ in range(length)]
+    story.frames = [random_frame(rng, protagonist, style, companions, companion_share) for _ in range(length)]
     return story
 
 
-def make_stories(characters: list[Character], n: int, seed: int, prefix: str) -> list[Story]:
+def make_stories(characters: list[Character], n: int, seed: int, prefix: str,
+                 companion_share: float = COMPANION_SHARE) -> list[Story]:
+    """`n` stories, protagonists in turn from `characters`; `companion_share` of the frames (in expectation)
+    show a second character too. The default keeps every story as it always was for a seed."""
+    if not 0.0 <= companion_share <= 1.0:
+        raise ValueError(f"companion_share must be between 0 and 1 (got {companion_share})")
     rng = random.Random(seed)
-    return [make_story(rng, f"{prefix}{i:04d}", characters[i % len(characters)], characters) for i in range(n)]
+    return [make_story(rng, f"{prefix}{i:04d}", characters[i % len(characters)], characters,
+                       companion_share=companion_share) for i in range(n)]
+
+
+def alone(character: Character, style: str, rng: random.Random) -> Frame:
+    """`character` drawn by itself in `style`, where and as large as a companion stands (small, on the right),
+    in a random scene: how a companion's own reference image looks."""
+    return Frame(character, style, rng.choice(list(SKIES)), rng.choice(list(GROUNDS)), "right", "small")
 
 
 # -- captions -------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from storyloop.db.models import (Candidate, DpoRun, Judgment, Round, RunStatus, 
 from storyloop.demo import setup_demo
 from storyloop.generation import reference_gain
 from storyloop.studies.results import study_results
-from storyloop.toy.loop import METRIC_NAMES, STUDY, LoopConfig, round1_scenarios, run_loop, table, validation_scenarios
+from storyloop.toy.loop import (METRIC_NAMES, STUDY, LoopConfig, evaluation_scenarios, round1_scenarios, run_loop,
+                                table, validation_scenarios)
 from storyloop.toy.picture import story_sheet
 from storyloop.toy.study import win_rate_over
 from storyloop.toy.world import split_characters
@@ -99,14 +100,28 @@ def test_each_pool_of_stories_keeps_to_its_characters(pool):
     training, held_out = (set(chars) for chars in split_characters())
     stories = round1_scenarios(config)
     round1 = {sc.asked.protagonist for sc in stories}
-    validation = {sc.asked.protagonist for sc in validation_scenarios(config, stories)}
-    assert not round1 & held_out and (round1 <= training) == (pool == "training")
-    assert validation and not validation & (training | held_out | round1)
+    shown = {c for sc in stories for f in (sc.asked, *sc.references) for _, c in f.cast}  # companions too
+    validation = {c for sc in validation_scenarios(config, stories) for _, c in sc.asked.cast}
+    assert not shown & held_out and (round1 <= training) == (pool == "training")
+    assert validation and not validation & (training | held_out | shown)
 
 
 def test_the_default_validation_stories_are_the_ones_the_readme_figures_used():
-    """The validation readings in docs/toy-world-experiments.md (and scripts/toy_guidance_ceiling.py) use this set."""
+    """The validation readings in docs/toy-world-experiments.md (and scripts/toy_guidance_ceiling.py) use this set:
+    since issue #19, half the frames with a companion and no character that round 1 shows (runs 1-11 and
+    sessions 3-11 used the 83 scenarios of fingerprint 2d563df06b5f7553)."""
     config = LoopConfig()
     validation = validation_scenarios(config, round1_scenarios(config))
     fingerprint = repr([(sc.key, sc.prompt, sc.asked.protagonist) for sc in validation])
-    assert len(validation) == 83 and hashlib.sha256(fingerprint.encode()).hexdigest()[:16] == "2d563df06b5f7553"
+    assert len(validation) == 81 and hashlib.sha256(fingerprint.encode()).hexdigest()[:16] == "e900dba035b2083f"
+    assert sum(sc.asked.companion is not None for sc in validation) == 40
+
+
+def test_the_default_sets_hold_enough_two_character_targets():
+    config = LoopConfig()
+    for scenarios in (round1_scenarios(config), evaluation_scenarios(config)):
+        pairs = [sc for sc in scenarios if sc.asked.companion is not None]
+        assert len(pairs) >= 0.4 * len(scenarios)
+        assert all(sc.characters == [sc.asked.protagonist.key(), sc.asked.companion.key()] for sc in pairs)
+    with pytest.raises(ValueError, match="companion_share"):
+        LoopConfig(companion_share=-0.1)

@@ -9,8 +9,9 @@ from storyloop.generation.tiny import word_tokenizer
 from storyloop.toy.codec import PixelUnshuffleCodec
 from storyloop.toy.judge import aesthetic_ranking, assess, prefer
 from storyloop.toy.metrics import Evaluated, story_metrics
+from storyloop.toy.readers import HEADS
 from storyloop.toy.render import render
-from storyloop.toy.world import (IDENTITY, STYLES, caption, make_stories, preference_characters, random_frame,
+from storyloop.toy.world import (STYLES, caption, make_stories, preference_characters, random_frame,
                                  split_characters, unseen_characters, vocabulary)
 
 
@@ -71,7 +72,7 @@ def test_codec_is_exact_for_2px_detail():
 
 
 def truth_reading(frame):
-    return {**frame.truth(), **{f"{k}_p": 1.0 for k in (*IDENTITY, "style", "sky", "ground", "count")}}
+    return {**frame.truth(), **{f"{k}_p": 1.0 for k in HEADS}}
 
 
 def test_metrics_and_judge_on_ground_truth_are_perfect():
