@@ -8,6 +8,7 @@ progress, agreement, gallery and export. Each page is a file in app_pages/ and h
 from __future__ import annotations
 
 import streamlit as st
+from sqlalchemy.exc import OperationalError
 
 from storyloop.annotator import ui
 from storyloop.annotator.auth import (
@@ -61,6 +62,9 @@ def _on_login() -> None:
         st.session_state["login_password"] = ""
         ui.flash("error", str(exc))
         return
+    except OperationalError:
+        ui.flash("error", "The database is not answering (it may be restarting): try again in a moment.")
+        return
     st.session_state["login_password"] = ""
     if result is None:
         ui.flash("error", LOGIN_FAILED)  # never which of the two was wrong
@@ -102,7 +106,11 @@ def login_page() -> None:
 def main() -> None:
     ui.app_settings()
     ui.style()
-    logged_in = _authenticate()
+    logged_in = None
+    with ui.errors_by_id():
+        logged_in = _authenticate()
+    if logged_in is None:
+        return  # the database did not answer; errors_by_id said so
     ui.write_cookie()  # before the navigation: once the page shows the login worked, its cookie is in the browser
     if not logged_in:
         with ui.errors_by_id():

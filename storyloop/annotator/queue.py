@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy import and_, delete, event, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -236,7 +236,9 @@ def save_draft(session: Session, task: Task, now: datetime | None = None, ttl: t
                 expires_at=now + ttl)
         .execution_options(synchronize_session=False)).rowcount == 1
     if stored:
-        task.saved_state = state
+        # Counted as stored once committed: a commit that a database restart cut off leaves the draft unsaved,
+        # so the write is made again (engine.retrying, or the next press).
+        event.listen(session, "after_commit", lambda _session: setattr(task, "saved_state", state), once=True)
     return stored
 
 

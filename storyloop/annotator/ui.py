@@ -8,13 +8,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from html import escape
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import streamlit as st
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from storyloop.annotator.auth import COOKIE, MAX_AGE, SessionUser
 from storyloop.db import SchemaError, require_current_schema, session_scope
+from storyloop.db.engine import retrying
 from storyloop.settings import Settings
+
+T = TypeVar("T")
 
 # Session-state keys, named in one place so the pages agree on them.
 TOKEN = "auth_token"  # the login token of this browser session
@@ -65,6 +70,17 @@ def db() -> Iterator[Session]:
         yield session
 
 
+def write_again_if_cut_off(work: Callable[[Session], T]) -> T:
+    """`work` in a session, done again on a new connection if a database restart cut it off: for writes that
+    come out the same when repeated (a keyed submit, the draft on the lease)."""
+    return retrying(app_settings().db_url, work)
+
+
+# What a person sees while the database does not answer (PostgreSQL restarting for longer than the engine waits).
+DB_UNREACHABLE = ("The database is not answering (it may be restarting). Nothing you submitted is lost, and the "
+                  "marks on this page are kept in this tab.")
+
+
 def user() -> SessionUser:
     return st.session_state[USER]
 
@@ -91,6 +107,13 @@ def errors_by_id() -> Iterator[None]:
     Exceptions and pass through."""
     try:
         yield
+    except OperationalError:
+        # The session state (the task and its marks) lives on in this tab: a rerun picks up where it was.
+        error_id = secrets.token_hex(4)
+        log.warning("error %s (user %s): database unreachable", error_id,
+                    getattr(st.session_state.get(USER), "username", "-"), exc_info=True)
+        st.warning(f"{DB_UNREACHABLE} Try again in a moment (error {error_id}).", icon=":material/cloud_off:")
+        st.button("Try again", icon=":material/refresh:", key="db-try-again")
     except Exception:
         error_id = secrets.token_hex(4)
         log.exception("error %s (user %s)", error_id, getattr(st.session_state.get(USER), "username", "-"))

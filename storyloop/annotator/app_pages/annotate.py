@@ -12,6 +12,7 @@ import secrets
 from html import escape
 
 import streamlit as st
+from sqlalchemy.exc import OperationalError
 
 from storyloop.annotator import keys, ui
 from storyloop.annotator.history import edit_task
@@ -28,6 +29,8 @@ KEYS = [("1-9", "toggle candidate N in the current step"), ("Enter", "next step;
         ("S", "skip, then 1-4 for a reason (or type one, then Enter)"), ("Shift+N", "zoom candidate N"),
         ("U", "reopen your last judgment (E on My judgments: the selected one)"),
         ("Esc", "cancel skip / edit")]
+MARKS_NOT_STORED = ("The database is not answering (it may be restarting): your marks are kept in this tab and are "
+                    "stored with your next press once it is back.")
 
 
 # -- callbacks: each checks that the click belongs to the task still on screen ----------------------
@@ -39,10 +42,13 @@ def _task(key: str) -> Task | None:
 
 def _save_draft(task: Task) -> None:
     """Keep the marks on the lease, so that a reload or a second tab resumes them: one UPDATE, and only
-    when they changed since the last one (a press that changed nothing opens no database session)."""
+    when they changed since the last one (a press that changed nothing opens no database session). While
+    the database does not answer the marks stay in this tab, and the next press stores them."""
     if task.draft_unsaved():
-        with ui.db() as s:
-            save_draft(s, task)
+        try:
+            ui.write_again_if_cut_off(lambda s: save_draft(s, task))
+        except OperationalError:
+            st.session_state[ui.JUDGE_WARNING] = MARKS_NOT_STORED
 
 
 def _act(key: str, action: str, *args) -> None:
@@ -62,16 +68,24 @@ def _submit(key: str, skip_reason: str | None = None) -> None:
         st.session_state[ui.JUDGE_WARNING] = keys.NOTHING_RANKED if what == "incomplete" else None
         _save_draft(task)  # Enter moved on a step
         return
+    attempts = 0
+
+    def work(s):
+        nonlocal attempts
+        attempts += 1
+        return submit_task(s, task, skip_reason=skip_reason)
     try:
-        with ui.db() as s:
-            done = submit_task(s, task, skip_reason=skip_reason)
+        done = ui.write_again_if_cut_off(work)  # keyed: a commit that got through before the cut is found again
     except JudgmentError as exc:
         ui.flash("error", f"Not saved: {exc}")
+        return
+    except OperationalError:
+        ui.flash("error", f"Not saved yet: {ui.DB_UNREACHABLE} Press Enter (or Submit) again in a moment.")
         return
     st.session_state[ui.TASK] = None
     st.session_state[ui.JUDGE_WARNING] = None
     st.session_state[ui.LAST_SUBMITTED] = done.scenario_id
-    if done.created:
+    if done.created or attempts > 1:  # a second attempt that finds the judgment found the first one's
         what = "skipped" if done.outcome is Outcome.skipped else done.outcome.value.replace("_", " ")
         edit = f" (revision {done.revision})" if done.revision > 1 else ""
         ui.flash("toast", f"Saved: {what}{edit}. Press U to change it.")
@@ -102,8 +116,11 @@ def _reopen_last() -> None:
     sid = st.session_state.get(ui.LAST_SUBMITTED)
     if sid is None:
         return
-    with ui.db() as s:
-        ui.open_edit(edit_task(s, ui.user().id, sid))
+    try:
+        with ui.db() as s:
+            ui.open_edit(edit_task(s, ui.user().id, sid))
+    except OperationalError:
+        ui.flash("error", f"{ui.DB_UNREACHABLE} Press U again in a moment.")
 
 
 # -- the page -------------------------------------------------------------------------------------
@@ -216,10 +233,10 @@ def _keys(task: Task, view: ScenarioView) -> None:
     if carried:
         ui.flash("toast", f"Reconnected: {carried} key press{'es' if carried > 1 else ''} made while the server "
                           "was away applied.")
-    if done.leave != "submit":  # a submit drops the lease, and its draft with it
-        _save_draft(task)
     if done.seen != seen:  # new presses: the last one's warning (if any) replaces the one on screen
         st.session_state[ui.JUDGE_WARNING] = done.warning
+    if done.leave != "submit":  # a submit drops the lease, and its draft with it
+        _save_draft(task)  # (its warning, if the database did not answer, goes over the press's)
     if done.leave == "submit":
         _submit(key, done.reason)
     elif done.leave == "reopen":
