@@ -51,29 +51,33 @@ def _logout_page() -> None:
     st.rerun()
 
 
-def login_page() -> None:
-    """Nobody is logged in: the tab goes to the login form (storyloop.annotator.web), which sets the
-    cookie. After a logout it goes through /logout, which clears the cookie; the link is for a tab whose
-    script has not loaded."""
+def _login_target() -> str:
+    """Where a tab without a login goes: the form, or after a logout /logout, which clears the cookie."""
     if st.session_state.get(ui.LOGGED_OUT):
-        target = "/logout"
-    elif st.session_state.get(ui.SESSION_ENDED):
-        target = "/login?m=ended"
-    else:
-        target = "/login"
+        return "/logout"
+    return "/login?m=ended" if st.session_state.get(ui.SESSION_ENDED) else "/login"
+
+
+def login_page() -> None:
+    """Nobody is logged in: main() sends the tab to the login form (storyloop.annotator.web), which sets the
+    cookie; the link is for a tab whose script has not loaded."""
     _, middle, _ = st.columns([1, 1.2, 1])
     with middle:
         st.title("storyloop")
         st.caption("Judge generated story frames: consistency, then anatomy, then aesthetics.")
         ui.show_flash()
-        st.markdown(f"[Log in]({target})")
-    ui.go_to(target)
+        st.markdown(f"[Log in]({_login_target()})")
 
 
 def main() -> None:
     ui.app_settings()
     ui.style()
-    if not _authenticate():
+    logged_in = _authenticate()
+    # Every run mounts the navigator, with somewhere to go or not, first thing: Streamlit fetches its
+    # components' code when the first one shows, and fetched here it is ready before the judging page's key
+    # listener mounts (a key pressed in the first second of a fresh tab went nowhere).
+    ui.go_to(None if logged_in else _login_target())
+    if not logged_in:
         with ui.errors_by_id():
             st.navigation([st.Page(login_page, title="Log in", url_path="login")], position="hidden").run()
         return

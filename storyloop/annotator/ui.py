@@ -130,8 +130,9 @@ export default function (component) {
 _navigator = st.components.v2.component("storyloop_goto", js=_GOTO_JS)
 
 
-def go_to(url: str) -> None:
-    """Send the tab to `url`, a path of this server (a full page load, not a Streamlit page switch)."""
+def go_to(url: str | None) -> None:
+    """Send the tab to `url`, a path of this server (a full page load, not a Streamlit page switch); None
+    mounts the component and goes nowhere."""
     _navigator(key="goto", data={"url": url})
 
 
