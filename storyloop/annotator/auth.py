@@ -19,9 +19,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from storyloop.annotator.queue import aware
-from storyloop.db.models import LoginSession, Role, User, utcnow
 from storyloop.db import audit
-from storyloop.db.throttle import Throttled, record_failure, record_success, throttle_keys, wait_seconds
+from storyloop.db.models import LoginSession, Role, User, utcnow
+from storyloop.db.throttle import (
+    Throttled,
+    record_failure,
+    record_success,
+    throttle_keys,
+    wait_seconds,
+)
 from storyloop.db.users import HASH_WAIT_S, HashBusy, authenticate, user_by_email
 
 IDLE_TIMEOUT = timedelta(hours=2)

@@ -12,7 +12,14 @@ from storyloop.db.models import Role
 from storyloop.db.users import add_user, set_active, set_role
 from storyloop.settings import Settings
 from tests.annotator.conftest import PASSWORD
-from tests.annotator.test_browser import _free_port, _login, _require_chromium, _serve, _stop, browser  # noqa: F401
+from tests.annotator.test_browser import (
+    CHROMIUM,
+    _free_port,
+    _login,
+    _require_chromium,
+    _serve,
+    _stop,
+)
 
 pytestmark = pytest.mark.slow
 ENDED = "Your session has ended; please log in again."
@@ -33,6 +40,18 @@ def server(tmp_path_factory):
     proc = _serve(settings, port, root / "server.log")
     yield f"http://127.0.0.1:{port}", settings.db_url
     _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    """One Chromium for the module; each test opens its own contexts (cookie jars)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu"])
+        yield b
+        b.close()
 
 
 def logged_in(page, username: str) -> None:
