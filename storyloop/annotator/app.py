@@ -1,6 +1,7 @@
-"""The annotator app: `storyloop annotate` runs this file with Streamlit.
+"""The annotator app: `storyloop annotate` serves this script (storyloop.annotator.server) behind the
+login routes of storyloop.annotator.web, which set the session cookie.
 
-It logs the person in, then builds the navigation for their role: annotators get the annotate page,
+It checks the person's login, then builds the navigation for their role: annotators get the annotate page,
 their own history and the studies to answer; researchers and admins also get study results, rounds,
 progress, agreement, gallery and export. Each page is a file in app_pages/ and holds no database logic of its own.
 """
@@ -8,20 +9,10 @@ progress, agreement, gallery and export. Each page is a file in app_pages/ and h
 from __future__ import annotations
 
 import streamlit as st
-from sqlalchemy.exc import OperationalError
 
 from storyloop.annotator import ui
-from storyloop.annotator.auth import (
-    COOKIE,
-    LOGIN_FAILED,
-    client_address,
-    current_user,
-    login,
-    logout,
-    resume,
-)
+from storyloop.annotator.auth import COOKIE, current_user, logout, resume
 from storyloop.db.models import Role
-from storyloop.db.throttle import Throttled
 
 st.set_page_config(page_title="storyloop annotator", page_icon=ui.favicon(), layout="wide",
                    initial_sidebar_state="collapsed")
@@ -42,7 +33,7 @@ def _authenticate() -> bool:
     if who is None:
         st.session_state.pop(ui.TOKEN, None)
         st.session_state.pop(ui.USER, None)
-        st.session_state[ui.COOKIE_ACTION] = ("clear",)
+        st.session_state[ui.SESSION_ENDED] = True
         ui.flash("info", "Your session has ended; please log in again.")
         return False
     if (old := st.session_state.get(ui.USER)) is not None and old.id != who.id:
@@ -51,56 +42,31 @@ def _authenticate() -> bool:
     return True
 
 
-def _on_login() -> None:
-    username = st.session_state.get("login_username", "")
-    password = st.session_state.get("login_password", "")
-    try:
-        with ui.db() as s:
-            result = login(s, username, password,
-                           client=client_address(st.context.headers, st.context.ip_address))
-    except Throttled as exc:  # the same words whether the name exists or not
-        st.session_state["login_password"] = ""
-        ui.flash("error", str(exc))
-        return
-    except OperationalError:
-        ui.flash("error", "The database is not answering (it may be restarting): try again in a moment.")
-        return
-    st.session_state["login_password"] = ""
-    if result is None:
-        ui.flash("error", LOGIN_FAILED)  # never which of the two was wrong
-        return
-    token, who = result
-    st.session_state[ui.TOKEN], st.session_state[ui.USER] = token, who
-    st.session_state[ui.COOKIE_ACTION] = ("set", token)
-    st.session_state.pop(ui.TASK, None)
-    st.session_state.pop(ui.LOGGED_OUT, None)
-
-
-def _on_logout() -> None:
+def _logout_page() -> None:
     with ui.db() as s:
         logout(s, st.session_state.get(ui.TOKEN))
     for key in list(st.session_state.keys()):
         del st.session_state[key]
     st.session_state[ui.LOGGED_OUT] = True
-    st.session_state[ui.COOKIE_ACTION] = ("clear",)
-    ui.flash("info", "Logged out.")
-
-
-def _logout_page() -> None:
-    _on_logout()
     st.rerun()
 
 
+def _login_target() -> str:
+    """Where a tab without a login goes: the form, or after a logout /logout, which clears the cookie."""
+    if st.session_state.get(ui.LOGGED_OUT):
+        return "/logout"
+    return "/login?m=ended" if st.session_state.get(ui.SESSION_ENDED) else "/login"
+
+
 def login_page() -> None:
+    """Nobody is logged in: main() sends the tab to the login form (storyloop.annotator.web), which sets the
+    cookie; the link is for a tab whose script has not loaded."""
     _, middle, _ = st.columns([1, 1.2, 1])
     with middle:
         st.title("storyloop")
         st.caption("Judge generated story frames: consistency, then anatomy, then aesthetics.")
         ui.show_flash()
-        with st.form("login", border=True):
-            st.text_input("Username", key="login_username", autocomplete="username")
-            st.text_input("Password", key="login_password", type="password", autocomplete="current-password")
-            st.form_submit_button("Log in", type="primary", on_click=_on_login, width="stretch")
+        st.markdown(f"[Log in]({_login_target()})")
 
 
 def main() -> None:
@@ -111,7 +77,10 @@ def main() -> None:
         logged_in = _authenticate()
     if logged_in is None:
         return  # the database did not answer; errors_by_id said so
-    ui.write_cookie()  # before the navigation: once the page shows the login worked, its cookie is in the browser
+    # Every run mounts the navigator, with somewhere to go or not, first thing: Streamlit fetches its
+    # components' code when the first one shows, and fetched here it is ready before the judging page's key
+    # listener mounts (a key pressed in the first second of a fresh tab went nowhere).
+    ui.go_to(None if logged_in else _login_target())
     if not logged_in:
         with ui.errors_by_id():
             st.navigation([st.Page(login_page, title="Log in", url_path="login")], position="hidden").run()

@@ -1,8 +1,10 @@
 """Browser logins: a random token in a cookie, its sha256 in `login_sessions`, idle and absolute expiry.
 
 A Streamlit session dies with its websocket (a reload starts a new one), so the login lives in the
-database and the browser keeps only the token. Wrong name, wrong password and disabled account all
-read the same to the person at the keyboard.
+database and the browser keeps only the token, in an HttpOnly cookie that the login route sets
+(storyloop.annotator.web). Wrong name, wrong password and disabled account all read the same to the
+person at the keyboard. Each login is a new token; a role change, disabling or a new password ends the
+account's logins (storyloop.db.users), so a token never outlives the rights it was issued with.
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from storyloop.annotator.queue import aware
-from storyloop.db.models import LoginSession, Role, User, utcnow
 from storyloop.db import audit
-from storyloop.db.throttle import Throttled, record_failure, record_success, throttle_keys, wait_seconds
-from storyloop.db.users import HASH_WAIT_S, HashBusy, authenticate
+from storyloop.db.models import LoginSession, Role, User, utcnow
+from storyloop.db.throttle import (
+    Throttled,
+    record_failure,
+    record_success,
+    throttle_keys,
+    wait_seconds,
+)
+from storyloop.db.users import HASH_WAIT_S, HashBusy, authenticate, user_by_email
 
 IDLE_TIMEOUT = timedelta(hours=2)
 MAX_AGE = timedelta(hours=12)
@@ -83,11 +91,36 @@ def login(session: Session, username: str, password: str, client: str | None = N
         return None
     record_success(session, username)
     audit.record(session, "login", actor_id=user.id, actor=user.username, client=client)
+    return _start(session, user, now)
+
+
+def _start(session: Session, user: User, now: datetime) -> tuple[str, SessionUser]:
     token = secrets.token_urlsafe(32)
     session.add(LoginSession(token_sha256=_digest(token), user_id=user.id, created_at=now, last_seen_at=now,
                              expires_at=now + min(IDLE_TIMEOUT, MAX_AGE)))
     session.flush()
     return token, SessionUser(user.id, user.username, Role(user.role))
+
+
+# What a single sign-on for an address no active account has reads: the person can do nothing about it but
+# ask, so it says whom and what to ask for (and, unlike a password refusal, may name the address: the
+# provider has already proven the person owns it).
+SSO_UNKNOWN = ("No storyloop account has the e-mail address {email}. Ask whoever runs storyloop to add it "
+               "to your account (storyloop users set-email), or log in with your username and password.")
+
+
+def login_by_email(session: Session, email: str, client: str | None = None,
+                   now: datetime | None = None) -> tuple[str, SessionUser] | None:
+    """(token, user) for an address an identity provider vouched for, if an active account has it, else None.
+    Recorded as a login through SSO, or as a refused one."""
+    now = now or utcnow()
+    user = user_by_email(session, email)
+    if user is None or not user.is_active:
+        audit.record(session, "login_failed", actor=email.strip()[:128] or "-", target=email.strip()[:320],
+                     client=client, details={"via": "sso"})
+        return None
+    audit.record(session, "login", actor_id=user.id, actor=user.username, client=client, details={"via": "sso"})
+    return _start(session, user, now)
 
 
 def resume(session: Session, token: str | None, now: datetime | None = None) -> SessionUser | None:

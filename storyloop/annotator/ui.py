@@ -14,7 +14,7 @@ import streamlit as st
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from storyloop.annotator.auth import COOKIE, MAX_AGE, SessionUser
+from storyloop.annotator.auth import SessionUser
 from storyloop.db import SchemaError, require_current_schema, session_scope
 from storyloop.db.engine import retrying
 from storyloop.settings import Settings
@@ -25,7 +25,7 @@ T = TypeVar("T")
 TOKEN = "auth_token"  # the login token of this browser session
 USER = "user"  # SessionUser, re-checked against the DB on every run
 LOGGED_OUT = "logged_out"  # set by logout: ignore the (stale) cookie this session connected with
-COOKIE_ACTION = "cookie_action"  # ("set", token) or ("clear",): written into the browser on the next run
+SESSION_ENDED = "session_ended"  # the login this session ran on has ended (idle, revoked, disabled)
 TASK = "task"  # the annotator's current Task (with its draft), or None
 LAST_SUBMITTED = "last_submitted"  # scenario id of the annotator's last submit, for undo
 SET_ASIDE = "set_aside"  # the unfinished Task an edit interrupted: it comes back, marks and all, after the edit
@@ -142,31 +142,21 @@ def show_flash() -> None:
         {"success": st.success, "warning": st.warning, "error": st.error, "info": st.info}[kind](message)
 
 
-# Sets document.cookie to data.cookie ("name=value; path=/; ..."), if any. Streamlit calls the default
-# export again on every data change.
-_COOKIE_JS = """
+# Loads data.url in the whole tab. The session cookie is HttpOnly and only the login routes
+# (storyloop.annotator.web) set or clear it, in answers to real page loads: the app hands the browser to
+# them. Streamlit calls the default export again on every data change.
+_GOTO_JS = """
 export default function (component) {
-  if (component.data.cookie) document.cookie = component.data.cookie;
+  if (component.data.url) window.location.replace(component.data.url);
 }
 """
-_cookie_writer = st.components.v2.component("storyloop_cookie", js=_COOKIE_JS)
+_navigator = st.components.v2.component("storyloop_goto", js=_GOTO_JS)
 
 
-def write_cookie() -> None:
-    """Carry out a pending cookie change in the browser (Streamlit has no server-side Set-Cookie).
-
-    Every run mounts the writer, with nothing to write or not: its code is then loaded before a login and
-    sets the cookie as soon as the login's run reaches the browser (a one-off script waited for its code
-    to download, and a reload in between came back logged out).
-    """
-    action = st.session_state.get(COOKIE_ACTION)
-    cookie = None
-    if action is not None:
-        value, max_age = (action[1], int(MAX_AGE.total_seconds())) if action[0] == "set" else ("", 0)
-        cookie = f"{COOKIE}={value}; path=/; max-age={max_age}; SameSite=Strict"
-    _cookie_writer(key="cookie-writer", data={"cookie": cookie})
-    # Only once sent: a click that interrupts this run stops it inside the call, before the cookie goes out
-    st.session_state.pop(COOKIE_ACTION, None)
+def go_to(url: str | None) -> None:
+    """Send the tab to `url`, a path of this server (a full page load, not a Streamlit page switch); None
+    mounts the component and goes nowhere."""
+    _navigator(key="goto", data={"url": url})
 
 
 CSS = """
@@ -216,7 +206,7 @@ div[class*="st-key-card-"][class*="-open"] { border-color: #9ca3af !important; }
 .st-key-study-story [data-testid="stImage"] img { max-height: calc(100vh - 480px); object-fit: contain; }
 .sl-character { font-weight: 600; color: #1e3a8a; margin: .4rem 0 .1rem 0; }
 .sl-side { text-align: center; font-weight: 600; font-size: 1.05rem; color: #374151; }
-.st-key-cookie-writer { display: none; }
+.st-key-goto { display: none; }
 </style>
 """
 

@@ -131,27 +131,49 @@ def db_status(data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
 
 # -- users ---------------------------------------------------------------------------------------
 
+EmailOpt = Annotated[str | None, typer.Option(
+    help="The e-mail address single sign-on maps to this account (the identity provider's, any case).")]
+
+
 @users_app.command("add")
 def users_add(username: str,
               role: Annotated[Role, typer.Option(help="annotator, researcher or admin.")] = Role.annotator,
+              email: EmailOpt = None,
               data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
     """Add an account. The password comes from STORYLOOP_PASSWORD or a hidden prompt."""
     s = ready_settings(data_dir, db)
     password = read_password("STORYLOOP_PASSWORD", f"Password for {username!r}")
     with user_errors(), session_scope(s.db_url) as session:
-        db_users.add_user(session, username, password, role)
-    console.print(f"Added {role.value} {username!r}.")
+        db_users.add_user(session, username, password, role, email=email)
+    console.print(f"Added {role.value} {username!r}" + (f" <{email.strip().lower()}>." if email else "."))
+
+
+@users_app.command("set-email")
+def users_set_email(username: str,
+                    email: Annotated[str | None, typer.Argument(
+                        help="The address single sign-on maps to the account.")] = None,
+                    clear: Annotated[bool, typer.Option("--clear", help="Remove the address: password login only.")]
+                    = False,
+                    data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
+    """Set the e-mail address an identity provider's login maps to this account (or --clear it)."""
+    if (email is None) == (not clear):
+        raise fail("give an e-mail address or --clear (not both)")
+    s = ready_settings(data_dir, db)
+    with user_errors(), session_scope(s.db_url) as session:
+        user = db_users.set_email(session, username, None if clear else email, actor=cli_actor())
+    console.print(f"{username!r} has e-mail address {user.email}." if user.email else
+                  f"{username!r} has no e-mail address: password login only.")
 
 
 @users_app.command("list")
 def users_list(data_dir: DataDirOpt = None, db: DbOpt = None) -> None:
     """List accounts."""
     s = ready_settings(data_dir, db)
-    table = Table("username", "role", "active", "created")
+    table = Table("username", "role", "active", "created", "e-mail")
     with session_scope(s.db_url) as session:
         for u in db_users.list_users(session):
             table.add_row(u.username, u.role.value, "yes" if u.is_active else "no",
-                          f"{u.created_at:%Y-%m-%d %H:%M}")
+                          f"{u.created_at:%Y-%m-%d %H:%M}", u.email or "")
     console.print(table)
 
 

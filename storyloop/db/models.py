@@ -91,6 +91,9 @@ class User(Base):
     role: Mapped[Role] = mapped_column(_enum(Role, "role"), default=Role.annotator)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # For single sign-on: the provider's e-mail address maps to this account. Stored lower-case, so the
+    # unique key is case-blind; NULL for password-only accounts.
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
 
 
 class LoginSession(Base):

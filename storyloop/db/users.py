@@ -19,6 +19,9 @@ from storyloop.db.models import LoginSession, Role, User, utcnow
 # logins multiplies. The parameters travel inside each hash; an older hash is redone at its next login.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, type=Type.ID)
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{2,64}$")
+# An address as identity providers give it: one @, no spaces, a dot in the domain. Not RFC 5322: the check is
+# there to catch a typo (a missing @, a pasted name), the provider is what vouches for the address.
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD_LENGTH = 8
 # At most this many password hashes at once in a process (a flood of logins queues, memory stays bounded);
 # a login that cannot get a slot within HASH_WAIT_S is refused as busy.
@@ -97,15 +100,54 @@ def get_user(session: Session, username: str) -> User:
     return user
 
 
-def add_user(session: Session, username: str, password: str, role: Role = Role.annotator) -> User:
+def normalize_email(email: str) -> str:
+    """The stored form of an address (trimmed, lower-case), or UserError naming what is wrong with it."""
+    value = email.strip().lower()
+    if len(value) > 320 or not EMAIL_RE.match(value):
+        raise UserError(f"invalid e-mail address {email!r}: expected name@domain")
+    return value
+
+
+def _check_email_free(session: Session, email: str, username: str | None = None) -> None:
+    owner = session.scalar(select(User.username).where(User.email == email))
+    if owner is not None and owner != username:
+        raise UserError(f"e-mail address {email!r} already belongs to user {owner!r}")
+
+
+def add_user(session: Session, username: str, password: str, role: Role = Role.annotator,
+             email: str | None = None) -> User:
     if not USERNAME_RE.match(username):
         raise UserError(f"invalid username {username!r}: use 2-64 letters, digits, '_', '.' or '-'")
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise UserError(f"user {username!r} already exists")
-    user = User(username=username, password_hash=hash_password(password), role=Role(role))
+    if email is not None:
+        email = normalize_email(email)
+        _check_email_free(session, email)
+    user = User(username=username, password_hash=hash_password(password), role=Role(role), email=email)
     session.add(user)
     session.flush()
     return user
+
+
+def set_email(session: Session, username: str, email: str | None, actor: str | None = None) -> User:
+    """Give the account the address single sign-on maps to it (None: password login only)."""
+    user = get_user(session, username)
+    email = normalize_email(email) if email is not None else None
+    if email is not None:
+        _check_email_free(session, email, username)
+    if user.email != email:
+        audit.record(session, "email_changed", actor=actor, target=username,
+                     details={"from": user.email, "to": email})
+        user.email = email
+    return user
+
+
+def user_by_email(session: Session, email: str) -> User | None:
+    """The account an identity provider's address maps to (any case), or None; active or not."""
+    try:
+        return session.scalar(select(User).where(User.email == normalize_email(email)))
+    except UserError:
+        return None
 
 
 def authenticate(session: Session, username: str, password: str) -> User | None:

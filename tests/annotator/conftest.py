@@ -63,6 +63,20 @@ def build_round(settings: Settings, src: Path, name: str = "r1", scenarios: int 
                             {sc.id: [c.id for c in sc.candidates] for sc in scs}, ids)
 
 
+def log_in(at, username: str, password: str = PASSWORD):
+    """Log an AppTest session in as the login route does, minus the cookie (AppTest has no browser to hold
+    one): a real login (password check, throttling, audit), its token handed to the session, then a run.
+    A refused login leaves the session logged out. The route itself is tested in test_web.py."""
+    from storyloop.annotator import ui
+    from storyloop.annotator.auth import login
+
+    with session_scope(Settings.resolve().db_url) as s:
+        result = login(s, username, password)
+    if result is not None:
+        at.session_state[ui.TOKEN] = result[0]
+    return at.run()
+
+
 @pytest.fixture
 def small_round(settings, tmp_path) -> RoundFixture:
     """Three scenarios of three candidates, k = 2, no gold, skips go to the others."""

@@ -10,12 +10,11 @@ from streamlit.testing.v1 import AppTest
 
 import storyloop.annotator
 from storyloop.annotator import ui
-from storyloop.annotator.auth import LOGIN_FAILED
 from storyloop.db import session_scope
 from storyloop.db.migrate import alembic_config
 from storyloop.db.models import Asset, Candidate, Judgment, Outcome
 from storyloop.db.assets import asset_path
-from tests.annotator.conftest import PASSWORD
+from tests.annotator.conftest import PASSWORD, log_in
 
 APP = str(Path(storyloop.annotator.__file__).parent / "app.py")
 PAGES = ui.PAGES_DIR.relative_to(Path(APP).parent)  # where the page files are, for switch_page
@@ -36,9 +35,7 @@ def app(small_round, monkeypatch):
 
 
 def login(at: AppTest, username: str, password: str = PASSWORD) -> AppTest:
-    at.text_input(key="login_username").input(username)
-    at.text_input(key="login_password").input(password)
-    return next(b for b in at.button if b.label == "Log in").click().run()
+    return log_in(at, username, password)
 
 
 def press(at: AppTest, key: str) -> AppTest:
@@ -57,23 +54,18 @@ def judgments(url: str) -> list[Judgment]:
         return rows
 
 
-def test_wrong_password_and_unknown_user_get_the_same_refusal(app):
+def logged_out(at: AppTest) -> bool:
+    """The page a session without a login gets: a link to the login form (the route that sets the cookie),
+    which its browser is sent to; no button, no page of the app."""
+    return (not at.button and not at.metric and not at.exception
+            and any("[Log in](/login" in m.value for m in at.markdown))
+
+
+# The form's words, its throttling and its cookie are the login route's (test_web.py, test_browser_sessions.py):
+# the app's part is to let in only a live login's token.
+def test_a_refused_login_leaves_the_session_logged_out(app):
     for name, password in (("ann", "not-the-password"), ("nobody", PASSWORD)):
-        at = app(name, password)
-        assert [e.value for e in at.error] == [LOGIN_FAILED]
-        assert not any(b.key and b.key.startswith("enter-") for b in at.button)
-
-
-def test_repeated_wrong_passwords_are_throttled_on_the_login_page(app):
-    at = app()
-    for _ in range(3):
-        login(at, "ann", "not-the-password")
-        assert LOGIN_FAILED in [e.value for e in at.error]
-    login(at, "ann", "not-the-password")
-    assert any("Too many login attempts: try again in" in e.value for e in at.error)
-    login(at, "ann", PASSWORD)  # the right password waits its turn too
-    assert any("Too many login attempts" in e.value for e in at.error)
-    assert not any(b.label.startswith("Log out") for b in at.button)
+        assert logged_out(app(name, password))
 
 
 def test_a_new_session_that_asks_for_a_page_goes_through_the_login(app):
@@ -83,8 +75,22 @@ def test_a_new_session_that_asks_for_a_page_goes_through_the_login(app):
     for page in ["annotate", "history", *RESEARCH_PAGES]:
         at = AppTest.from_file(APP, default_timeout=30)
         at.switch_page(f"{PAGES}/{page}.py").run()
-        assert not at.exception, (page, at.exception)
-        assert [b.label for b in at.button] == ["Log in"] and not at.metric, page
+        assert logged_out(at), page
+
+
+@pytest.mark.parametrize("end", ["disable", "new password", "new role"])
+def test_an_ended_login_sends_the_session_to_the_form_with_the_reason(app, small_round, end):
+    from storyloop.db.models import Role
+    from storyloop.db.users import set_active, set_password, set_role
+
+    at = app("ann")
+    assert not logged_out(at)
+    with session_scope(small_round.settings.db_url) as s:
+        {"disable": lambda: set_active(s, "ann", False), "new password": lambda: set_password(s, "ann", "pass-word-2"),
+         "new role": lambda: set_role(s, "ann", Role.researcher)}[end]()
+    at.run()
+    assert logged_out(at) and any("[Log in](/login?m=ended)" in m.value for m in at.markdown)
+    assert [i.value for i in at.info] == ["Your session has ended; please log in again."]
 
 
 def test_annotator_judges_a_scenario_with_the_keys_and_it_is_stored_once(app, small_round):

@@ -25,7 +25,7 @@ from storyloop.db.models import Role, StudyAnswer, StudyArm, StudyChoice, StudyI
 from storyloop.db.users import add_user
 from storyloop.studies.protocol import LIKERT_INCOMPLETE
 from storyloop.studies.queue import LikertScores, next_study_task, sides, submit_study_task
-from tests.annotator.conftest import PASSWORD
+from tests.annotator.conftest import PASSWORD, log_in
 from tests.studies.conftest import SCENARIOS, folder_study
 
 APP = str(Path(storyloop.annotator.__file__).parent / "app.py")
@@ -46,10 +46,7 @@ def app(settings, users, monkeypatch):
     monkeypatch.setenv("STORYLOOP_DB_URL", settings.db_url)
 
     def start(username: str, page: str = "study") -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=30).run()
-        at.text_input(key="login_username").input(username)
-        at.text_input(key="login_password").input(PASSWORD)
-        next(b for b in at.button if b.label == "Log in").click().run()
+        at = log_in(AppTest.from_file(APP, default_timeout=30).run(), username)
         at.switch_page(f"{PAGES}/{page}.py").run()
         assert not at.exception, at.exception
         return at

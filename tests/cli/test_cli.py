@@ -81,6 +81,34 @@ def test_reset_password_and_sessions_end_logins(cli, monkeypatch):
     assert "no user named 'zed'" in cli("users", "sessions", "zed", expect=1).output
 
 
+def test_an_email_for_single_sign_on_is_set_listed_and_cleared(cli, monkeypatch):
+    cli("init")
+    monkeypatch.setenv("STORYLOOP_PASSWORD", "annotator-password")
+    assert "Added annotator 'ann' <ann@example.org>." in cli("users", "add", "ann", "--email", "Ann@Example.org").output
+    assert "invalid e-mail address 'bob'" in cli("users", "add", "bob", "--email", "bob", expect=1).output
+    cli("users", "add", "bob")
+    assert "already belongs to user 'ann'" in cli("users", "set-email", "bob", "ANN@example.org", expect=1).output
+    assert "'bob' has e-mail address bob@example.org." in cli("users", "set-email", "bob", "bob@example.org").output
+    assert "bob@example.org" in cli("users", "list").output
+    assert "password login only" in cli("users", "set-email", "bob", "--clear").output
+    assert "give an e-mail address or --clear" in cli("users", "set-email", "bob", expect=1).output
+    with session_scope(cli.url) as s:
+        assert {u.username: u.email for u in s.scalars(select(User))} == {
+            "admin": None, "ann": "ann@example.org", "bob": None}
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"STORYLOOP_OIDC_CLIENT_ID": "storyloop"}, "single sign-on is half set up: set STORYLOOP_OIDC_METADATA_URL"),
+    ({"STORYLOOP_SECURE_COOKIE": "sometimes"}, "STORYLOOP_SECURE_COOKIE='sometimes'"),
+])
+def test_annotate_refuses_bad_login_settings_before_starting(cli, monkeypatch, env, words):
+    cli("init")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = cli("annotate", "--port", "1", expect=1).output
+    assert words in out and "Traceback" not in out
+
+
 def test_round_create_reports_bad_lines_and_writes_nothing(cli, tmp_path):
     cli("init")
     src = tmp_path / "src"

@@ -132,3 +132,26 @@ def test_revision_0009_gives_judgments_a_nullable_active_seconds(db_url):
     assert columns()["active_seconds"]["nullable"]
     command.downgrade(alembic_config(db_url), "0008")
     assert "active_seconds" not in columns()
+
+
+def test_revision_0010_gives_users_a_unique_nullable_email_and_keeps_accounts(db_url):
+    from sqlalchemy.exc import IntegrityError
+
+    def columns():
+        return {c["name"]: c for c in inspect(get_engine(db_url)).get_columns("users")}
+
+    upgrade(db_url, "0009")
+    assert "email" not in columns()
+    with get_engine(db_url).begin() as conn:
+        for name in ("ann", "bob"):
+            conn.exec_driver_sql("INSERT INTO users (username, password_hash, role, is_active, created_at) "
+                                 f"VALUES ('{name}', 'x', 'annotator', TRUE, '2026-01-01 00:00:00')")
+    upgrade(db_url)
+    assert columns()["email"]["nullable"]
+    with get_engine(db_url).begin() as conn:  # two accounts without an address: NULLs do not collide
+        assert conn.exec_driver_sql("SELECT count(*) FROM users WHERE email IS NULL").scalar() == 2
+        conn.exec_driver_sql("UPDATE users SET email = 'a@example.org' WHERE username = 'ann'")
+    with pytest.raises(IntegrityError), get_engine(db_url).begin() as conn:
+        conn.exec_driver_sql("UPDATE users SET email = 'a@example.org' WHERE username = 'bob'")
+    command.downgrade(alembic_config(db_url), "0009")
+    assert "email" not in columns()
