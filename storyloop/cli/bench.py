@@ -42,18 +42,24 @@ def annotator(
     writers: Annotated[int, typer.Option(min=1, help="Concurrent writer processes.")] = 20,
     per_writer: Annotated[int, typer.Option(min=1, help="Judgments each writer submits.")] = 100,
     page_runs: Annotated[int, typer.Option(min=5, help="Timed runs of the judging page.")] = 50,
+    flood_logins: Annotated[int, typer.Option(min=1, help="Wrong logins sent at once in each burst of the "
+                                                          "login flood.")] = 50,
 ) -> None:
-    """Judging-page build time (8 candidates of 1024²) and judgments/s with 20 writers on SQLite and PostgreSQL."""
+    """Judging-page build time (8 candidates of 1024²), judgments/s with 20 writers on SQLite and PostgreSQL,
+    and the page and the server's memory during bursts of 50 wrong logins."""
     from storyloop.bench.annotator import run_annotator_bench
 
-    result = run_annotator_bench(pg_url, writers, per_writer, page_runs,
+    result = run_annotator_bench(pg_url, writers, per_writer, page_runs, flood_logins,
                                  log=lambda m: err_console.print(m, highlight=False))
     if not as_json:
         rates = ", ".join(f"{k} {v:.0f}/s" if v is not None else f"{k} -" for k, v in result["judgments_per_s"].items())
+        flood = result["login_flood"]
         err_console.print(f"page p50 {result['page_ms_p50']:.1f} ms, p95 {result['page_ms_p95']:.1f} ms "
                           f"(cold {result['page_ms_cold']:.0f} ms); a mark p50 {result['mark_ms_p50']:.1f} ms, "
                           f"p95 {result['mark_ms_p95']:.1f} ms; judgments {rates}; "
-                          f"lost {result['lost']}, duplicates {result['duplicates']}")
+                          f"lost {result['lost']}, duplicates {result['duplicates']}; during the login flood: "
+                          f"page p95 {flood['page_ms_p95']:.0f} ms (quiet {flood['quiet_page_ms_p95']:.0f} ms), "
+                          f"server peak {flood['peak_mb'] or 0:.0f} MB (before {flood['base_peak_mb'] or 0:.0f} MB)")
     print(json.dumps(result))
 
 
