@@ -16,9 +16,11 @@ from sqlalchemy.orm import Session
 from storyloop.annotator.agreement import krippendorff_alpha, pairwise_agreement
 from storyloop.annotator.gold import gold_scores
 from storyloop.annotator.queue import aware
+from storyloop.db import audit
 from storyloop.db.users import research_read
 from storyloop.db.models import (Candidate, GoldAnswer, Judgment, Lease, Outcome, Round, Scenario,
                                  SkipPolicy, User, utcnow)
+from storyloop.db.users import require_role
 
 
 def latest_judgments(session: Session, round_id: int) -> list[Judgment]:
@@ -263,3 +265,15 @@ def to_safe_csv(table: pd.DataFrame) -> bytes:
     text_columns = [c for c in table.columns if pd.api.types.is_string_dtype(table[c]) or table[c].dtype == object]
     safe = table.assign(**{c: table[c].map(neutral) for c in text_columns})
     return safe.to_csv(index=False).encode()
+
+
+def export_judgments_csv(session: Session, round_id: int, *, actor: int) -> bytes:
+    """The round's judgments as a safe CSV, for a researcher or admin, and the export in the audit log.
+
+    The role is read now, when the file is made (a click on Download), not when the page was drawn: a
+    researcher made an annotator since then gets nothing, and nothing is logged."""
+    require_role(session, actor, "export judgments")
+    table = judgments_table(session, round_id)
+    audit.record(session, "export", actor_id=actor, target=session.get(Round, round_id).name,
+                 details={"format": "csv", "rows": len(table)})
+    return to_safe_csv(table)

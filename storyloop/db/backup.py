@@ -205,7 +205,7 @@ def read_manifest(src: Path) -> dict:
 def _require_empty(url: str) -> None:
     tables = inspect(get_engine(url)).get_table_names()
     if tables:
-        raise BackupError(f"the database at {make_url(normalize_url(url)).render_as_string(hide_password=True)} "
+        raise BackupError(f"the database at {make_url(url).render_as_string(hide_password=True)} "
                           f"is not empty ({len(tables)} tables): restore into a new one (createdb NAME, or a "
                           "new SQLite path), then point --db at it")
 

@@ -159,7 +159,8 @@ def test_export_csv_keeps_integers_and_neutralises_formulas(small_round):
 def test_research_writes_refuse_an_annotator_whatever_page_calls_them(small_round):
     from storyloop.annotator.gold import clear_gold
     from storyloop.annotator.rounds import update_round
-    from storyloop.db.models import GoldAnswer, Round, SkipPolicy
+    from storyloop.annotator.stats import export_judgments_csv
+    from storyloop.db.models import AuditEvent, GoldAnswer, Round, SkipPolicy
     from storyloop.db.users import Forbidden
 
     url, u, c = small_round.settings.db_url, small_round.users, small_round.candidates
@@ -171,6 +172,7 @@ def test_research_writes_refuse_an_annotator_whatever_page_calls_them(small_roun
         "clear gold answers": lambda s: clear_gold(s, s0, actor=u["ann"]),
         "change a round's settings": lambda s: update_round(s, small_round.round_id, 1, 0.5, SkipPolicy.counts,
                                                             actor=u["ann"]),
+        "export judgments": lambda s: export_judgments_csv(s, small_round.round_id, actor=u["ann"]),
     }
     for what, write in writes.items():
         with pytest.raises(Forbidden, match=f"'ann' \\(annotator\\) may not {what}"), session_scope(url) as s:
@@ -178,6 +180,8 @@ def test_research_writes_refuse_an_annotator_whatever_page_calls_them(small_roun
     with session_scope(url) as s:
         assert s.scalar(select(GoldAnswer.outcome)) == Outcome.ranked
         assert s.get(Round, small_round.round_id).judgments_per_scenario == 2
+        assert "export" not in s.scalars(select(AuditEvent.action)).all()
+        assert export_judgments_csv(s, small_round.round_id, actor=u["rita"]).startswith(b"round,scenario,")
         clear_gold(s, s0, actor=u["rita"])
 
 

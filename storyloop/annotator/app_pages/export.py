@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from storyloop.annotator import ui
-from storyloop.annotator.stats import judgments_table, to_safe_csv
-from storyloop.db import audit
+from storyloop.annotator.stats import export_judgments_csv, judgments_table
+from storyloop.db import session_scope
 
 st.header("Export")
 round_id = ui.pick_round()
@@ -21,14 +21,17 @@ skips = int((judged.outcome == "skipped").sum())
 # Progress counts judgments without skips; say how many of these are skips so the two pages agree.
 st.markdown(f"**{len(judged)}** current judgments in this round, **{skips}** of them skips. One row per judged "
             "candidate (a skip is one row). Edits are folded in: the latest revision counts.")
-def _record_download() -> None:
-    with ui.db() as s:
-        audit.record(s, "export", actor_id=ui.user().id, target=name, details={"format": "csv", "rows": len(table)})
+db_url, actor = ui.app_settings().db_url, ui.user().id
 
 
-st.download_button("Download judgments (CSV)", to_safe_csv(table), file_name=f"{name}-judgments.csv",
-                   mime="text/csv", icon=":material/download:", type="primary", disabled=table.empty,
-                   on_click=_record_download)
+def _export() -> bytes:
+    """Made when Download is clicked (on a thread of its own): the role is checked then, and the export logged."""
+    with session_scope(db_url) as s:
+        return export_judgments_csv(s, round_id, actor=actor)
+
+
+st.download_button("Download judgments (CSV)", _export, file_name=f"{name}-judgments.csv", mime="text/csv",
+                   icon=":material/download:", type="primary", disabled=table.empty, on_click="ignore")
 st.dataframe(table.head(200), hide_index=True)
 st.subheader("Preference set for Diffusion-DPO")
 st.markdown("Winner × loser pairs with their reference images are exported from the command line:")
