@@ -39,13 +39,27 @@ def train_stage1_cmd(
     base: Annotated[Path | None, typer.Option(help="Toy base pipeline folder; default: the committed one.")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps (8 groups of 1 target + 2 references); "
                                                    "default: the committed LoRA's recipe (its training.json).")] = None,
+    init: Annotated[Path | None, typer.Option("--from", help="A toy Stage-1 LoRA folder to fine-tune instead of "
+                                                             "starting a new one.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Default: 5e-4.")] = None,
+    mixed_precision: Annotated[str | None, typer.Option(help="bf16 (the default; fast only on CPUs with AVX-512 "
+                                                             "BF16) or no.")] = None,
+    pair_groups: Annotated[bool, typer.Option(help="Also train on a group per two-character frame: the frame, "
+                                                   "a protagonist frame, the companion alone.")] = True,
 ) -> None:
     """Train the toy Stage-1 GSA LoRA on rendered story groups with the real Stage-1 trainer."""
+    from storyloop.generation.models import ModelError
     from storyloop.toy.assets import BASE, STAGE1
     from storyloop.toy.train_stage1 import train_toy_stage1
 
-    overrides = {} if steps is None else {"max_train_steps": steps}  # else STAGE1_DEFAULTS
-    folder = train_toy_stage1(base or BASE, out or STAGE1, **overrides)
+    given = dict(max_train_steps=steps, learning_rate=learning_rate, mixed_precision=mixed_precision)
+    overrides = {k: v for k, v in given.items() if v is not None}  # else STAGE1_DEFAULTS
+    try:
+        folder = train_toy_stage1(base or BASE, out or STAGE1, pair_groups=pair_groups, init=init, **overrides)
+    except ValueError as e:  # a knob out of range: Stage1Config names it
+        raise fail(str(e), code=2) from e
+    except ModelError as e:  # --from is not a Stage-1 LoRA for this base
+        raise fail(str(e)) from e
     console.print(f"Toy Stage-1 LoRA saved to {folder}")
 
 

@@ -132,6 +132,8 @@ class Stage1Config(TrainingKnobs):
     output_dir: str = knob("stage1-out", "Where the LoRA, checkpoints, cache and logs go.")
     rank: int = knob(16, "LoRA rank on every linear layer of the transformer blocks.")
     lora_alpha: int = knob(16, "LoRA alpha (scale = alpha / rank).")
+    init_lora: str = knob("", "A Stage-1 LoRA folder for this base to start from (fine-tuning; its rank and alpha "
+                              "must be rank and lora_alpha); empty: a new LoRA.")
     learning_rate: float = knob(1e-4, "AdamW learning rate (after warmup; see lr_scheduler).")
     adam_weight_decay: float = knob(1e-4, "AdamW weight decay.")
     max_grad_norm: float = knob(1.0, "Gradient clipping norm.")

@@ -38,7 +38,8 @@ from storyloop.generation.config import Stage1Config
 from storyloop.generation.encoding_cache import EncodingCache
 from storyloop.generation.flux import References, TextEmbeds, predict_with_references
 from storyloop.generation.gsa import POSITION_SCHEME, REFERENCE_PROMPT, install_gsa
-from storyloop.generation.lora import add_lora, lora_config, save_lora
+from storyloop.generation.fingerprint import base_identity
+from storyloop.generation.lora import add_lora, load_lora, lora_config, save_lora
 from storyloop.generation.memory import apply_memory_plan
 from storyloop.generation.memory_estimate import Workload
 from storyloop.generation.training import (RunClock, accelerate_precision, make_lr_scheduler, make_optimizer,
@@ -284,7 +285,10 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
     apply_memory_plan(pipe, plan, "stage1")  # the encoders (and VAE) leave the GPU where the mode says so
     transformer = pipe.transformer
     torch.manual_seed(config.seed)  # LoRA A matrices start from the seed too
-    add_lora(transformer, lora_config(config.rank, config.lora_alpha), ADAPTER)
+    if config.init_lora:
+        start_from(pipe, config)
+    else:
+        add_lora(transformer, lora_config(config.rank, config.lora_alpha), ADAPTER)
     install_gsa(transformer)
     if use_checkpointing(config, plan):
         transformer.enable_gradient_checkpointing()
@@ -352,6 +356,17 @@ def train_stage1(config: Stage1Config, resume: bool = False, progress: bool = Tr
                     processes=world, resolution=config.resolution)
     accelerator.end_training()
     return lora_dir
+
+
+def start_from(pipe, config: Stage1Config) -> None:
+    """Load `config.init_lora` as the adapter to train (fine-tuning): checked like any Stage-1 LoRA (kind, base,
+    position scheme), of the configured rank and alpha, its weights trainable and nothing else."""
+    meta = load_lora(pipe, Path(config.init_lora), ADAPTER, base_identity(config.model), "stage1")
+    if (meta.rank, meta.alpha) != (config.rank, config.lora_alpha):
+        raise ModelError(f"{config.init_lora}: a LoRA of rank {meta.rank} and alpha {meta.alpha}, but rank = "
+                         f"{config.rank} and lora_alpha = {config.lora_alpha}: set them to the LoRA's")
+    for name, p in pipe.transformer.named_parameters():
+        p.requires_grad_("lora_" in name and f".{ADAPTER}." in name)
 
 
 def bucket_counts(data: EncodedDataset) -> dict[str, int]:

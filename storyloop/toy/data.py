@@ -13,7 +13,7 @@ import torch
 from storyloop.generation.flux import pack_latents
 from storyloop.toy.codec import PixelUnshuffleCodec
 from storyloop.toy.render import render
-from storyloop.toy.world import Character, Frame, Story, caption, make_stories, random_frame, STYLES
+from storyloop.toy.world import STYLES, Character, Frame, Story, alone, caption, make_stories, random_frame
 
 DETAIL_BASE = (("full", 0.6), ("partial", 0.25), ("none", 0.15))  # base model: mostly full descriptions
 DETAIL_STORY = (("partial", 0.5), ("none", 0.5))  # story frames: identity must come from references
@@ -47,17 +47,41 @@ def single_frames(characters: list[Character], n: int, seed: int) -> FrameSet:
     return FrameSet(frames, caps)
 
 
-def write_story_dataset(stories: list[Story], folder: Path, seed: int) -> Path:
-    """Render stories to a Stage-1 dataset folder: images + metadata.jsonl (group = story)."""
+def write_story_dataset(stories: list[Story], folder: Path, seed: int, pair_groups: bool = False) -> Path:
+    """Render stories to a Stage-1 dataset folder: images + metadata.jsonl (group = story).
+
+    `pair_groups`: also one group per frame with a companion, of that frame, another frame of the story
+    (the protagonist's reference) and the companion drawn alone in the story's style (its own reference,
+    as toy scenarios give it): Stage-1 draws a target and two references from a group, so a third of
+    these draws is a two-character frame conditioned on each character's own reference, the way a
+    two-character scenario is. The story groups are written exactly as without them.
+    """
     rng = random.Random(seed)
+    pair_rng = random.Random(f"{seed}:pairs")  # its own stream: the story rows stay what they were
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "metadata.jsonl", "w") as fh:
+        def row(group: str, name: str, frame: Frame, r: random.Random) -> None:
+            fh.write(json.dumps({"group": group, "image": name,
+                                 "caption": caption(frame, r, pick_detail(r, DETAIL_STORY))}) + "\n")
+
         for story in stories:
             for i, frame in enumerate(story.frames):
                 name = f"{story.story_id}-{i}.png"
                 render(frame).save(folder / name)
-                fh.write(json.dumps({"group": story.story_id, "image": name,
-                                     "caption": caption(frame, rng, pick_detail(rng, DETAIL_STORY))}) + "\n")
+                row(story.story_id, name, frame, rng)
+        if pair_groups:
+            for story in stories:
+                for i, frame in enumerate(story.frames):
+                    if frame.companion is None:
+                        continue
+                    j = next(k for k in range(len(story.frames)) if k != i)  # the first other frame, as scenarios
+                    own = alone(frame.companion, story.style, pair_rng)
+                    own_name = f"{story.story_id}-{i}-companion.png"
+                    render(own).save(folder / own_name)
+                    group = f"{story.story_id}-pair{i}"
+                    row(group, f"{story.story_id}-{i}.png", frame, pair_rng)
+                    row(group, f"{story.story_id}-{j}.png", story.frames[j], pair_rng)
+                    row(group, own_name, own, pair_rng)
     return folder
 
 

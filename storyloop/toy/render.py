@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw
 
-from storyloop.toy.world import COLORS, GROUNDS, HAT_COLORS, SKIES, Character, Frame
+from storyloop.toy.world import ASIDE, COLORS, GROUNDS, HAT_COLORS, SKIES, Character, Frame
 
 SCALE = 4
 SCARF, BAG, STICK, OUTLINE = (0, 170, 170), (150, 90, 40), (90, 55, 20), (15, 15, 15)
 HORIZON = 0.66  # share of the height that is sky
+COMPANION_X = 0.78  # where a companion stands (and a character drawn ASIDE): its centre, as a share of the width
 
 
 def _pastel(rgb, style):
@@ -96,8 +97,8 @@ def render(frame: Frame, size: int = 64) -> Image.Image:
         d.line([(0, horizon), (big, horizon)], fill=OUTLINE, width=2 * SCALE)
     base = big * 0.9
     height = big * (0.62 if frame.size == "big" else 0.42)
-    px = {"left": 0.27, "middle": 0.48, "right": 0.72}[frame.place]
+    px = {"left": 0.27, "middle": 0.48, "right": 0.72, ASIDE: COMPANION_X}[frame.place]
     if frame.companion is not None:
-        draw_character(d, frame.companion, big * 0.78, base, big * 0.42, frame.style, big)
+        draw_character(d, frame.companion, big * COMPANION_X, base, big * 0.42, frame.style, big)
     draw_character(d, frame.protagonist, big * px, base, height, frame.style, big)
     return img.resize((size, size), Image.LANCZOS)

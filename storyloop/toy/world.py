@@ -22,6 +22,7 @@ SKIES = {"day": (150, 200, 250), "night": (20, 24, 70), "sunset": (250, 160, 110
 GROUNDS = {"grass": (70, 150, 60), "sand": (225, 200, 130), "snow": (240, 245, 250), "stone": (120, 120, 125)}
 STYLES = ("flat", "outlined", "striped", "pastel")
 PLACES = ("left", "middle", "right")
+ASIDE = "aside"  # one more place, never drawn at random: where a companion stands (a character's own reference)
 SIZES = ("small", "big")
 
 IDENTITY = ("shape", "color", "hat", "hat_color", "accessory")
@@ -144,9 +145,10 @@ def make_stories(characters: list[Character], n: int, seed: int, prefix: str,
 
 
 def alone(character: Character, style: str, rng: random.Random) -> Frame:
-    """`character` drawn by itself in `style`, where and as large as a companion stands (small, on the right),
-    in a random scene: how a companion's own reference image looks."""
-    return Frame(character, style, rng.choice(list(SKIES)), rng.choice(list(GROUNDS)), "right", "small")
+    """`character` drawn by itself in `style`, exactly where and as large as a companion stands (ASIDE, small),
+    in a random scene: how a companion's own reference image looks. In GSA a target's token reads the
+    reference token at its own row and column most easily, so the companion is drawn where it will stand."""
+    return Frame(character, style, rng.choice(list(SKIES)), rng.choice(list(GROUNDS)), ASIDE, "small")
 
 
 # -- captions -------------------------------------------------------------------------------------------
@@ -164,7 +166,7 @@ _SKY_WORDS = {"day": ["on a sunny day", "under a clear blue sky", "in daylight"]
 _GROUND_WORDS = {"grass": ["on the grass", "in a meadow", "on green grass"], "sand": ["on the sand", "on a beach"],
                  "snow": ["in the snow", "on a snowy field"], "stone": ["on stone ground", "on a rocky path"]}
 _PLACE_WORDS = {"left": ["on the left", "at the left"], "middle": ["in the middle", "in the center"],
-                "right": ["on the right", "at the right"]}
+                "right": ["on the right", "at the right"], ASIDE: ["on the right", "at the right"]}
 
 
 def _article(phrase: str) -> str:

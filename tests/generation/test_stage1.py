@@ -93,6 +93,23 @@ def test_the_lora_records_its_data_and_resume_refuses_other_data(setup, tmp_path
     assert changed != first
 
 
+def test_a_run_can_start_from_a_stage1_lora(setup, tmp_path):
+    """init_lora fine-tunes: at learning rate 0 the saved LoRA is the one it started from, to the bit; trained on,
+    both its factors move; a LoRA of another rank is refused."""
+    first = train_stage1(config(setup, tmp_path / "first"), progress=False)
+    start = load_file(first / "pytorch_lora_weights.safetensors")
+    kept = train_stage1(config(setup, tmp_path / "kept", init_lora=str(first), learning_rate=0.0,
+                               adam_weight_decay=0.0), progress=False)
+    assert all(torch.equal(start[k], v) for k, v in load_file(kept / "pytorch_lora_weights.safetensors").items())
+    on = load_file(train_stage1(config(setup, tmp_path / "on", init_lora=str(first)), progress=False)
+                   / "pytorch_lora_weights.safetensors")
+    assert on.keys() == start.keys()
+    for factor in ("lora_A", "lora_B"):
+        assert not all(torch.equal(start[k], on[k]) for k in on if factor in k)
+    with pytest.raises(ModelError, match="rank 4 and alpha 4, but rank = 8"):
+        train_stage1(config(setup, tmp_path / "rank", init_lora=str(first), rank=8), progress=False)
+
+
 def test_bad_dataset_and_config_errors_are_clear(setup, tmp_path):
     with pytest.raises(ModelError, match="no group has 5 images"):
         train_stage1(config(setup, tmp_path / "d", num_references=4), progress=False)

@@ -2,6 +2,7 @@
 
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from storyloop.db.models import Scenario
 from storyloop.db.rounds import create_round
 from storyloop.toy.render import render
 from storyloop.toy.scenarios import make_scenarios, write_scenarios_file
-from storyloop.toy.world import alone, make_stories, split_characters
+from storyloop.toy.world import ASIDE, Frame, alone, make_stories, split_characters
 
 
 def two_kinds(companion_share=0.5, **kw):
@@ -36,7 +37,7 @@ def test_a_two_character_target_has_each_characters_own_references():
         first, own = sc.references
         assert first.protagonist == who and first.style == sc.asked.style  # the story's frame 0
         assert (own.protagonist, own.companion, own.style) == (companion, None, sc.asked.style)
-        assert (own.place, own.size) == ("right", "small")  # where a companion stands
+        assert (own.place, own.size) == (ASIDE, "small")  # where a companion stands
 
 
 def test_no_companion_references_gives_the_protagonists_frames_as_before():
@@ -96,7 +97,15 @@ def test_the_scenarios_file_names_each_characters_images_and_round_create_record
             assert [r.character for r in refs] == (sc.characters or [None, None])
 
 
-def test_a_companion_drawn_alone_is_a_frame_of_it_in_the_storys_style():
+def test_a_companion_drawn_alone_stands_where_it_stands_beside_the_protagonist():
+    """Its own reference shows the companion in exactly the pixels it has in a two-character frame."""
     train, _ = split_characters()
-    frame = alone(train[3], "striped", random.Random(0))
-    assert (frame.protagonist, frame.companion, frame.style, frame.count) == (train[3], None, "striped", 1)
+    own = alone(train[3], "flat", random.Random(0))
+    assert (own.protagonist, own.companion, own.style, own.count) == (train[3], None, "flat", 1)
+    pair = Frame(train[5], "flat", own.sky, own.ground, "left", "small", train[3])
+    protagonist_only = np.asarray(render(replace(pair, companion=None)))
+    drawn, both = np.asarray(render(own)), np.asarray(render(pair))
+    companion = np.any(drawn != np.asarray(render(replace(own, protagonist=train[7]))), axis=-1)
+    assert companion[:, :32].sum() == 0 and companion.sum() > 20  # on the right half
+    assert np.array_equal(drawn[companion], both[companion])  # the same pixels in the pair
+    assert not np.array_equal(protagonist_only[companion], both[companion])
