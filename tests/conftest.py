@@ -133,3 +133,28 @@ def png_claiming_size(width: int, height: int) -> bytes:
     data = struct.pack(">II", width, height) + png[24:29]  # the IHDR chunk's data after its size fields
     body = b"IHDR" + data
     return png[:8] + struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body)) + png[33:]
+
+
+@pytest.fixture(scope="module")
+def _module_cluster():
+    from tests.pg_cluster import PgCluster, server_bindir
+
+    bindir = server_bindir()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("no PostgreSQL server binaries: .ci/run must install postgresql")
+        pytest.skip("no PostgreSQL server (apt-get install postgresql) for the fault tests")
+    cluster = PgCluster(bindir)
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_cluster(_module_cluster):
+    """A running server of this test module's own (skips without Debian's PostgreSQL server, fails so in CI):
+    one initdb per module, started again for each test that needs it."""
+    if not _module_cluster.running():
+        _module_cluster.start()
+    return _module_cluster

@@ -1,4 +1,5 @@
-"""A PostgreSQL server of the test's own, which the test may stop, start and restart (fault tests).
+"""A PostgreSQL server of the test's own, which the test may stop, start and restart (fault tests; the
+`pg_cluster` fixture in tests/conftest.py).
 
 scripts/with-postgres.sh gives a URL to a shared server; a test that takes the server down needs one
 nobody else uses. Same recipe as the script: Debian's newest server binaries, trust auth on 127.0.0.1,
@@ -13,8 +14,6 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-
-import pytest
 
 
 def server_bindir() -> Path | None:
@@ -39,7 +38,8 @@ class PgCluster:
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, tool: str, *args: str) -> None:
-        done = subprocess.run([*self._as_pg, str(self.bindir / tool), *args], capture_output=True, text=True)
+        done = subprocess.run([*self._as_pg, str(self.bindir / tool), *args], capture_output=True, text=True,
+                              check=False)
         if done.returncode:
             log = self.dir / "server.log"
             raise RuntimeError(f"{tool} failed: {done.stderr}\n{log.read_text() if log.exists() else ''}")
@@ -53,7 +53,7 @@ class PgCluster:
 
     def running(self) -> bool:
         return subprocess.run([*self._as_pg, str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "status"],
-                              capture_output=True).returncode == 0
+                              capture_output=True, check=False).returncode == 0
 
     def stop(self) -> None:
         """Fast shutdown, as a service restart does: open transactions are rolled back, clients cut off."""
@@ -64,28 +64,5 @@ class PgCluster:
 
     def destroy(self) -> None:
         subprocess.run([*self._as_pg, str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate",
-                        "stop"], capture_output=True)
+                        "stop"], capture_output=True, check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def _module_cluster():
-    bindir = server_bindir()
-    if bindir is None:
-        if os.environ.get("CI"):
-            pytest.fail("no PostgreSQL server binaries: .ci/run must install postgresql")
-        pytest.skip("no PostgreSQL server (apt-get install postgresql) for the fault tests")
-    cluster = PgCluster(bindir)
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture
-def pg_cluster(_module_cluster):
-    """A running server of this test module's own (skips without Debian's PostgreSQL server, fails so in CI):
-    one initdb per module, started again for each test that needs it."""
-    if not _module_cluster.running():
-        _module_cluster.start()
-    return _module_cluster

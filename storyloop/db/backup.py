@@ -101,7 +101,7 @@ def _tool(name: str, *args: str, env: dict[str, str]) -> None:
     if shutil.which(name) is None:
         raise BackupError(f"{name} is not installed: apt-get install postgresql-client (of the server's version "
                           "or newer)")
-    done = subprocess.run([name, *args], env=env, capture_output=True, text=True)
+    done = subprocess.run([name, *args], env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         raise BackupError(f"{name} failed: {done.stderr.strip() or done.stdout.strip()}")
 

@@ -20,9 +20,16 @@ from storyloop.db.engine import DB_WAIT_ENV, get_engine, normalize_url
 from storyloop.db.models import Judgment
 from storyloop.settings import Settings
 from tests.annotator.conftest import build_round
-from tests.annotator.test_browser import (_free_port, _login, _prompt, _require_chromium, _serve, _step, _stop,
-                                          browser)  # noqa: F401  (browser: the fixture)
-from tests.pg_cluster import _module_cluster, pg_cluster  # noqa: F401  (the fixtures)
+from tests.annotator.test_browser import (
+    _free_port,
+    _login,
+    _prompt,
+    _require_chromium,
+    _serve,
+    _step,
+    _stop,
+    browser,  # noqa: F401  (browser: the fixture)
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

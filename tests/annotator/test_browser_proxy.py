@@ -25,7 +25,15 @@ from storyloop.db import session_scope, upgrade
 from storyloop.db.models import AuditEvent
 from storyloop.settings import Settings
 from tests.annotator.conftest import PASSWORD, build_round
-from tests.annotator.test_browser import CHROMIUM, _free_port, _prompt, _require_chromium, _serve, _step, _stop
+from tests.annotator.test_browser import (
+    CHROMIUM,
+    _free_port,
+    _prompt,
+    _require_chromium,
+    _serve,
+    _step,
+    _stop,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "deploy" / "nginx-storyloop.conf"
@@ -99,7 +107,8 @@ def _wait_for(port: int, proc: subprocess.Popen, log: Path) -> None:
 def _start_nginx(tmp: Path, https_port: int, http_port: int, app_port: int) -> subprocess.Popen:
     nginx = _tool("nginx")
     conf = _nginx_config(tmp, https_port, http_port, app_port)
-    checked = subprocess.run([nginx, "-t", "-p", str(tmp), "-c", str(conf)], capture_output=True, text=True)
+    checked = subprocess.run([nginx, "-t", "-p", str(tmp), "-c", str(conf)], capture_output=True, text=True,
+                             check=False)
     assert checked.returncode == 0, checked.stderr
     return subprocess.Popen([nginx, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"])
 
@@ -113,7 +122,7 @@ def _start_caddy(tmp: Path, https_port: int, http_port: int, app_port: int) -> s
     (tmp / "Caddyfile").write_text(options + site)
     env = {**os.environ, "XDG_DATA_HOME": str(tmp / "data"), "XDG_CONFIG_HOME": str(tmp / "config")}
     checked = subprocess.run([caddy, "validate", "--config", str(tmp / "Caddyfile"), "--adapter", "caddyfile"],
-                             capture_output=True, text=True, env=env)
+                             capture_output=True, text=True, env=env, check=False)
     assert checked.returncode == 0, checked.stderr
     log = (tmp / "error.log").open("w")
     return subprocess.Popen([caddy, "run", "--config", str(tmp / "Caddyfile"), "--adapter", "caddyfile"], env=env,

@@ -18,7 +18,15 @@ from storyloop.annotator import ui
 from storyloop.annotator.queue import next_task
 from storyloop.annotator.submit import submit_task
 from storyloop.db import session_scope
-from storyloop.db.models import AuditEvent, GoldAnswer, Judgment, Outcome, Role, Round, SkipPolicy
+from storyloop.db.models import (
+    AuditEvent,
+    GoldAnswer,
+    Judgment,
+    Outcome,
+    Role,
+    Round,
+    SkipPolicy,
+)
 from storyloop.db.users import set_role
 from tests.annotator.test_browser import _login, _prompt, browser, served  # noqa: F401  (fixtures)
 
@@ -89,7 +97,7 @@ def test_research_writes_from_open_tabs_are_refused_once_the_researcher_is_an_an
 
     settings, port, _, rf, _ = served
     url, db = f"http://127.0.0.1:{port}", settings.db_url
-    s0, s1 = rf.scenarios
+    s0 = rf.scenarios[0]
     with session_scope(db) as s:  # one judgment to export
         task = next_task(s, rf.users["ann"])
     task.draft.toggle(1), task.draft.advance(), task.draft.advance(), task.draft.toggle(2)

@@ -14,7 +14,6 @@ from storyloop.db.engine import DB_WAIT_ENV, get_engine, retrying
 from storyloop.db.models import Judgment
 from storyloop.settings import Settings
 from tests.annotator.conftest import build_round
-from tests.pg_cluster import _module_cluster, pg_cluster  # noqa: F401  (the fixtures)
 
 pytestmark = pytest.mark.postgres
 
