@@ -26,7 +26,6 @@ ASIDE = "aside"  # one more place, never drawn at random: where a companion stan
 SIZES = ("small", "big")
 
 IDENTITY = ("shape", "color", "hat", "hat_color", "accessory")
-ROLES = ("protagonist", "companion")  # who a frame shows, in the order its characters are read
 COMPANION_SHARE = 0.3  # share of a story's frames with a companion, unless asked otherwise
 
 
