@@ -1,4 +1,4 @@
-"""Who answers what next: the policy shared by the judging queue (annotator/queue.py) and the study queue
+"""Who answers what next: the policy shared by the judging queue (annotator/work_queue.py) and the study queue
 (studies/queue.py), free of the database. The queues read counts from their own tables and ask this.
 
 An annotator gets gold items first, then at the gold rate; otherwise the open item closest to done (most

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from storyloop.annotator.queue import aware
+from storyloop.annotator.work_queue import aware
 from storyloop.db import audit
 from storyloop.db.models import LoginSession, Role, User, utcnow
 from storyloop.db.throttle import (

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storyloop.annotator.protocol import Draft
-from storyloop.annotator.queue import Task, aware
+from storyloop.annotator.work_queue import Task, aware
 from storyloop.annotator.stats import judging_seconds
 from storyloop.db.models import Judgment, Outcome, Round, Scenario, utcnow
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from storyloop.annotator.queue import Task
+from storyloop.annotator.work_queue import Task
 from storyloop.annotator.submit import SKIP_REASONS
 
 NOTHING_RANKED = "Nothing to submit yet: press the number of the best candidate (or T for a tie), then Enter."

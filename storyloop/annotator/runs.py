@@ -8,7 +8,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storyloop.annotator.queue import aware
+from storyloop.annotator.work_queue import aware
 from storyloop.db.models import DpoMetric, DpoRun, Round, Study, StudyArm, utcnow
 
 # The curves that say whether a run learned (trl's names); every eval/* metric is drawn too.

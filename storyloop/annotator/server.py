@@ -2,7 +2,7 @@
 
 Streamlit finds the `st.App` below and serves it with uvicorn: the app script (app.py, one run per
 browser session) behind the login routes and the gate of storyloop.annotator.web, which set and clear
-the HttpOnly session cookie. With single sign-on configured by STORYLOOP_OIDC_* variables, their values
+the HttpOnly session cookie; passwords are checked on a few worker processes started here. With single sign-on configured by STORYLOOP_OIDC_* variables, their values
 become Streamlit's [auth] secrets here, so its OIDC routes (what `st.login` uses) find them.
 """
 
@@ -14,10 +14,12 @@ from starlette.middleware import Middleware
 from storyloop.annotator import web
 
 _config = web.load_config()
+_login_workers = web.LoginWorkers(_config.login_workers)
+_login_workers.start()  # the password-checking processes, ready before the first login
 
 app = st.App(
     Path(__file__).with_name("app.py"),
-    routes=web.routes(_config),
+    routes=web.routes(_config, _login_workers),
     middleware=[Middleware(web.LoginGate)],
     secrets={"auth": _config.sso.streamlit_auth} if _config.sso is not None and _config.sso.streamlit_auth else None,
 )

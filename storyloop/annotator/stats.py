@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from storyloop.annotator.agreement import krippendorff_alpha, pairwise_agreement
 from storyloop.annotator.gold import gold_scores
-from storyloop.annotator.queue import aware
+from storyloop.annotator.work_queue import aware
 from storyloop.db import audit
 from storyloop.db.users import research_read
 from storyloop.db.models import (Candidate, GoldAnswer, Judgment, Lease, Outcome, Round, Scenario,
@@ -70,7 +70,7 @@ def progress_by_scenario(session: Session, round_id: int) -> pd.DataFrame:
 
 
 def judging_seconds(shown_at, submitted_at, active_seconds: float | None) -> float:
-    """Time spent judging: the measured active time (idle gaps left out, see queue.IDLE_GAP); for judgments
+    """Time spent judging: the measured active time (idle gaps left out, see work_queue.IDLE_GAP); for judgments
     stored before it was measured, shown -> submitted."""
     if active_seconds is not None:
         return float(active_seconds)

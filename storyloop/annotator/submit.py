@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from storyloop.annotator.queue import Task, release
+from storyloop.annotator.work_queue import Task, release
 from storyloop.db.judgments import JudgmentIn, submit_judgment
 from storyloop.db.models import Outcome
 

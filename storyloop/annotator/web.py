@@ -13,7 +13,8 @@ websocket's handshake); page scripts never see it. Secure is added when the requ
 always with STORYLOOP_SECURE_COOKIE=1.
 
 Routes: GET /login (the form; a live session goes straight on; an identity back from single sign-on is
-turned into a session), POST /login (the password check, throttled as before), GET|POST /logout,
+turned into a session), POST /login (the password check, throttled, on separate low-priority processes so
+that a flood of logins does not slow the pages: storyloop.annotator.login_worker), GET|POST /logout,
 GET /login/sso (to the identity provider). `LoginGate` sends a page load without a session cookie to
 the form at once, before the app loads.
 """
@@ -25,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, urlparse
 
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import (
@@ -43,18 +45,17 @@ from storyloop.annotator.auth import (
     MAX_AGE,
     SSO_UNKNOWN,
     client_address,
-    login,
     login_by_email,
     logout,
     resume,
 )
-from sqlalchemy.exc import OperationalError
-
+from storyloop.annotator.login_worker import LOGIN_WORKERS, LoginOutcome, LoginWorkers
 from storyloop.db import session_scope
 from storyloop.db.throttle import Throttled
 from storyloop.settings import DB_URL_ENV, Settings
 
 SECURE_ENV = "STORYLOOP_SECURE_COOKIE"
+WORKERS_ENV = "STORYLOOP_LOGIN_WORKERS"
 MAX_FORM_BYTES = 8 * 1024  # a username, a password and a path: anything longer is not our form
 # ?m= on /login: what the form says above itself (fixed words, never text from the URL)
 DB_DOWN = "The database is not answering (it may be restarting): try again in a moment."
@@ -78,6 +79,7 @@ class WebConfig:
     db_url: str
     secure_cookie: bool = False  # Secure on every cookie, HTTPS seen or not (a proxy that sends no X-Forwarded-Proto)
     sso: sso.SsoSettings | None = None
+    login_workers: int = LOGIN_WORKERS  # processes that check passwords (0: the server's own threads)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ,
@@ -86,8 +88,11 @@ class WebConfig:
         flag = env.get(SECURE_ENV, "").strip().lower()
         if flag not in ("", "0", "1", "true", "false", "yes", "no"):
             raise ValueError(f"{SECURE_ENV}={env[SECURE_ENV]!r}: use 1 (always Secure) or 0 (Secure over HTTPS)")
+        workers = env.get(WORKERS_ENV, "").strip() or str(LOGIN_WORKERS)
+        if not workers.isdigit():
+            raise ValueError(f"{WORKERS_ENV}={env[WORKERS_ENV]!r}: use a whole number of processes (0: no processes)")
         return cls(env.get(DB_URL_ENV) or Settings.resolve().db_url, flag in ("1", "true", "yes"),
-                   sso.sso_settings(env, auth_section))
+                   sso.sso_settings(env, auth_section), int(workers))
 
 
 def load_config(env: Mapping[str, str] = os.environ) -> WebConfig:
@@ -210,23 +215,21 @@ async def _form(request: Request) -> dict[str, str] | None:
     return {key: values[0] for key, values in fields.items()}
 
 
-def password_login(request: Request, config: WebConfig, form: Mapping[str, str]) -> Response:
-    """POST /login: the same checks, words and throttling as before; a good password gets a new token."""
-    username, password = form.get("username", ""), form.get("password", "")
-    next_path = safe_next(form.get("next"))
-    try:
-        with session_scope(config.db_url) as s:
-            result = login(s, username, password, client=_client(request))
-            if result is not None:
-                logout(s, request.cookies.get(COOKIE))  # rotation: a token this browser held before ends
-    except Throttled as exc:  # the same words whether the name exists or not
-        response = _page(config, 429, error=str(exc), next_path=next_path, username=username)
-        response.headers["Retry-After"] = str(exc.seconds)
+def password_answer(request: Request, config: WebConfig, form: Mapping[str, str], outcome: LoginOutcome) -> Response:
+    """POST /login's answer to what the check came to: the same words whether the name exists or not, the
+    throttle's wait, or a new token and on to the app."""
+    username, next_path = form.get("username", ""), safe_next(form.get("next"))
+    if outcome.db_down:
+        return _page(config, 503, error=DB_DOWN, next_path=next_path, username=username)
+    if outcome.retry_after is not None:
+        response = _page(config, 429, error=str(Throttled(outcome.retry_after)), next_path=next_path,
+                         username=username)
+        response.headers["Retry-After"] = str(outcome.retry_after)
         return response
-    if result is None:
+    if outcome.token is None:
         return _page(config, 401, error=LOGIN_FAILED, next_path=next_path, username=username)
     response = _go(next_path)
-    set_session_cookie(response, result[0], _secure(request, config))
+    set_session_cookie(response, outcome.token, _secure(request, config))
     return response
 
 
@@ -258,7 +261,11 @@ async def _answer(config: WebConfig, handler, *args) -> Response:
         return _page(config, 503, error=DB_DOWN)
 
 
-def routes(config: WebConfig) -> list[Route]:
+def routes(config: WebConfig, workers: LoginWorkers | None = None) -> list[Route]:
+    """The login routes; passwords are checked on `workers` (by default a pool of config.login_workers
+    processes, started by the first login)."""
+    workers = workers if workers is not None else LoginWorkers(config.login_workers)
+
     async def get_login(request: Request) -> Response:
         return await _answer(config, login_form, request, config)
 
@@ -268,7 +275,9 @@ def routes(config: WebConfig) -> list[Route]:
         form = await _form(request)
         if form is None:
             return PlainTextResponse("Expected the login form.", status_code=400)
-        return await _answer(config, password_login, request, config, form)
+        outcome = await workers.check(config.db_url, form.get("username", ""), form.get("password", ""),
+                                      _client(request), request.cookies.get(COOKIE))
+        return password_answer(request, config, form, outcome)
 
     async def do_logout(request: Request) -> Response:
         return await _answer(config, end_session, request, config)

@@ -124,7 +124,7 @@ def page_build_ms(workdir: Path, runs: int = 50) -> dict:
 
 def _writer(url: str, user_id: int, scenario_candidates: list[tuple[int, list[int]]], start) -> tuple[int, int, str]:
     """Submit one judgment per scenario as `user_id`; returns (created, no-op resubmits, error)."""
-    from storyloop.annotator.queue import Task
+    from storyloop.annotator.work_queue import Task
     from storyloop.annotator.submit import submit_task
     from storyloop.db import session_scope
     from storyloop.db.engine import get_engine

@@ -12,14 +12,17 @@ form of the app itself, submitted over Streamlit's websocket as a browser does (
 annotator's page runs over that websocket too, with her session cookie.
 
 Page times are those of the annotator's runs that started while a burst was in flight; bursts repeat
-until `min_samples` runs were timed (four bursts at least). Memory is the server process's peak resident
-size (VmHWM) before the bursts and after each: bounded when the later half of the bursts does not raise it.
+until `min_samples` runs were timed (four bursts at least). Memory is the peak resident size (VmHWM) of the
+server and every process under it (the login workers that check the passwords, multiprocessing's resource
+tracker), summed, before the bursts and after each: bounded when the later half of the bursts does not raise
+it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import http.client
+import multiprocessing
 import os
 import socket
 import statistics
@@ -28,7 +31,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlencode, urlparse
 
@@ -79,6 +82,25 @@ def _status_mb(pid: int, field: str) -> float | None:
     except OSError:
         return None
     return None
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes under `pid` (Linux), children first."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found + [d for child in found for d in _descendants(child)]
+
+
+def _tree_peak_mb(pid: int) -> tuple[float | None, float | None]:
+    """(the server's peak resident MiB, the sum of its descendants' peaks); None off Linux."""
+    server = _status_mb(pid, "VmHWM")
+    if server is None:
+        return None, None
+    return server, sum(_status_mb(child, "VmHWM") or 0.0 for child in _descendants(pid))
 
 
 def _outcome(run) -> str:
@@ -134,29 +156,56 @@ class _FormLogins:
         return [_outcome(run) for run in runs]
 
 
-class _RouteLogins:
-    """The server's POST /login route: each client posts the form once."""
+async def _post_login_async(host: str, port: int, base_url: str, username: str, address: str) -> str:
+    """One wrong login over its own connection, as _post_login, on asyncio streams."""
+    body = urlencode({"username": username, "password": WRONG_PASSWORD, "next": "/"}).encode()
+    head = (f"POST /login HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n{CLIENT_HEADER}: {address}\r\nOrigin: {base_url}\r\n"
+            f"Sec-Fetch-Site: same-origin\r\nConnection: close\r\n\r\n").encode()
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(head + body)
+        await writer.drain()
+        status = int((await asyncio.wait_for(reader.readline(), 120)).split()[1])
+    finally:
+        writer.close()
+    return {401: "refused", 429: "throttled", 303: "let_in"}.get(status, f"http {status}")
 
-    def __init__(self, base_url: str, addresses: list[str]):
-        self.base_url, self.addresses = base_url, addresses
+
+def _post_logins(base_url: str, names: list[str], addresses: list[str]) -> list[str]:
+    """Every login at once, each on its own connection (run in the attackers' process): one event loop, as
+    a load tool would send them, so that the attackers' own work stays small beside the server's."""
+    url = urlparse(base_url)
+
+    async def flood() -> list[str]:
+        return list(await asyncio.gather(*(_post_login_async(url.hostname, url.port, base_url, name, address)
+                                           for name, address in zip(names, addresses))))
+    return asyncio.run(flood())
+
+
+class _RouteLogins:
+    """The server's POST /login route: each client posts the form once, from the attackers' process.
+
+    The attackers run in a process of their own, as they would on other machines: sharing this process's
+    interpreter with the annotator's client, fifty sending threads slowed the client's reading of her own
+    page, and the benchmark timed that as the server's delay."""
+
+    def __init__(self, base_url: str, addresses: list[str], attackers: ProcessPoolExecutor):
+        self.base_url, self.addresses, self.attackers = base_url, addresses, attackers
 
     async def prepare(self) -> None:
         pass
 
     async def send(self, names: list[str]) -> list[str]:
-        loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(len(names)) as pool:  # all at once (the default pool has a few threads)
-            return list(await asyncio.gather(*(loop.run_in_executor(pool, _post_login, self.base_url, name,
-                                                                    WRONG_PASSWORD, address)
-                                               for name, address in zip(names, self.addresses))))
+        return await asyncio.wrap_future(self.attackers.submit(_post_logins, self.base_url, names, self.addresses))
 
 
 async def _burst(base_url: str, annotator: AppSession, logins: int, burst: int,
-                 route: bool) -> tuple[list[float], Counter]:
+                 attackers: ProcessPoolExecutor | None) -> tuple[list[float], Counter]:
     """`logins` clients send a wrong login at once while the annotator's page runs; (page ms of the runs
     started during the burst, outcomes of the logins)."""
     addresses = [f"198.18.{burst}.{i + 1}" for i in range(logins)]
-    clients = (_RouteLogins if route else _FormLogins)(base_url, addresses)
+    clients = _RouteLogins(base_url, addresses, attackers) if attackers else _FormLogins(base_url, addresses)
     await clients.prepare()  # (a browser loads the login page before anyone types)
     flood = asyncio.ensure_future(clients.send([f"flood-{burst}-{i}" for i in range(logins)]))
     times = []
@@ -170,6 +219,9 @@ async def _measure(base_url: str, pid: int, cookie: str, candidates: int, logins
     from storyloop.annotator.auth import COOKIE
 
     route = await asyncio.to_thread(_has_login_route, base_url)
+    attackers = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) if route else None
+    if attackers is not None:
+        await asyncio.wrap_future(attackers.submit(os.getpid))  # started (and its imports done) before timing
     annotator = await AppSession.open(base_url, {"Cookie": f"{COOKIE}={cookie}", CLIENT_HEADER: "198.18.255.1"})
     first = await annotator.run()
     images = sum(e.kind == "imgs" for e in first.elements)
@@ -178,23 +230,27 @@ async def _measure(base_url: str, pid: int, cookie: str, candidates: int, logins
     for _ in range(3):  # warm: thumbnails cached, as in the page benchmark
         await annotator.run()
     quiet = [(await annotator.run()).ms for _ in range(quiet_runs)]
-    base_mb = _status_mb(pid, "VmHWM")
+    base_server, base_workers = _tree_peak_mb(pid)
+    base_mb = base_server + base_workers if base_server is not None else None
     during: list[float] = []
     outcomes: Counter = Counter()
     bursts = 0
     peaks = []  # after each burst: a peak that stops growing is bounded
     began = time.perf_counter()
     while bursts < max_bursts and (bursts < MIN_BURSTS or len(during) < min_samples):
-        times, got = await _burst(base_url, annotator, logins, bursts, route)
+        times, got = await _burst(base_url, annotator, logins, bursts, attackers)
         during += times
         outcomes += got
         bursts += 1
-        peaks.append(_status_mb(pid, "VmHWM"))
+        server_mb, workers_mb = _tree_peak_mb(pid)
+        peaks.append(server_mb + workers_mb if server_mb is not None else None)
         log(f"  burst {bursts}: {logins} wrong logins ({dict(got)}), {len(times)} page runs meanwhile, "
             f"peak {peaks[-1] or 0:.0f} MB")
     seconds = time.perf_counter() - began
     after_mb = peaks[-1]
     await annotator.close()
+    if attackers is not None:
+        attackers.shutdown()
     if not during:
         raise RuntimeError("no page run overlapped a burst")
     return {"login_path": "POST /login" if route else "login form (websocket)", "logins_per_burst": logins,
@@ -202,7 +258,8 @@ async def _measure(base_url: str, pid: int, cookie: str, candidates: int, logins
             "page_runs": len(during), "page_ms_p50": statistics.median(during),
             "page_ms_p95": float(np.percentile(during, 95)), "page_ms_max": max(during),
             "quiet_page_ms_p50": statistics.median(quiet), "quiet_page_ms_p95": float(np.percentile(quiet, 95)),
-            "base_peak_mb": base_mb, "peak_mb": after_mb, "peak_mb_by_burst": peaks,
+            "base_peak_mb": base_mb, "peak_mb": after_mb, "server_peak_mb": server_mb,
+            "login_workers_peak_mb": workers_mb, "peak_mb_by_burst": peaks,
             "growth_mb": after_mb - base_mb if after_mb is not None and base_mb is not None else None,
             "peak_bounded": after_mb is not None and after_mb - peaks[(bursts - 1) // 2] <= BOUNDED_SLACK_MB}
 

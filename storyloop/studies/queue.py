@@ -1,6 +1,6 @@
 """Answering a study: the next item, leases, one answer per shown task, edits and undo as new revisions.
 
-The same rules as judging (annotator/queue.py, db/judgments.py), on the study tables: the policy of who gets
+The same rules as judging (annotator/work_queue.py, db/judgments.py), on the study tables: the policy of who gets
 what next is storyloop/queueing.py's (k answers per item, gold first and then at the study's gold rate, the
 skip policy); an item is served only once every image it shows exists. A task holds the arms server-side:
 the page gets images and prompts (StudyView), never an arm's name or id, and the store's file names are

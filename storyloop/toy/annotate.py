@@ -15,7 +15,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from storyloop.annotator.protocol import Step
-from storyloop.annotator.queue import next_task
+from storyloop.annotator.work_queue import next_task
 from storyloop.annotator.submit import submit_task
 from storyloop.db import session_scope
 from storyloop.db.assets import asset_path

@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import select
 
 from storyloop.annotator.gold import winners_and_losers
-from storyloop.annotator.queue import shown_order
+from storyloop.annotator.work_queue import shown_order
 from storyloop.db import session_scope, upgrade
 from storyloop.db.models import Judgment, Outcome, Role
 from storyloop.settings import Settings

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from storyloop.annotator.gold import winners_and_losers
-from storyloop.annotator.queue import shown_order
+from storyloop.annotator.work_queue import shown_order
 from storyloop.db import session_scope, upgrade
 from storyloop.db.engine import DB_WAIT_ENV, get_engine, normalize_url
 from storyloop.db.models import Judgment

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from storyloop.annotator import ui
-from storyloop.annotator.queue import next_task
+from storyloop.annotator.work_queue import next_task
 from storyloop.annotator.submit import submit_task
 from storyloop.db import session_scope
 from storyloop.db.models import (

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from storyloop.annotator.queue import IDLE_GAP, next_task, save_draft
+from storyloop.annotator.work_queue import IDLE_GAP, next_task, save_draft
 from storyloop.annotator.stats import judgment_times, judging_seconds
 from storyloop.annotator.submit import submit_task
 from storyloop.db import session_scope

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 from storyloop.annotator.keys import NOTHING_RANKED, apply
 from storyloop.annotator.protocol import Step
-from storyloop.annotator.queue import Task
+from storyloop.annotator.work_queue import Task
 from storyloop.db.models import Outcome
 
 

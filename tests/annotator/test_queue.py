@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from storyloop.annotator.gold import set_gold
 from storyloop.annotator.history import edit_task
 from storyloop.annotator.protocol import Step
-from storyloop.annotator.queue import Task, annotator_progress, next_task, save_draft, shown_order
+from storyloop.annotator.work_queue import Task, annotator_progress, next_task, save_draft, shown_order
 from storyloop.annotator.submit import submit_task
 from storyloop.db import session_scope
 from storyloop.db.models import Lease, Outcome, SkipPolicy, utcnow

@@ -9,7 +9,7 @@ import pytest
 
 from storyloop.annotator.gold import GoldError, gold_scores, set_gold
 from storyloop.annotator.history import edit_task, my_history
-from storyloop.annotator.queue import next_task
+from storyloop.annotator.work_queue import next_task
 from storyloop.annotator.stats import (agreement, judgment_times, judgments_table, progress_by_annotator,
                                        progress_by_scenario, scenario_outcome, skip_reasons, to_safe_csv)
 from storyloop.annotator.submit import submit_task

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from storyloop.annotator import web
 from storyloop.annotator.auth import COOKIE, LOGIN_FAILED, resume
+from storyloop.annotator.login_worker import LoginWorkers
 from storyloop.db import session_scope
 from storyloop.db.models import LoginSession, Role
 from storyloop.db.users import add_user, set_active
@@ -20,9 +21,13 @@ from storyloop.db.users import add_user, set_active
 PASSWORD = "password123"
 
 
-def make_client(config: web.WebConfig, base_url: str = "http://testserver") -> TestClient:
-    """The login routes and the gate in front of a stand-in for Streamlit's pages (which answer "app")."""
-    app = Starlette(routes=[*web.routes(config), Route("/{path:path}", lambda r: PlainTextResponse("app"))],
+def make_client(config: web.WebConfig, base_url: str = "http://testserver",
+                workers: LoginWorkers | None = None) -> TestClient:
+    """The login routes and the gate in front of a stand-in for Streamlit's pages (which answer "app").
+    Passwords are checked on the test's threads unless `workers` are given (test_login_worker.py runs the
+    processes)."""
+    routes = web.routes(config, workers if workers is not None else LoginWorkers(processes=0))
+    app = Starlette(routes=[*routes, Route("/{path:path}", lambda r: PlainTextResponse("app"))],
                     middleware=[Middleware(web.LoginGate)])
     return TestClient(app, base_url=base_url, follow_redirects=False)
 
@@ -182,3 +187,10 @@ def test_only_the_tokens_hash_is_stored(client, url):
     token = post_login(client).cookies[COOKIE]
     with session_scope(url) as s:
         assert token not in s.scalars(select(LoginSession.token_sha256)).all()
+
+
+def test_the_login_workers_setting_is_checked(url):
+    assert web.WebConfig.from_env({"STORYLOOP_DB_URL": url}).login_workers == 2
+    assert web.WebConfig.from_env({"STORYLOOP_DB_URL": url, web.WORKERS_ENV: "0"}).login_workers == 0
+    with pytest.raises(ValueError, match="STORYLOOP_LOGIN_WORKERS='two'"):
+        web.WebConfig.from_env({"STORYLOOP_DB_URL": url, web.WORKERS_ENV: "two"})

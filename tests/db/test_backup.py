@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from storyloop.annotator.auth import login
 from storyloop.annotator.gold import set_gold
-from storyloop.annotator.queue import next_task
+from storyloop.annotator.work_queue import next_task
 from storyloop.annotator.submit import submit_task
 from storyloop.cli.main import app
 from storyloop.db import session_scope

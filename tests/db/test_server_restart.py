@@ -65,7 +65,7 @@ def test_a_server_never_reached_is_not_waited_for(pg_cluster, monkeypatch):
 def test_a_write_cut_off_by_a_restart_is_done_again_once(pg_cluster, tmp_path):
     """The restart lands inside the transaction: retrying rolls it back and runs the work on a new connection.
     The submit is keyed, so the judgment is stored once whatever attempt's commit got through."""
-    from storyloop.annotator.queue import next_task
+    from storyloop.annotator.work_queue import next_task
     from storyloop.annotator.submit import submit_task
 
     url = pg_cluster.url

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from storyloop.annotator import keys, ui
 from storyloop.annotator.history import edit_task
 from storyloop.annotator.protocol import STEP_TITLES, Step
-from storyloop.annotator.queue import (Task, annotator_progress, next_task, renew_lease, rounds_newest_first,
+from storyloop.annotator.work_queue import (Task, annotator_progress, next_task, renew_lease, rounds_newest_first,
                                        save_draft)
 from storyloop.annotator.submit import SKIP_REASONS, submit_task
 from storyloop.annotator.view import ScenarioView, ShownCandidate, scenario_view, zoom_image

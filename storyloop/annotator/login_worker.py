@@ -1,0 +1,151 @@
+"""Password logins checked in separate processes of the idle scheduling class, away from the annotators' pages.
+
+Every page run of every annotator shares the server's one Python interpreter. A burst of logins used to
+share it too: a request thread per login reading throttle rows, writing failures and audit rows and waiting
+on an argon2 hash, each taking turns with the page runs for the interpreter and the cores. So the POST
+/login route hands the whole check (throttle, password, failure or new session, audit) to a small pool of
+worker processes in Linux's idle scheduling class and only awaits its answer: the logins get the CPU time
+the pages leave, and the hashes' memory stays inside a fixed number of processes.
+
+The pool is bounded twice: `processes` workers check one login each at a time, and at most `max_waiting`
+logins wait for them; a login beyond that is answered at once as throttled, with no hash spent on it (as is
+one that no worker answered within ANSWER_WITHIN_S). A worker that dies is replaced; workers end with the
+server, even one killed outright.
+With `processes=0` the check runs on the server's own threads (the behaviour before this module).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from sqlalchemy.exc import OperationalError
+
+from storyloop.annotator.auth import login, logout
+from storyloop.db import session_scope
+from storyloop.db.throttle import Throttled
+from storyloop.db.users import HASH_NICE, HASH_WAIT_S
+
+LOGIN_WORKERS = 2  # on a small server, one per core; each holds at most one argon2 hash (19 MiB) at a time
+MAX_WAITING = 64  # logins queued for a worker; more are refused as busy (the throttle's words)
+ANSWER_WITHIN_S = 60.0  # a login no worker answered by then (a machine busy with other work) is refused as busy
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    """What a password check came to: a new session's `token`, a refusal (all None), `retry_after` seconds
+    of throttling, or a database that did not answer."""
+
+    token: str | None = None
+    retry_after: int | None = None
+    db_down: bool = False
+
+
+def check_login(db_url: str, username: str, password: str, client: str | None,
+                old_token: str | None) -> LoginOutcome:
+    """A password login as the login route makes it: on success the token the browser held before ends
+    (rotation). Runs in a worker process, or in a server thread with `processes=0`."""
+    try:
+        with session_scope(db_url) as s:
+            result = login(s, username, password, client=client)
+            if result is not None:
+                logout(s, old_token)
+    except Throttled as exc:
+        return LoginOutcome(retry_after=exc.seconds)
+    except OperationalError:
+        return LoginOutcome(db_down=True)
+    return LoginOutcome(token=result[0] if result is not None else None)
+
+
+def _start_worker() -> None:
+    """A new worker's setup: the idle scheduling class, and an end with the server."""
+    _yield_to_everything()
+    threading.Thread(target=_exit_with_parent, name="storyloop-login-parent", daemon=True).start()
+
+
+def _yield_to_everything() -> None:
+    # SCHED_IDLE (Linux): the worker runs on CPU time nothing else wants, and any page thread that wakes takes
+    # its core at once; under plain nice 19 a waking page thread could wait a scheduler slice for it. The
+    # threads it starts inherit the class. Elsewhere, or where refused, the lowest nice.
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        if hasattr(os, "setpriority"):
+            os.setpriority(os.PRIO_PROCESS, 0, HASH_NICE)
+
+
+def _exit_with_parent() -> None:
+    # a server killed outright (kill -9, out of memory) cannot shut its pool down: its workers go with it
+    multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
+    os._exit(0)
+
+
+def _ready() -> int:
+    """A no-op a new worker runs once, so that its imports happen before the first real login."""
+    return os.getpid()
+
+
+class LoginWorkers:
+    """The pool the login route checks passwords on (see the module); one per server process."""
+
+    def __init__(self, processes: int = LOGIN_WORKERS, max_waiting: int = MAX_WAITING):
+        if processes < 0 or max_waiting < 1:
+            raise ValueError("login workers: processes >= 0 and max_waiting >= 1")
+        self.processes, self.max_waiting = processes, max_waiting
+        self.waiting = 0  # logins submitted and not yet answered (touched on the event loop only)
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                # spawn, not fork: the server has threads (uvicorn, Streamlit's script runners) a fork would copy
+                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_start_worker)
+            return self._pool
+
+    def start(self) -> list[Future]:
+        """Start every worker now (each imports storyloop once, ~1 s), not on the first logins."""
+        if not self.processes:
+            return []
+        pool = self._executor()
+        return [pool.submit(_ready) for _ in range(self.processes)]
+
+    async def check(self, db_url: str, username: str, password: str, client: str | None,
+                    old_token: str | None) -> LoginOutcome:
+        if self.waiting >= self.max_waiting:
+            return LoginOutcome(retry_after=int(HASH_WAIT_S))  # a flood beyond the queue: no hash spent
+        args = (db_url, username, password, client, old_token)
+        self.waiting += 1
+        try:
+            if not self.processes:
+                return await asyncio.to_thread(check_login, *args)
+            pool = self._executor()
+            try:
+                return await asyncio.wait_for(asyncio.wrap_future(pool.submit(check_login, *args)), ANSWER_WITHIN_S)
+            except BrokenProcessPool:  # a worker died (killed, out of memory): a new pool, and this login once more
+                self._drop(pool)
+                return await asyncio.wait_for(asyncio.wrap_future(self._executor().submit(check_login, *args)),
+                                              ANSWER_WITHIN_S)
+            except TimeoutError:
+                return LoginOutcome(retry_after=int(HASH_WAIT_S))
+        finally:
+            self.waiting -= 1
+
+    def _drop(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is broken:  # (another login may have replaced it already)
+                self._pool = None
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
