@@ -36,6 +36,10 @@ def annotate(
         "--secure-cookie", help="Mark the login cookie Secure on every answer. Without it, Secure is added when "
         "the request came over HTTPS (X-Forwarded-Proto from a proxy in FORWARDED_ALLOW_IPS, 127.0.0.1 by "
         "default); use it when the HTTPS proxy in front does not send that header.")] = False,
+    login_workers: Annotated[int | None, typer.Option(
+        min=0, help="Processes that check passwords, in the idle scheduling class, so that a flood of logins "
+        "does not slow the pages (default 2, or $STORYLOOP_LOGIN_WORKERS; 0 checks them in the server's own "
+        "threads).")] = None,
     data_dir: DataDirOpt = None, db: DbOpt = None,
 ) -> None:
     """Start the annotator web app (Streamlit). Refuses a database whose schema is behind.
@@ -56,6 +60,8 @@ def annotate(
     env = {**os.environ, DATA_DIR_ENV: str(s.data_dir.resolve()), DB_URL_ENV: s.db_url}
     if secure_cookie:
         env[web.SECURE_ENV] = "1"
+    if login_workers is not None:
+        env[web.WORKERS_ENV] = str(login_workers)
     try:  # the server reads the same settings: a mistake is said here, not as a traceback from inside it
         config = web.load_config(env)
     except ValueError as exc:
