@@ -166,9 +166,13 @@ async def _post_login_async(host: str, port: int, base_url: str, username: str, 
     try:
         writer.write(head + body)
         await writer.drain()
-        status = int((await asyncio.wait_for(reader.readline(), 120)).split()[1])
+        status_line = (await asyncio.wait_for(reader.readline(), 120)).split()
     finally:
         writer.close()
+        await writer.wait_closed()
+    if len(status_line) < 2:
+        return "unanswered"
+    status = int(status_line[1])
     return {401: "refused", 429: "throttled", 303: "let_in"}.get(status, f"http {status}")
 
 
@@ -237,20 +241,23 @@ async def _measure(base_url: str, pid: int, cookie: str, candidates: int, logins
     bursts = 0
     peaks = []  # after each burst: a peak that stops growing is bounded
     began = time.perf_counter()
-    while bursts < max_bursts and (bursts < MIN_BURSTS or len(during) < min_samples):
-        times, got = await _burst(base_url, annotator, logins, bursts, attackers)
-        during += times
-        outcomes += got
-        bursts += 1
-        server_mb, workers_mb = _tree_peak_mb(pid)
-        peaks.append(server_mb + workers_mb if server_mb is not None else None)
-        log(f"  burst {bursts}: {logins} wrong logins ({dict(got)}), {len(times)} page runs meanwhile, "
-            f"peak {peaks[-1] or 0:.0f} MB")
+    server_mb = workers_mb = None
+    try:
+        while bursts < max_bursts and (bursts < MIN_BURSTS or len(during) < min_samples):
+            times, got = await _burst(base_url, annotator, logins, bursts, attackers)
+            during += times
+            outcomes += got
+            bursts += 1
+            server_mb, workers_mb = _tree_peak_mb(pid)
+            peaks.append(server_mb + workers_mb if server_mb is not None else None)
+            log(f"  burst {bursts}: {logins} wrong logins ({dict(got)}), {len(times)} page runs meanwhile, "
+                f"peak {peaks[-1] or 0:.0f} MB")
+    finally:
+        if attackers is not None:
+            attackers.shutdown()
     seconds = time.perf_counter() - began
     after_mb = peaks[-1]
     await annotator.close()
-    if attackers is not None:
-        attackers.shutdown()
     if not during:
         raise RuntimeError("no page run overlapped a burst")
     return {"login_path": "POST /login" if route else "login form (websocket)", "logins_per_burst": logins,

@@ -37,8 +37,13 @@ _hash_slots = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
 def _lower_priority() -> None:
     # Linux schedules threads on their own, so this thread alone yields the CPU to the page runs: argon2
     # releases the GIL, and four hashes on a small server's cores otherwise slowed every page several times.
+    # The idle class: it runs on CPU time nothing else wants, and a page thread that wakes takes its core at
+    # once (under nice 19 it could wait a scheduler slice). It holds no lock while it hashes (authenticate).
     if sys.platform.startswith("linux"):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICE)
+        try:
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICE)
 
 
 # Checking a password runs on these threads: one per slot, so a login holding a slot finds one free.

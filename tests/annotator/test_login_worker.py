@@ -28,8 +28,9 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 @pytest.fixture(scope="module")
 def workers():
     pool = LoginWorkers(processes=2)
-    pids = [f.result(timeout=120) for f in pool.start()]
-    pool.test_pids = pids
+    for started in pool.start():
+        started.result(timeout=120)
+    assert len(pool.pids()) == 2
     yield pool
     pool.shutdown()
 
@@ -71,8 +72,9 @@ def test_a_worker_rotates_the_token_the_browser_held(workers, url):
 def test_a_worker_throttles_as_the_server_did(workers, url):
     for _ in range(3):
         assert check(workers, url, password="not-the-password").token is None
-    assert check(workers, url).retry_after == 2  # the right password waits its turn too
-    assert check(workers, url, password="not-the-password") == check_login(url, "ann", "x" * 9, None, None)
+    throttled = check(workers, url)  # the right password waits its turn too
+    assert throttled.token is None and throttled.retry_after in (1, 2)
+    assert audit_count(url, "login") == 0
 
 
 def test_the_route_answers_from_the_workers(workers, url):
@@ -90,9 +92,20 @@ def test_an_unreachable_database_is_said_not_raised(workers):
     assert response.status_code == 503 and web.DB_DOWN in response.text
 
 
-def test_workers_run_in_the_idle_scheduling_class(workers):
-    for pid in workers.test_pids:
-        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+def test_workers_run_at_the_lowest_priority_and_hash_in_the_idle_class(workers, url):
+    for _ in range(4):  # a hash on each worker, most likely (each starts its hash thread at its first)
+        check(workers, url, username="nobody", password="not-the-password")
+    idle_threads = 0
+    for pid in workers.pids():
+        assert os.sched_getscheduler(pid) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, pid) == 19
+        idle_threads += sum(os.sched_getscheduler(int(t.name)) == os.SCHED_IDLE
+                            for t in Path(f"/proc/{pid}/task").iterdir())
+    assert idle_threads >= 1  # the hash threads
+
+
+def test_a_login_no_worker_took_up_in_time_is_skipped(url):
+    assert check_login(url, "ann", PASSWORD, None, None, take_by=time.time() - 1) == LoginOutcome(retry_after=5)
+    assert audit_count(url, "login") == 0  # nobody was logged in behind the "try again"
 
 
 def test_logins_beyond_the_queue_are_refused_at_once_without_a_hash(url):
@@ -109,7 +122,9 @@ def test_logins_beyond_the_queue_are_refused_at_once_without_a_hash(url):
 def test_a_killed_worker_is_replaced_and_the_login_still_answered(url):
     pool = LoginWorkers(processes=1)
     try:
-        [pid] = [f.result(timeout=120) for f in pool.start()]
+        for started in pool.start():
+            started.result(timeout=120)
+        [pid] = pool.pids()
         os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
         assert check(pool, url).token is not None
@@ -122,7 +137,9 @@ import time
 from storyloop.annotator.login_worker import LoginWorkers
 if __name__ == "__main__":
     pool = LoginWorkers(processes=2)
-    print(*[f.result(timeout=120) for f in pool.start()], flush=True)
+    for started in pool.start():
+        started.result(timeout=120)
+    print(*pool.pids(), flush=True)
     time.sleep(600)
 """
 
@@ -133,7 +150,7 @@ def test_workers_end_with_a_server_killed_outright(tmp_path: Path):
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
                               cwd=Path(__file__).parents[2])
     pids = [int(p) for p in parent.stdout.readline().split()]
-    assert len(pids) == 2 and all(Path(f"/proc/{p}").exists() for p in pids)
+    assert len(set(pids)) == 2 and all(_alive(p) for p in pids)
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 10
