@@ -45,9 +45,9 @@ def _login(url: str, name: str, password: str) -> str:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are Linux's")
-def test_passwords_are_checked_on_low_priority_hash_threads():
+def test_passwords_are_checked_on_hash_threads_of_the_idle_scheduling_class():
     where = db_users._hash_threads.submit(
-        lambda: (threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
-    name, nice = where.result()
-    assert name.startswith("storyloop-hash") and nice == db_users.HASH_NICE
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != db_users.HASH_NICE  # not the caller's
+        lambda: (threading.current_thread().name, os.sched_getscheduler(threading.get_native_id())))
+    name, policy = where.result()
+    assert name.startswith("storyloop-hash") and policy == os.SCHED_IDLE
+    assert os.sched_getscheduler(threading.get_native_id()) != os.SCHED_IDLE  # not the caller's
