@@ -2,8 +2,9 @@
 
 Streamlit finds the `st.App` below and serves it with uvicorn: the app script (app.py, one run per
 browser session) behind the login routes and the gate of storyloop.annotator.web, which set and clear
-the HttpOnly session cookie; passwords are checked on a few worker processes started here. With single sign-on configured by STORYLOOP_OIDC_* variables, their values
-become Streamlit's [auth] secrets here, so its OIDC routes (what `st.login` uses) find them.
+the HttpOnly session cookie; passwords are checked on a few worker processes started here. With single
+sign-on configured by STORYLOOP_OIDC_* variables, their values become Streamlit's [auth] secrets here, so
+its OIDC routes (what `st.login` uses) find them.
 """
 
 from pathlib import Path

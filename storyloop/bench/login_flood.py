@@ -21,7 +21,6 @@ it.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import multiprocessing
 import os
 import socket
@@ -31,7 +30,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from urllib.parse import urlencode, urlparse
 
@@ -122,20 +121,6 @@ def _has_login_route(base_url: str) -> bool:
         return b'name="password"' in answer.read()
 
 
-def _post_login(base_url: str, username: str, password: str, address: str) -> str:
-    """POST /login as the login page's form does (no redirect followed); what it answered."""
-    url = urlparse(base_url)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
-    try:
-        conn.request("POST", "/login", urlencode({"username": username, "password": password, "next": "/"}),
-                     {"Content-Type": "application/x-www-form-urlencoded", CLIENT_HEADER: address,
-                      "Origin": base_url, "Sec-Fetch-Site": "same-origin"})
-        status = conn.getresponse().status
-    finally:
-        conn.close()
-    return {401: "refused", 429: "throttled", 303: "let_in"}.get(status, f"http {status}")
-
-
 class _FormLogins:
     """The app's own login form: each client is a tab that has loaded the login page."""
 
@@ -157,7 +142,8 @@ class _FormLogins:
 
 
 async def _post_login_async(host: str, port: int, base_url: str, username: str, address: str) -> str:
-    """One wrong login over its own connection, as _post_login, on asyncio streams."""
+    """POST /login as the login page's form does, over its own connection (no redirect followed); what it
+    answered."""
     body = urlencode({"username": username, "password": WRONG_PASSWORD, "next": "/"}).encode()
     head = (f"POST /login HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
             f"Content-Length: {len(body)}\r\n{CLIENT_HEADER}: {address}\r\nOrigin: {base_url}\r\n"
