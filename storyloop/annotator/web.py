@@ -90,7 +90,7 @@ class WebConfig:
             raise ValueError(f"{SECURE_ENV}={env[SECURE_ENV]!r}: use 1 (always Secure) or 0 (Secure over HTTPS)")
         workers = env.get(WORKERS_ENV, "").strip() or str(LOGIN_WORKERS)
         if not (workers.isascii() and workers.isdigit()):
-            raise ValueError(f"{WORKERS_ENV}={env[WORKERS_ENV]!r}: use a whole number of processes (0: no processes)")
+            raise ValueError(f"{WORKERS_ENV}={env[WORKERS_ENV]!r}: use a whole number of processes (0: check passwords in the server's own threads)")
         return cls(env.get(DB_URL_ENV) or Settings.resolve().db_url, flag in ("1", "true", "yes"),
                    sso.sso_settings(env, auth_section), int(workers))
 
