@@ -38,7 +38,9 @@ from storyloop.db import session_scope
 from storyloop.db.throttle import Throttled
 from storyloop.db.users import HASH_NICE, HASH_WAIT_S
 
-LOGIN_WORKERS = 2  # on a small server, one per core; each holds at most one argon2 hash (19 MiB) at a time
+# One worker leaves the other cores to the pages: on 2 cores it kept the flood's page p95 lower than two did
+# in 6 of 6 paired runs (docs/how-it-works.md), and at ~40 ms a check it still answers 25 logins a second.
+LOGIN_WORKERS = 1
 MAX_WAITING = 64  # logins queued for a worker; more are refused as busy (the throttle's words)
 # a login no worker took up by then (a machine busy with other work) is refused as busy: well under a proxy's
 # own timeout (nginx: 60 s), so the browser gets our words

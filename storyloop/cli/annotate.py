@@ -38,7 +38,7 @@ def annotate(
         "default); use it when the HTTPS proxy in front does not send that header.")] = False,
     login_workers: Annotated[int | None, typer.Option(
         min=0, help="Processes that check passwords, at the lowest priority, so that a flood of logins does not "
-        "slow the pages (default 2, or $STORYLOOP_LOGIN_WORKERS; 0 checks them in the server's own threads).")] = None,
+        "slow the pages (default 1, or $STORYLOOP_LOGIN_WORKERS; 0 checks them in the server's own threads).")] = None,
     data_dir: DataDirOpt = None, db: DbOpt = None,
 ) -> None:
     """Start the annotator web app (Streamlit). Refuses a database whose schema is behind.

@@ -190,7 +190,7 @@ def test_only_the_tokens_hash_is_stored(client, url):
 
 
 def test_the_login_workers_setting_is_checked(url):
-    assert web.WebConfig.from_env({"STORYLOOP_DB_URL": url}).login_workers == 2
+    assert web.WebConfig.from_env({"STORYLOOP_DB_URL": url}).login_workers == 1
     assert web.WebConfig.from_env({"STORYLOOP_DB_URL": url, web.WORKERS_ENV: "0"}).login_workers == 0
     with pytest.raises(ValueError, match="STORYLOOP_LOGIN_WORKERS='two'"):
         web.WebConfig.from_env({"STORYLOOP_DB_URL": url, web.WORKERS_ENV: "two"})
