@@ -13,6 +13,7 @@ applied yet, in order, each only to the task that was on screen when it was pres
 from __future__ import annotations
 
 from dataclasses import dataclass
+from html import escape
 
 import streamlit as st
 
@@ -26,6 +27,16 @@ NOTHING_RANKED = "Nothing to submit yet: press the number of the best candidate 
 JS = """
 // seq starts at the clock (ms), so a re-evaluated module still numbers after any press it sent before
 let mounted = null, log = [], seq = Date.now();
+
+// The task on screen. A press is for what the annotator sees: the page marks its task in the DOM, which
+// the browser draws a moment before Streamlit hands this module the new data (in an effect, after an
+// import), and a press in between would carry the task just submitted and be dropped. A marker in an
+// element left over from the previous run (data-stale) loses to a fresh one.
+function taskOnScreen() {
+  const marks = [...document.querySelectorAll("[data-sl-task]")];
+  const mark = marks.find((el) => !el.closest('[data-stale="true"]')) || marks[0];
+  return mark ? mark.dataset.slTask : mounted.data.task;
+}
 
 function onKey(e) {
   if (!mounted || e.repeat || e.isComposing || e.ctrlKey || e.metaKey || e.altKey) return;
@@ -42,8 +53,8 @@ function onKey(e) {
   }
   if (key === "Escape" && document.querySelector('[role="dialog"]')) return;  // Esc closes the zoom (or a popover) first
   e.preventDefault();
-  const { task, applied, session } = mounted.data;
-  const press = { seq: ++seq, key, shift: e.shiftKey, task, session, text };
+  const { applied, session } = mounted.data;
+  const press = { seq: ++seq, key, shift: e.shiftKey, task: taskOnScreen(), session, text };
   log = [...log.filter((ev) => ev.seq > applied), press].slice(-50);
   mounted.setStateValue("events", log);
 }
@@ -63,6 +74,12 @@ export default function (component) {
 """
 
 _keyboard = st.components.v2.component("storyloop_judging_keys", js=JS)
+
+
+def on_screen(task_key: str) -> str:
+    """The attribute that marks an element as showing `task_key` (put it on the prompt): key presses are
+    for the task the page shows, even while the listener still holds the previous task's data."""
+    return f'data-sl-task="{escape(task_key, quote=True)}"'
 
 
 JUDGING_KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "t", "s", "u", "Enter", "Backspace", "Escape")

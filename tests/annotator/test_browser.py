@@ -241,6 +241,40 @@ def test_fast_typing_loses_no_key_and_labels_what_was_typed(server, browser):
         assert second.skip_reason == "references are unclear"  # the 2 after S picked reason 2
 
 
+def _press_when_drawn(page, prompt: str, *keys: str) -> None:
+    """Press `keys` the moment the browser draws the scenario with `prompt`: in the same task as the drawing,
+    before Streamlit hands the keys component its new data (it does that in an effect, after an import)."""
+    page.evaluate("""([prompt, keys]) => {
+      const shown = () => [...document.querySelectorAll(".sl-prompt")].some((el) => el.textContent.includes(prompt));
+      const press = () => keys.forEach((key) => document.dispatchEvent(new KeyboardEvent("keydown", {
+        key, code: /^[0-9]$/.test(key) ? "Digit" + key : "Key" + key.toUpperCase(), bubbles: true})));
+      const watch = new MutationObserver(() => { if (shown()) { watch.disconnect(); press(); } });
+      watch.observe(document.body, {childList: true, subtree: true, characterData: true});
+    }""", [prompt, list(keys)])
+
+
+def test_keys_pressed_as_the_next_scenario_appears_count_for_it(server, browser):
+    """A quick annotator's keys right after a submit: the page has drawn the next scenario, its keys component
+    still holds the previous one's data for a moment. The presses are for what is on screen."""
+    from playwright.sync_api import expect
+
+    url, rf = server
+    s0, s1 = rf.scenarios
+    page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+    _login(page, url, "ann")
+    _prompt(page, "frame 0: Mia waves")
+    _step(page, "Character consistency")
+    _press_when_drawn(page, "frame 1: Mia waves", "s", "2")
+    _fast(page, "a", "Enter")  # all bad: submits
+    expect(page.get_by_text("Nothing left for you to judge")).to_be_visible()
+
+    with session_scope(rf.settings.db_url) as s:
+        first, second = s.scalars(select(Judgment).order_by(Judgment.id))
+        assert (first.scenario_id, first.outcome) == (s0, Outcome.all_bad)
+        assert (second.scenario_id, second.outcome, second.skip_reason) == (s1, Outcome.skipped,
+                                                                            "references are unclear")
+
+
 def test_marks_survive_a_reload_and_show_in_a_second_tab(server, browser):
     """The marks on the leased scenario are kept on the lease: a reload, or the same annotator's second tab,
     shows them, and the keys go on from there."""

@@ -337,7 +337,8 @@ def page() -> None:
                     f"{task.base_revision + 1} and keeps the old one.", icon=":material/edit:")
         st.markdown(f'<div class="sl-meta">{escape(view.round_name)} · story {escape(view.story_id)} · frame '
                     f'{view.frame_index} · scenario {escape(view.key)}</div>'
-                    f'<div class="sl-prompt">{escape(view.prompt)}</div>', unsafe_allow_html=True)
+                    f'<div class="sl-prompt" {keys.on_screen(task.idempotency_key)}>{escape(view.prompt)}</div>',
+                    unsafe_allow_html=True)
     # The reference column is about one candidate card wide, and its images share the cards' height limit:
     # a reference is never shown larger than the candidates judged against it.
     per_row, rows = grid_shape(len(view.candidates))

@@ -219,7 +219,8 @@ def _references(item: ShownItem) -> None:
 
 
 def _pairwise(screen: StudyScreen, item: ShownItem) -> None:
-    st.markdown(f'<div class="sl-prompt">{escape(item.frames[0].prompt)}</div>', unsafe_allow_html=True)
+    st.markdown(f'<div class="sl-prompt" {keys.on_screen(screen.key)}>{escape(item.frames[0].prompt)}</div>',
+                unsafe_allow_html=True)
     answer(screen.key)
     refs, pair = st.columns([1, 3.2], gap="medium")
     with refs:
@@ -233,7 +234,8 @@ def _pairwise(screen: StudyScreen, item: ShownItem) -> None:
 
 
 def _likert(screen: StudyScreen, item: ShownItem) -> None:
-    st.markdown(f'<div class="sl-prompt">Rate this story ({len(item.frames)} frames)</div>', unsafe_allow_html=True)
+    st.markdown(f'<div class="sl-prompt" {keys.on_screen(screen.key)}>Rate this story ({len(item.frames)} frames)</div>',
+                unsafe_allow_html=True)
     answer(screen.key)
     refs, story = st.columns([1, 3.2], gap="medium")
     with refs:
