@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -36,6 +37,7 @@ def train(
     from storyloop.dpo.trainer import DPOError, train_dpo
     from storyloop.generation.encoding_cache import CacheError
     from storyloop.generation.models import ModelError
+    from storyloop.generation.training import Terminated
 
     s = ready_settings(data_dir, db)
     overrides = {"round": round_name, "model": model, "output_dir": output_dir, "max_steps": max_steps}
@@ -52,6 +54,10 @@ def train(
             lora = train_dpo(cfg, s, resume=resume)
         except (DPOError, ModelError, CacheError) as exc:
             raise fail(str(exc)) from None
+        except Terminated:
+            raise fail(f"stopped by SIGTERM: the run is marked failed; `storyloop dpo train --round {cfg.round} "
+                       f"--output-dir {cfg.output_dir} --resume` continues it from its last checkpoint",
+                       code=128 + signal.SIGTERM) from None
     if main_process():
         console.print(f"DPO LoRA saved to {lora}\nNext round: storyloop round create NAME --parent {cfg.round} "
                       f"--dpo-lora {lora} --scenarios FILE")

@@ -48,8 +48,8 @@ from storyloop.generation.reference_gain import (add_reference_gain, gain_parame
 from storyloop.generation.memory import apply_memory_plan
 from storyloop.generation.memory_estimate import Workload
 from storyloop.generation.stage1 import sample_sigmas
-from storyloop.generation.training import (RunClock, accelerate_precision, make_lr_scheduler, make_optimizer,
-                                           plan_for, use_checkpointing, weight_dtype)
+from storyloop.generation.training import (RunClock, accelerate_precision, hold_sigterm, make_lr_scheduler,
+                                           make_optimizer, plan_for, sigterm_raises, use_checkpointing, weight_dtype)
 from storyloop.hashing import sha256_path
 from storyloop.provenance import code_version
 from storyloop.settings import Settings
@@ -287,13 +287,15 @@ class DPOTrainer:
 
     # -- training ----------------------------------------------------------------------------------
     def train(self, resume: bool = False, progress: bool = True) -> Path:
-        self._open_run(resume)
-        try:
-            self._load()
-            return self._train(resume, progress)
-        except BaseException as exc:
-            self._finish(RunStatus.failed, reason=f"{type(exc).__name__}: {exc}"[:2000])
-            raise
+        with sigterm_raises():  # a run stopped by torchrun (another rank died) or a scheduler is marked failed
+            self._open_run(resume)
+            try:
+                self._load()
+                return self._train(resume, progress)
+            except BaseException as exc:
+                hold_sigterm()  # stopping already: a second SIGTERM must not cut the record short
+                self._finish(RunStatus.failed, reason=f"{type(exc).__name__}: {exc}"[:2000])
+                raise
 
     def _train(self, resume: bool, progress: bool) -> Path:
         c, acc = self.config, self.accelerator

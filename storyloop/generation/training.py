@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,3 +135,33 @@ class RunClock:
         tmp.write_text(json.dumps(summary, indent=2))
         tmp.replace(folder / "summary.json")
         return summary
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: torchrun stops a run's other processes this way when one dies, and so do job schedulers."""
+
+
+@contextmanager
+def sigterm_raises():
+    """Inside, SIGTERM raises `Terminated` in the main thread, so a trainer can record why it stopped (Python's
+    default ends the process on the spot, leaving a DPO run marked running). Call `hold_sigterm` before that
+    record: the signal is often sent more than once. The previous handler is back on leaving."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers are the main thread's
+        yield
+        return
+
+    def stop(signum, frame):
+        hold_sigterm()
+        raise Terminated("stopped by SIGTERM (another process of the run failed, or the job was cancelled)")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def hold_sigterm() -> None:
+    """Ignore SIGTERM until `sigterm_raises` ends: the process is stopping already, and writes why."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -14,7 +14,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _env() -> dict[str, str]:
+def scale_env() -> dict[str, str]:
+    """The environment of a launched storyloop process: gloo on the CPU, one thread, this checkout first."""
     env = dict(os.environ)
     # accelerate's MULTI_CPU mode: accelerator.prepare wraps the model in DistributedDataParallel (gloo).
     # Without it, torchrun on a CPU gives independent one-process runs: not a test of anything.
@@ -32,7 +33,7 @@ def command(args: list[str], nproc: int = 2) -> list[str]:
 
 def launch(args: list[str], nproc: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `storyloop ARGS` as `nproc` processes; fails the test with the output if it fails."""
-    done = subprocess.run(command(args, nproc), env=_env(), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command(args, nproc), env=scale_env(), capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"exit {done.returncode}\n--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-6000:]}"
     return done
 
@@ -43,7 +44,7 @@ def launch_and_kill_rank(args: list[str], ready: Callable[[], bool], rank: int =
 
     torchrun then stops the others and exits non-zero, as a GPU box does when one worker dies.
     """
-    proc = subprocess.Popen(command(args, nproc), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(command(args, nproc), env=scale_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + timeout
     killed = False

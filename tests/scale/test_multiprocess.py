@@ -9,6 +9,10 @@ seconds of imports per process, so each test checks several of these at once.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -29,7 +33,7 @@ from storyloop.generation.stage1 import train_stage1
 from storyloop.settings import Settings
 from tests.conftest import make_image, save_tiny_models, write_groups_dataset
 from tests.dpo.helpers import judged_for_models
-from tests.scale.helpers import launch, launch_and_kill_rank
+from tests.scale.helpers import launch, launch_and_kill_rank, scale_env
 
 pytestmark = pytest.mark.slow
 
@@ -173,6 +177,11 @@ def runs(settings):
                 for r in s.scalars(select(DpoRun).order_by(DpoRun.id))]
 
 
+def failures(settings):
+    with session_scope(settings.db_url) as s:
+        return [(r.status, r.failure_reason) for r in s.scalars(select(DpoRun).order_by(DpoRun.id))]
+
+
 def test_dpo_two_processes_of_batch_1_train_as_one_of_batch_2(models, tmp_path):
     settings = sqlite_settings(tmp_path)
     judged_for_models(settings, tmp_path, models, scenarios=3, references=2)
@@ -200,9 +209,33 @@ def test_dpo_resumes_its_run_after_one_process_is_killed(models, tmp_path):
     killed = launch_and_kill_rank(dpo_args(settings, out, steps),
                                   ready=(out / "checkpoints" / "step-2" / "state.pt").exists)
     assert killed.returncode != 0
+    [(status, reason)] = failures(settings)  # rank 0 saw its peer go (or torchrun's SIGTERM) and said so
+    assert status == RunStatus.failed and reason, killed.stderr[-4000:]
     launch(dpo_args(settings, out, steps) + ["--resume"])
     [(status, logged, _, _)] = runs(settings)  # the resumed run continued its own row
     assert status == RunStatus.completed and logged == list(range(1, steps + 1))
     straight = train_dpo(DPOConfig(round="r1", output_dir=str(tmp_path / "one"), max_steps=steps,
                                    train_batch_size=2, **DPO), settings, progress=False)
     assert_same_lora(lora_weights(out / "lora"), lora_weights(straight), mean_tol=1e-4)
+
+
+def test_dpo_stopped_by_sigterm_is_marked_failed_and_resumes(models, tmp_path):
+    """What a scheduler (or torchrun, stopping the rest when one process dies) sends: the run row says failed
+    and why, not running forever; --resume continues it."""
+    settings = sqlite_settings(tmp_path)
+    judged_for_models(settings, tmp_path, models, scenarios=3, references=2)
+    out, steps = tmp_path / "stopped", 40
+    proc = subprocess.Popen([sys.executable, "-m", "storyloop.cli.main", *dpo_args(settings, out, steps)],
+                            env=scale_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready, deadline = out / "checkpoints" / "step-2" / "state.pt", time.monotonic() + 300
+    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-4000:]  # it stopped itself, after the record
+    assert "stopped by SIGTERM" in err and "--resume" in err and "Traceback" not in err
+    [(status, reason)] = failures(settings)
+    assert status == RunStatus.failed and reason.startswith("Terminated: stopped by SIGTERM")
+    launch(dpo_args(settings, out, steps) + ["--resume"], nproc=1)
+    [(status, reason)] = failures(settings)
+    assert status == RunStatus.completed and reason is None
