@@ -10,7 +10,6 @@ its OIDC routes (what `st.login` uses) find them.
 from pathlib import Path
 
 import streamlit as st
-from starlette.middleware import Middleware
 
 from storyloop.annotator import web
 
@@ -21,6 +20,6 @@ _login_workers.start()  # the password-checking processes, ready before the firs
 app = st.App(
     Path(__file__).with_name("app.py"),
     routes=web.routes(_config, _login_workers),
-    middleware=[Middleware(web.LoginGate)],
+    middleware=web.middleware(),
     secrets={"auth": _config.sso.streamlit_auth} if _config.sso is not None and _config.sso.streamlit_auth else None,
 )

@@ -16,7 +16,8 @@ Routes: GET /login (the form; a live session goes straight on; an identity back 
 turned into a session), POST /login (the password check, throttled, on separate low-priority processes so
 that a flood of logins does not slow the pages: storyloop.annotator.login_worker), GET|POST /logout,
 GET /login/sso (to the identity provider). `LoginGate` sends a page load without a session cookie to
-the form at once, before the app loads.
+the form at once, before the app loads. `SecurityHeaders` puts the headers every answer should carry on
+Streamlit's pages, scripts and images too (`middleware()` is the stack the server runs).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from starlette.responses import (
     RedirectResponse,
     Response,
 )
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -67,6 +70,15 @@ PAGE_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                 "frame-ancestors 'none'; base-uri 'none'"),
     "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+# Every other answer (Streamlit's pages, scripts, images): no framing by another site, no MIME sniffing, no
+# address sent off the site. Streamlit's page needs its scripts, styles and its own iframes, so the strict
+# policy stays the login page's.
+APP_HEADERS = {
+    "Content-Security-Policy": "frame-ancestors 'self'",
+    "X-Frame-Options": "SAMEORIGIN",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
@@ -320,3 +332,30 @@ class LoginGate:
                 await _go(f"/login{next_part}")(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class SecurityHeaders:
+    """`APP_HEADERS` on every HTTP answer that does not set its own (the login page's are stricter)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in APP_HEADERS.items():
+                    if name not in headers:
+                        headers.append(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def middleware() -> list[Middleware]:
+    """What runs in front of the app and the login routes, outermost first."""
+    return [Middleware(SecurityHeaders), Middleware(LoginGate)]

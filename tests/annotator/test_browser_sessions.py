@@ -99,8 +99,13 @@ def test_the_cookie_is_httponly_strict_and_page_scripts_never_see_it(server, bro
     for frame in page.frames:  # the app's page and any frame it holds
         seen = frame.evaluate("document.cookie")
         assert COOKIE not in seen and cookie["value"] not in seen
+    answers = []
+    page.on("response", lambda answer: answers.append(answer))
     page.reload()  # a new Streamlit session, let in by the cookie its websocket carried
     logged_in(page, "ann")
+    assert answers and all(a.headers.get("x-frame-options") == "SAMEORIGIN" and  # Streamlit's page, scripts,
+                           a.headers.get("x-content-type-options") == "nosniff"  # styles: none framed elsewhere
+                           for a in answers if a.url.startswith(url)), [a.url for a in answers]
     context.close()
 
 

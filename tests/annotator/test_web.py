@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
@@ -28,7 +27,7 @@ def make_client(config: web.WebConfig, base_url: str = "http://testserver",
     processes)."""
     routes = web.routes(config, workers if workers is not None else LoginWorkers(processes=0))
     app = Starlette(routes=[*routes, Route("/{path:path}", lambda r: PlainTextResponse("app"))],
-                    middleware=[Middleware(web.LoginGate)])
+                    middleware=web.middleware())
     return TestClient(app, base_url=base_url, follow_redirects=False)
 
 
@@ -140,6 +139,16 @@ def test_the_form_page_with_a_live_cookie_goes_on_and_with_a_dead_one_clears_it(
     assert set_cookie(page).startswith(f'{COOKIE}=""')
     assert page.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in page.headers[
         "content-security-policy"]
+
+
+def test_every_answer_forbids_other_sites_framing_it_and_the_login_page_keeps_its_strict_policy(client):
+    app = client.get("/static/js/index.js")  # Streamlit's answers (here the stand-in's)
+    redirect = client.get("/", headers={"Sec-Fetch-Dest": "document"})
+    for response in (app, redirect):
+        assert {k: response.headers[k] for k in web.APP_HEADERS} == web.APP_HEADERS
+    form = client.get("/login")
+    assert form.headers.get_list("content-security-policy") == [web.PAGE_HEADERS["Content-Security-Policy"]]
+    assert form.headers.get_list("x-frame-options") == ["DENY"]
 
 
 def test_the_gate_sends_a_page_load_without_a_cookie_to_the_form_and_leaves_the_rest(client):
