@@ -50,6 +50,8 @@ class DPOConfig(TrainingKnobs):
                               "or with an `evaluate` callback from the Python API (the toy loop's judge).")
     eval_split: float = knob(0.0, "Share of the round's scenarios with pairs kept out of training; eval_steps "
                                   "scores the policy by its DPO loss on their pairs (eval/loss).")
+    eval_batch_size: int = knob(0, "Held-out pairs per forward when scoring (0: train_batch_size). The processes "
+                                   "share these chunks, so the score does not depend on how many there are.")
     load_best_model_at_end: bool = knob(False, "Save the best-scoring evaluated adapter as the LoRA, not the last.")
     report_to: str = knob("tensorboard", "accelerate tracker: tensorboard, wandb, ... or none.")
     seed: int = knob(0, "Seed of pairs, noise and timesteps.")
@@ -71,6 +73,8 @@ class DPOConfig(TrainingKnobs):
             raise ValueError("eval_steps must be 0 (never) or positive")
         if not 0 <= self.eval_split < 1:
             raise ValueError("eval_split must be in [0, 1)")
+        if self.eval_batch_size < 0:
+            raise ValueError("eval_batch_size must be 0 (train_batch_size) or positive")
         if self.eval_split and not self.eval_steps:
             raise ValueError("eval_split needs eval_steps (how often to score the held-out pairs)")
         if not (self.train_lora or self.train_reference_gain):

@@ -148,29 +148,35 @@ Evaluator = Callable[[object, int], "float | EvalResult"]
 class HeldOutPairs:
     """The evaluator behind eval_split: the DPO loss on every pair of the held-out scenarios.
 
-    Each batch of pairs has its own fixed noise and noise levels, so scores at different steps differ
-    only through the policy; at step 0 the loss is exactly log 2. The score is minus the loss (higher
-    is better, as `load_best_model_at_end` expects); its metrics are eval/loss and the reward accuracy.
+    Each chunk of pairs (eval_batch_size) has its own fixed noise and noise levels, so scores at different
+    steps differ only through the policy; at step 0 the loss is exactly log 2. The processes take the chunks
+    in turn and add up their sums, so every process gets the same score, whatever their number. The score
+    is minus the loss (higher is better, as `load_best_model_at_end` expects); its metrics are eval/loss and
+    the reward accuracy.
     """
 
-    def __init__(self, data: PairData, pairs: list[tuple[int, int, int]], config: DPOConfig, device, dtype,
-                 scheduler_config: dict):
-        self.data, self.pairs, self.config, self.device, self.dtype = data, pairs, config, device, dtype
+    def __init__(self, data: PairData, pairs: list[tuple[int, int, int]], config: DPOConfig,
+                 accelerator: Accelerator, dtype, scheduler_config: dict):
+        self.data, self.pairs, self.config, self.accelerator, self.dtype = data, pairs, config, accelerator, dtype
         self.scheduler_config = scheduler_config
 
     def __call__(self, transformer, step: int) -> EvalResult:
-        c, n = self.config, len(self.pairs)
-        loss = accuracy = 0.0
-        for start in range(0, n, c.train_batch_size):
-            chunk = self.pairs[start:start + c.train_batch_size]
-            batch = assemble(self.data, chunk).to(self.device, self.dtype)
+        c, acc, n = self.config, self.accelerator, len(self.pairs)
+        size = c.eval_batch_size or c.train_batch_size
+        starts = list(range(0, n, size))[acc.process_index::acc.num_processes]
+        sums = torch.zeros(2, dtype=torch.float64, device=acc.device)  # loss and accuracy, weighted by pairs
+        for start in starts:
+            chunk = self.pairs[start:start + size]
+            batch = assemble(self.data, chunk).to(acc.device, self.dtype)
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence([c.seed, start]).generate_state(1)[0]))
             sigmas = sample_sigmas(len(chunk), batch.num_tokens, self.scheduler_config, c.logit_mean, c.logit_std,
                                    gen)
-            noise = torch.randn(batch.winners.shape, generator=gen).to(self.device, self.dtype)
-            value, metrics = dpo_loss_for_batch(transformer, batch, noise, sigmas.to(self.device), c)
-            loss += float(value) * len(chunk) / n
-            accuracy += float(metrics["rewards/accuracies"]) * len(chunk) / n
+            noise = torch.randn(batch.winners.shape, generator=gen).to(acc.device, self.dtype)
+            value, metrics = dpo_loss_for_batch(transformer, batch, noise, sigmas.to(acc.device), c)
+            sums += torch.stack([value.detach().to(sums), metrics["rewards/accuracies"].to(sums)]) * len(chunk)
+        if acc.num_processes > 1:
+            sums = acc.reduce(sums, "sum")
+        loss, accuracy = (sums / n).tolist()
         return EvalResult(-loss, {"eval/loss": loss, "eval/rewards/accuracies": accuracy})
 
 
@@ -235,8 +241,8 @@ class DPOTrainer:
                            "for a larger effective batch)")
         self.eval_pairs = every_pair(self.eval_pools)  # none without eval_split
         if c.eval_split:
-            self.evaluate = HeldOutPairs(self.data, self.eval_pairs, c, self.accelerator.device,
-                                         self.weight_dtype, dict(self.model.pipe.scheduler.config))
+            self.evaluate = HeldOutPairs(self.data, self.eval_pairs, c, self.accelerator, self.weight_dtype,
+                                         dict(self.model.pipe.scheduler.config))
 
     def _on_main(self, fn: Callable[[], object]) -> object:
         """fn() on the main process only, its result given to every process; its error raised everywhere."""

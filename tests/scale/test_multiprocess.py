@@ -9,6 +9,7 @@ seconds of imports per process, so each test checks several of these at once.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -182,6 +183,17 @@ def failures(settings):
         return [(r.status, r.failure_reason) for r in s.scalars(select(DpoRun).order_by(DpoRun.id))]
 
 
+def eval_losses(settings) -> list[dict[int, float]]:
+    """Per run: {step: eval/loss} of the steps that scored the held-out pairs."""
+    with session_scope(settings.db_url) as s:
+        return [{m.step: m.values["eval/loss"] for m in r.metrics if "eval/loss" in m.values}
+                for r in s.scalars(select(DpoRun).order_by(DpoRun.id))]
+
+
+# one held-out scenario of the three: its pairs scored every 2 steps in chunks of 1, which the processes share
+HELD_OUT = dict(eval_split=0.3, eval_steps=2, eval_batch_size=1)
+
+
 def test_dpo_two_processes_of_batch_1_train_as_one_of_batch_2(models, tmp_path):
     settings = sqlite_settings(tmp_path)
     judged_for_models(settings, tmp_path, models, scenarios=3, references=2)
@@ -200,6 +212,18 @@ def test_dpo_two_processes_of_batch_1_train_as_one_of_batch_2(models, tmp_path):
     two_run, one_run = runs(settings)
     for key in ("loss", "rewards/margins"):  # the same pairs, noise and noise levels at every step
         assert two_run[2][key] == pytest.approx(one_run[2][key], abs=1e-4)
+
+
+def test_dpo_held_out_score_is_shared_between_processes_and_equals_one_process(models, tmp_path):
+    settings = sqlite_settings(tmp_path)
+    judged_for_models(settings, tmp_path, models, scenarios=3, references=2)
+    launch(dpo_args(settings, tmp_path / "two", 2, **HELD_OUT))
+    train_dpo(DPOConfig(round="r1", output_dir=str(tmp_path / "one"), max_steps=2, train_batch_size=2, **DPO,
+                        **HELD_OUT), settings, progress=False)
+    two, one = eval_losses(settings)  # the two processes scored half the chunks each, then added them up
+    assert two.keys() == one.keys() == {2} and one[2] != pytest.approx(math.log(2), abs=1e-3)  # it learned
+    # equal up to the adapters' float rounding (1.4e-5 apart here); a chunk missed or counted twice moves it ~1e-2
+    assert two[2] == pytest.approx(one[2], abs=1e-4)
 
 
 def test_dpo_resumes_its_run_after_one_process_is_killed(models, tmp_path):
