@@ -84,7 +84,8 @@ STORY_EPILOG = (
     "the file; candidates are ignored). Output: OUT/<story_id>/<frame_index>_<k>.png, k = 0..n-1. Seeds: image k of a "
     "frame gets the first 63 bits of sha256(SEED, 'story:' + story_id, frame_index, k), so a frame draws the same "
     "images whatever the file's order or its other frames. Every frame and reference is checked before the model "
-    "loads; an error names the file and line.")
+    "loads; an error names the file and line. Each PNG holds how it was drawn as JSON in its 'storyloop' text "
+    "chunk; --resume reads it to skip what is done.")
 
 
 def story(
@@ -105,6 +106,9 @@ def story(
     reference_guidance_scale: RefScaleOpt = D("reference_guidance_scale"),
     max_sequence_length: SeqOpt = D("max_sequence_length"), dtype: DtypeOpt = "auto",
     memory: MemoryOpt = D("memory"), quantization: QuantOpt = D("quantization"),
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the frames whose PNGs in OUT say they were drawn "
+                                                          "exactly as asked now (model, LoRAs, settings, prompt, "
+                                                          "references, seed); draw the rest.")] = False,
 ) -> None:
     """Draw every frame of a story file with GSA over its references; no database."""
     from storyloop.generation.draw import ModelChoice, draw_story
@@ -115,7 +119,10 @@ def story(
         config = DrawConfig(num_images, seed, steps, guidance, height, width, reference_guidance_scale,
                             max_sequence_length, memory, quantization)
         frames = read_story(file, fmt, lang)
-        written = draw_story(ModelChoice(model, stage1_lora, dpo_lora), frames, config, out, weight_dtype)
+        written = draw_story(ModelChoice(model, stage1_lora, dpo_lora), frames, config, out, weight_dtype,
+                             resume=resume)
     except _errors() as exc:
         raise fail(str(exc)) from None
-    print(f"{len(written)} image(s) of {len(frames)} frame(s) written under {out}")
+    kept = len(frames) - len(written) // num_images
+    print(f"{len(written)} image(s) of {len(frames) - kept} frame(s) written under {out}"
+          + (f"; {kept} frame(s) already drawn as asked, kept" if kept else ""))

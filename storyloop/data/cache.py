@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 
 def content_key(*parts) -> str:
@@ -37,9 +38,15 @@ def atomic_write(path: Path, data: bytes) -> Path:
     return path
 
 
-def png_bytes(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
+    """The image as PNG, with `text` as its text chunks (written before the pixels: a reader gets them cheaply)."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    info = None
+    if text:
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, value)
+    image.save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
 
 

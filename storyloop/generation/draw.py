@@ -2,16 +2,20 @@
 
 Both load a `StoryFluxPipeline` with a Stage-1 (and DPO) LoRA in the memory mode `generate run` uses and
 draw each image through it, so a seed gives the image `generate run` gives for that seed. Every reference is
-checked before the model loads; every PNG is written whole (a temporary file, then a rename).
+checked before the model loads; every PNG is written whole (a temporary file, then a rename) and says how it
+was drawn in a `storyloop` text chunk (`drawn_with`): prompt, seed, references' hashes, model, LoRAs' hashes,
+sampler settings. `story --resume` skips the frames whose PNGs say they were drawn exactly as asked now.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from storyloop.characters import MAX_NAME, Slot, grouped
@@ -23,7 +27,11 @@ from storyloop.generation.memory_estimate import Workload
 from storyloop.generation.pipeline import StoryFluxPipeline, check_reference, open_reference
 from storyloop.generation.run import candidate_seed
 from storyloop.generation.training import memory_plan
+from storyloop.hashing import sha256_path
+from storyloop.provenance import code_version
 from storyloop.stories import StoryError, StoryFrame
+
+PNG_KEY = "storyloop"  # the PNG text chunk with how the image was drawn
 
 
 @dataclass(frozen=True)
@@ -39,16 +47,19 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _plan(choice: ModelChoice, config: DrawConfig, refs: int):
+    return memory_plan(config.memory, config.quantization, choice.model, "generate", device(),
+                       Workload(config.height, config.width, refs, config.num_images, 16, config.max_sequence_length))
+
+
 def load_pipeline(choice: ModelChoice, config: DrawConfig, refs: int, dtype=None) -> StoryFluxPipeline:
     """The pipeline with its LoRAs, in `config.memory` mode; `dtype` None: bfloat16 on a GPU, float32 on a CPU.
     `refs`: the most references of one image (a mode the GPU cannot hold is refused before loading)."""
-    where = device()
-    plan = memory_plan(config.memory, config.quantization, choice.model, "generate", where,
-                       Workload(config.height, config.width, refs, config.num_images, 16, config.max_sequence_length))
+    plan = _plan(choice, config, refs)
     dtype = plan.torch_dtype if dtype is None else dtype
     check_dtype(dtype)
     pipe = StoryFluxPipeline.from_pretrained(choice.model, torch_dtype=dtype, quantization=plan.quantization,
-                                             device=where)
+                                             device=device())
     for lora in (choice.stage1_lora, choice.dpo_lora):
         if lora is not None:
             pipe.load_lora_weights(lora)
@@ -57,6 +68,42 @@ def load_pipeline(choice: ModelChoice, config: DrawConfig, refs: int, dtype=None
     apply_memory_plan(pipe, plan, "generate", encoded=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def drawn_with(choice: ModelChoice, config: DrawConfig, dtype) -> dict:
+    """What decides a run's pixels besides each image's prompt, references and seed: the model, the LoRAs' content
+    hashes, every knob of `config` and the weights' dtype (and, for the record only, storyloop's version)."""
+    return {"model": choice.model,
+            "stage1_lora_sha256": sha256_path(choice.stage1_lora) if choice.stage1_lora is not None else None,
+            "dpo_lora_sha256": sha256_path(choice.dpo_lora) if choice.dpo_lora is not None else None,
+            **asdict(config), "dtype": str(dtype).removeprefix("torch."), "code_version": code_version()}
+
+
+def image_record(run: dict, prompt: str, references: list[Slot], seed: int, **where) -> dict:
+    """One PNG's `storyloop` text: the run's `drawn_with`, its prompt, references (character and content hash,
+    in slot order) and seed, and where it belongs (story id, frame index, k)."""
+    refs = [{"character": slot.character, "sha256": sha256_path(slot.item)} for slot in references]
+    return {**run, **where, "prompt": prompt, "references": refs, "seed": seed}
+
+
+def read_record(path: Path) -> dict | None:
+    """The `storyloop` text of a PNG written here; None for a missing file, another PNG or an unreadable one."""
+    try:
+        with Image.open(path) as image:
+            return json.loads(image.text[PNG_KEY])
+    except (OSError, KeyError, ValueError, AttributeError):
+        return None
+
+
+def _same_drawing(a: dict | None, b: dict) -> bool:
+    """Whether a PNG's record asks for the same pixels as `b` (storyloop's version aside: a fix between a crash
+    and the resume does not redraw a finished story)."""
+    return a is not None and {k: v for k, v in a.items() if k != "code_version"} == {
+        k: v for k, v in b.items() if k != "code_version"}
+
+
+def _png(image: Image.Image, record: dict) -> bytes:
+    return png_bytes(image, {PNG_KEY: json.dumps(record, sort_keys=True)})
 
 
 def _draw(pipe: StoryFluxPipeline, prompt: str, images: list, seeds: list[int], config: DrawConfig) -> list:
@@ -98,10 +145,13 @@ def draw_prompt(choice: ModelChoice, prompt: str, references: list[Slot[Path]], 
     if not prompt.strip():
         raise DrawError("the prompt is empty")
     check_references(references)  # a missing or broken file fails before the model loads
+    dtype = _plan(choice, config, len(references)).torch_dtype if dtype is None else dtype
     pipe = load_pipeline(choice, config, len(references), dtype)
+    run = drawn_with(choice, config, dtype)
     seeds = sample_seeds(config)
     drawn = _draw(pipe, prompt, _open(references), seeds, config)
-    return [atomic_write(Path(out) / f"seed-{s}.png", png_bytes(im)) for s, im in zip(seeds, drawn)]
+    return [atomic_write(Path(out) / f"seed-{s}.png", _png(im, image_record(run, prompt, references, s)))
+            for s, im in zip(seeds, drawn)]
 
 
 def frame_seed(seed: int, story_id: str, frame_index: int, k: int) -> int:
@@ -129,24 +179,39 @@ def check_frames(frames: list[StoryFrame]) -> None:
 
 
 def draw_story(choice: ModelChoice, frames: list[StoryFrame], config: DrawConfig, out: Path, dtype=None,
-               progress: bool = True, on_image: Callable[[Path], None] | None = None) -> list[Path]:
+               progress: bool = True, on_image: Callable[[Path], None] | None = None,
+               resume: bool = False) -> list[Path]:
     """Every frame's `config.num_images` images as OUT/<story id>/<frame index>_<k>.png (k from 0), image k of
-    a frame with seed `frame_seed(config.seed, story id, frame index, k)`. All frames and references are
-    checked before the model loads."""
+    a frame with seed `frame_seed(config.seed, story id, frame index, k)`; the paths written. All frames and
+    references are checked before the model loads.
+
+    `resume`: a frame whose every PNG is there and says it was drawn exactly as asked now (`drawn_with`, prompt,
+    references, seed) is skipped; any other is drawn whole (a frame's images are denoised in one batch)."""
     check_frames(frames)
     for f in frames:  # a missing or broken reference fails here, named with its frame
         try:
             check_references(f.references)
         except ValueError as exc:
             raise StoryError(f"{f.where}: {exc}") from None
-    pipe = load_pipeline(choice, config, max((len(f.references) for f in frames), default=0), dtype)
-    written = []
-    with tqdm(total=len(frames) * config.num_images, unit="img", desc="story", disable=not progress) as bar:
-        for f in frames:
-            seeds = [frame_seed(config.seed, f.story_id, f.frame_index, k) for k in range(config.num_images)]
-            drawn = _draw(pipe, f.prompt, _open(f.references), seeds, config)
-            for path, image in zip(frame_paths(f, out, config.num_images), drawn):
-                written.append(atomic_write(path, png_bytes(image)))
+    most_refs = max((len(f.references) for f in frames), default=0)
+    dtype = _plan(choice, config, most_refs).torch_dtype if dtype is None else dtype
+    run = drawn_with(choice, config, dtype)
+    todo = []
+    for f in frames:
+        records = [image_record(run, f.prompt, f.references, frame_seed(config.seed, f.story_id, f.frame_index, k),
+                                story_id=f.story_id, frame_index=f.frame_index, k=k) for k in range(config.num_images)]
+        paths = frame_paths(f, out, config.num_images)
+        if not (resume and all(_same_drawing(read_record(p), r) for p, r in zip(paths, records))):
+            todo.append((f, paths, records))
+    written: list[Path] = []
+    if not todo:
+        return written
+    pipe = load_pipeline(choice, config, most_refs, dtype)
+    with tqdm(total=len(todo) * config.num_images, unit="img", desc="story", disable=not progress) as bar:
+        for f, paths, records in todo:
+            drawn = _draw(pipe, f.prompt, _open(f.references), [r["seed"] for r in records], config)
+            for path, image, record in zip(paths, drawn, records):
+                written.append(atomic_write(path, _png(image, record)))
                 if on_image is not None:
                     on_image(path)
                 bar.update(1)

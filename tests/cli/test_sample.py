@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from storyloop.cli.main import app
 from storyloop.generation.config import DrawConfig
-from storyloop.generation.draw import frame_seed
+from storyloop.generation.draw import frame_seed, read_record
+from storyloop.hashing import sha256_file, sha256_path
 from storyloop.generation.pipeline import StoryFluxPipeline
 from storyloop.generation.run import GenerateConfig
 from storyloop.toy.assets import WEIGHTS
@@ -66,6 +67,13 @@ def test_sample_writes_a_png_per_image_and_prints_where_it_went(tmp_path, refs, 
     expected = draw(pipe, "a fox reads a book", [mia, ball, tom, ball], [5, 6])
     assert all(np.array_equal(a, b) for a, b in zip(made, expected)) and len(made) == 2
     assert not np.array_equal(made[0], made[1])
+    record = read_record(out / "seed-6.png")  # how it was drawn, in the PNG itself
+    assert record["prompt"] == "a fox reads a book" and record["seed"] == 6
+    assert record["references"] == [{"character": c, "sha256": sha256_file(p)}
+                                    for c, p in (("Mia", mia), ("Mia", ball), ("Tom", tom), (None, ball))]
+    assert record["stage1_lora_sha256"] == sha256_path(WEIGHTS / "stage1") and record["dpo_lora_sha256"] is None
+    assert (record["model"], record["num_inference_steps"], record["height"], record["dtype"]) == (
+        str(WEIGHTS / "base"), 2, 64, "float32")
 
 
 @pytest.mark.parametrize("ref, message", [
@@ -132,6 +140,34 @@ def test_story_draws_every_frame_with_stable_seeds(tmp_path, refs, pipe):
         "--seed", 3, "--out", again)
     assert not (again / "alpha/0_0.png").exists()
     assert all((again / f).read_bytes() == (out / f).read_bytes() for f in ("alpha/1_0.png", "beta/0_1.png"))
+
+
+def test_story_resume_keeps_what_was_drawn_as_asked_and_redraws_the_rest(tmp_path, refs):
+    out, story = tmp_path / "out", write_story(tmp_path, story_rows())
+    args = ("story", story, *MODEL, *FAST, "-n", 2, "--seed", 3, "--out", out)
+    run(*args)
+    first = {p: p.read_bytes() for p in out.rglob("*.png")}
+    (out / "alpha/0_1.png").unlink()  # a run stopped before this frame's second image
+    (out / "beta/0_0.png").write_bytes(b"")  # (or cut short: not a PNG)
+    record = read_record(out / "alpha/1_0.png")
+    assert (record["story_id"], record["frame_index"], record["k"]) == ("alpha", 1, 0)
+
+    result = run(*args, "--resume")
+    assert "4 image(s) of 2 frame(s) written" in result.stdout and "1 frame(s) already drawn as asked, kept" in (
+        result.stdout)
+    assert {p: p.read_bytes() for p in out.rglob("*.png")} == first  # the same images as one run draws
+    done = run(*args, "--resume").stdout  # all there: the model is not even loaded
+    assert "0 image(s) of 0 frame(s) written" in done and "3 frame(s) already drawn as asked" in done
+
+    # asked differently (another reference image for Mia), only the frames that use it are drawn again
+    make_image(tmp_path / "refs" / "mia.png", (10, 10, 10), size=(64, 64))
+    result = run(*args, "--resume")
+    assert "4 image(s) of 2 frame(s) written" in result.stdout  # alpha/0 and alpha/1; beta has no Mia
+    assert (out / "beta/0_0.png").read_bytes() == first[out / "beta/0_0.png"]
+    assert (out / "alpha/1_0.png").read_bytes() != first[out / "alpha/1_0.png"]
+    # and other settings draw everything again
+    assert "6 image(s) of 3 frame(s)" in run("story", story, *MODEL, *FAST, "-n", 2, "--seed", 4, "--out", out,
+                                             "--resume").stdout
 
 
 @pytest.mark.parametrize("change, message", [
