@@ -20,6 +20,15 @@ PASSWORD = "correct-horse-battery"
 USERS = {"ann": Role.annotator, "bob": Role.annotator, "cat": Role.annotator, "rita": Role.researcher}
 
 
+@pytest.fixture(autouse=True, scope="session")
+def patient_browser_expectations():
+    """A browser test waits up to 20 s for what the page should show, not Playwright's 5 s: CI runs two test
+    processes on two cores, where one Streamlit rerun can take seconds. A passing test waits no longer."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)
+
+
 @dataclass
 class RoundFixture:
     settings: Settings
