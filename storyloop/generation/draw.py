@@ -9,6 +9,7 @@ sampler settings. `story --resume` skips the frames whose PNGs say they were dra
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -79,11 +80,25 @@ def drawn_with(choice: ModelChoice, config: DrawConfig, dtype) -> dict:
             **asdict(config), "dtype": str(dtype).removeprefix("torch."), "code_version": code_version()}
 
 
-def image_record(run: dict, prompt: str, references: list[Slot], seed: int, **where) -> dict:
-    """One PNG's `storyloop` text: the run's `drawn_with`, its prompt, references (character and content hash,
-    in slot order) and seed, and where it belongs (story id, frame index, k)."""
-    refs = [{"character": slot.character, "sha256": sha256_path(slot.item)} for slot in references]
-    return {**run, **where, "prompt": prompt, "references": refs, "seed": seed}
+def reference_hashes(references: list[Slot], known: dict | None = None) -> list[dict]:
+    """Each reference's character and content hash, in slot order (a file's bytes, a PIL image's pixels);
+    `known` keeps a file's hash for the next frame that uses it."""
+    known = {} if known is None else known
+
+    def digest(item) -> str:
+        if isinstance(item, Image.Image):
+            return hashlib.sha256(item.tobytes()).hexdigest()
+        if item not in known:
+            known[item] = sha256_path(item)
+        return known[item]
+
+    return [{"character": slot.character, "sha256": digest(slot.item)} for slot in references]
+
+
+def image_record(run: dict, prompt: str, references: list[dict], seed: int, **where) -> dict:
+    """One PNG's `storyloop` text: the run's `drawn_with`, its prompt, `reference_hashes` and seed, and where it
+    belongs (story id, frame index, k)."""
+    return {**run, **where, "prompt": prompt, "references": references, "seed": seed}
 
 
 def read_record(path: Path) -> dict | None:
@@ -150,7 +165,8 @@ def draw_prompt(choice: ModelChoice, prompt: str, references: list[Slot[Path]], 
     run = drawn_with(choice, config, dtype)
     seeds = sample_seeds(config)
     drawn = _draw(pipe, prompt, _open(references), seeds, config)
-    return [atomic_write(Path(out) / f"seed-{s}.png", _png(im, image_record(run, prompt, references, s)))
+    refs = reference_hashes(references)
+    return [atomic_write(Path(out) / f"seed-{s}.png", _png(im, image_record(run, prompt, refs, s)))
             for s, im in zip(seeds, drawn)]
 
 
@@ -196,9 +212,10 @@ def draw_story(choice: ModelChoice, frames: list[StoryFrame], config: DrawConfig
     most_refs = max((len(f.references) for f in frames), default=0)
     dtype = _plan(choice, config, most_refs).torch_dtype if dtype is None else dtype
     run = drawn_with(choice, config, dtype)
-    todo = []
+    todo, known = [], {}
     for f in frames:
-        records = [image_record(run, f.prompt, f.references, frame_seed(config.seed, f.story_id, f.frame_index, k),
+        refs = reference_hashes(f.references, known)
+        records = [image_record(run, f.prompt, refs, frame_seed(config.seed, f.story_id, f.frame_index, k),
                                 story_id=f.story_id, frame_index=f.frame_index, k=k) for k in range(config.num_images)]
         paths = frame_paths(f, out, config.num_images)
         if not (resume and all(_same_drawing(read_record(p), r) for p, r in zip(paths, records))):
