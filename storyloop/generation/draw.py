@@ -23,6 +23,7 @@ from storyloop.characters import MAX_NAME, Slot, grouped
 from storyloop.data.cache import atomic_write, png_bytes
 from storyloop.generation.config import DrawConfig
 from storyloop.generation.errors import DrawError
+from storyloop.generation.fingerprint import base_fingerprint
 from storyloop.generation.memory import apply_memory_plan, check_dtype
 from storyloop.generation.memory_estimate import Workload
 from storyloop.generation.pipeline import StoryFluxPipeline, check_reference, open_reference
@@ -72,9 +73,10 @@ def load_pipeline(choice: ModelChoice, config: DrawConfig, refs: int, dtype=None
 
 
 def drawn_with(choice: ModelChoice, config: DrawConfig, dtype) -> dict:
-    """What decides a run's pixels besides each image's prompt, references and seed: the model, the LoRAs' content
-    hashes, every knob of `config` and the weights' dtype (and, for the record only, storyloop's version)."""
-    return {"model": choice.model,
+    """What decides a run's pixels besides each image's prompt, references and seed: the base model's weights
+    identity (`base_fingerprint`), the LoRAs' content hashes, every knob of `config` and the weights' dtype (and,
+    for the record only, the model as given and storyloop's version)."""
+    return {"model": choice.model, "model_fingerprint": base_fingerprint(choice.model),
             "stage1_lora_sha256": sha256_path(choice.stage1_lora) if choice.stage1_lora is not None else None,
             "dpo_lora_sha256": sha256_path(choice.dpo_lora) if choice.dpo_lora is not None else None,
             **asdict(config), "dtype": str(dtype).removeprefix("torch."), "code_version": code_version()}
@@ -110,11 +112,14 @@ def read_record(path: Path) -> dict | None:
         return None
 
 
+RECORD_ONLY = ("model", "code_version")  # kept in a PNG's record, not compared: a moved model folder or a fix
+# between a crash and the resume does not redraw a finished story
+
+
 def _same_drawing(a: dict | None, b: dict) -> bool:
-    """Whether a PNG's record asks for the same pixels as `b` (storyloop's version aside: a fix between a crash
-    and the resume does not redraw a finished story)."""
-    return a is not None and {k: v for k, v in a.items() if k != "code_version"} == {
-        k: v for k, v in b.items() if k != "code_version"}
+    """Whether a PNG's record asks for the same pixels as `b`."""
+    return a is not None and {k: v for k, v in a.items() if k not in RECORD_ONLY} == {
+        k: v for k, v in b.items() if k not in RECORD_ONLY}
 
 
 def _png(image: Image.Image, record: dict) -> bytes:
@@ -162,7 +167,7 @@ def draw_prompt(choice: ModelChoice, prompt: str, references: list[Slot[Path]], 
     check_references(references)  # a missing or broken file fails before the model loads
     dtype = _plan(choice, config, len(references)).torch_dtype if dtype is None else dtype
     pipe = load_pipeline(choice, config, len(references), dtype)
-    run = drawn_with(choice, config, dtype)
+    run = drawn_with(choice, config, dtype)  # after the load: a hub model's identity needs it in the local cache
     seeds = sample_seeds(config)
     drawn = _draw(pipe, prompt, _open(references), seeds, config)
     refs = reference_hashes(references)
@@ -215,20 +220,21 @@ def draw_story(choice: ModelChoice, frames: list[StoryFrame], config: DrawConfig
     todo, known = [], {}
     for f in frames:
         refs = reference_hashes(f.references, known)
-        records = [image_record(run, f.prompt, refs, frame_seed(config.seed, f.story_id, f.frame_index, k),
-                                story_id=f.story_id, frame_index=f.frame_index, k=k) for k in range(config.num_images)]
+        images = [image_record({}, f.prompt, refs, frame_seed(config.seed, f.story_id, f.frame_index, k),
+                               story_id=f.story_id, frame_index=f.frame_index, k=k) for k in range(config.num_images)]
         paths = frame_paths(f, out, config.num_images)
-        if not (resume and all(_same_drawing(read_record(p), r) for p, r in zip(paths, records))):
-            todo.append((f, paths, records))
+        if not (resume and all(_same_drawing(read_record(p), {**run, **i}) for p, i in zip(paths, images))):
+            todo.append((f, paths, images))
     written: list[Path] = []
     if not todo:
         return written
     pipe = load_pipeline(choice, config, most_refs, dtype)
+    run = drawn_with(choice, config, dtype)  # again: a hub model not in the local cache before has its identity now
     with tqdm(total=len(todo) * config.num_images, unit="img", desc="story", disable=not progress) as bar:
-        for f, paths, records in todo:
-            drawn = _draw(pipe, f.prompt, _open(f.references), [r["seed"] for r in records], config)
-            for path, image, record in zip(paths, drawn, records):
-                written.append(atomic_write(path, _png(image, record)))
+        for f, paths, images in todo:
+            drawn = _draw(pipe, f.prompt, _open(f.references), [i["seed"] for i in images], config)
+            for path, image, own in zip(paths, drawn, images):
+                written.append(atomic_write(path, _png(image, {**run, **own})))
                 if on_image is not None:
                     on_image(path)
                 bar.update(1)

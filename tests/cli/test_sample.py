@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from storyloop.cli.main import app
 from storyloop.generation.config import DrawConfig
 from storyloop.generation.draw import frame_seed, read_record
+from storyloop.generation.fingerprint import base_fingerprint
 from storyloop.hashing import sha256_file, sha256_path
 from storyloop.generation.pipeline import StoryFluxPipeline
 from storyloop.generation.run import GenerateConfig
@@ -74,6 +75,7 @@ def test_sample_writes_a_png_per_image_and_prints_where_it_went(tmp_path, refs, 
     assert record["stage1_lora_sha256"] == sha256_path(WEIGHTS / "stage1") and record["dpo_lora_sha256"] is None
     assert (record["model"], record["num_inference_steps"], record["height"], record["dtype"]) == (
         str(WEIGHTS / "base"), 2, 64, "float32")
+    assert record["model_fingerprint"] == base_fingerprint(str(WEIGHTS / "base"))  # the weights, wherever they are
 
 
 @pytest.mark.parametrize("ref, message", [
