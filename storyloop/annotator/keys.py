@@ -77,8 +77,9 @@ _keyboard = st.components.v2.component("storyloop_judging_keys", js=JS)
 
 
 def on_screen(task_key: str) -> str:
-    """The attribute that marks an element as showing `task_key` (put it on the prompt): key presses are
-    for the task the page shows, even while the listener still holds the previous task's data."""
+    """The attribute that marks an element as showing `task_key`: key presses are for the task the page shows,
+    even while the listener still holds the previous task's data. The judging page puts it on the prompt (a
+    press only marks, and the prompt names the scenario); the study pages after the images (a press answers)."""
     return f'data-sl-task="{escape(task_key, quote=True)}"'
 
 

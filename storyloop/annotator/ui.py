@@ -199,6 +199,7 @@ div[class*="st-key-card-"][class*="-open"] { border-color: #9ca3af !important; }
 .sl-keys td { padding: 1px 6px; font-size: .8rem; } .sl-keys kbd { font-size: .75rem; }
 [role="dialog"] [data-testid="stImage"] img { max-height: 72vh; width: auto !important; margin: 0 auto; }
 .st-key-judging-keys, .st-key-study-keys { display: none; } /* the key listeners (annotator.keys) */
+[data-testid="stElementContainer"]:has(.sl-shown) { display: none; } /* a study item's on-screen marker */
 /* Studies: both pairwise frames at one size (the column's width), as large as the window allows; a reference
    is never shown larger (a narrower column, the same height limit). */
 .st-key-study-pair [data-testid="stImage"] img, .st-key-study-refs [data-testid="stImage"] img {

@@ -55,9 +55,10 @@ def train(
         except (DPOError, ModelError, CacheError) as exc:
             raise fail(str(exc)) from None
         except Terminated:
-            raise fail(f"stopped by SIGTERM: the run is marked failed; `storyloop dpo train --round {cfg.round} "
-                       f"--output-dir {cfg.output_dir} --resume` continues it from its last checkpoint",
-                       code=128 + signal.SIGTERM) from None
+            if not main_process():  # the first process says it, once
+                raise typer.Exit(128 + signal.SIGTERM) from None
+            raise fail("stopped by SIGTERM; the run, if it had started, is marked failed: the same command with "
+                       "--resume continues it from its last checkpoint", code=128 + signal.SIGTERM) from None
     if main_process():
         console.print(f"DPO LoRA saved to {lora}\nNext round: storyloop round create NAME --parent {cfg.round} "
                       f"--dpo-lora {lora} --scenarios FILE")

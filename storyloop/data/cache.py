@@ -39,7 +39,8 @@ def atomic_write(path: Path, data: bytes) -> Path:
 
 
 def png_bytes(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
-    """The image as PNG, with `text` as its text chunks (written before the pixels: a reader gets them cheaply)."""
+    """The image as PNG, with `text` as its text chunks (written before the pixels: `Image.open(...).info` has
+    them without decoding the image)."""
     buf = io.BytesIO()
     info = None
     if text:

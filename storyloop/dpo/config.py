@@ -50,8 +50,9 @@ class DPOConfig(TrainingKnobs):
                               "or with an `evaluate` callback from the Python API (the toy loop's judge).")
     eval_split: float = knob(0.0, "Share of the round's scenarios with pairs kept out of training; eval_steps "
                                   "scores the policy by its DPO loss on their pairs (eval/loss).")
-    eval_batch_size: int = knob(0, "Held-out pairs per forward when scoring (0: train_batch_size). The processes "
-                                   "share these chunks, so the score does not depend on how many there are.")
+    eval_batch_size: int = knob(0, "Held-out pairs per forward when scoring (0: train_batch_size); the processes "
+                                   "share the chunks. Each pair has its own fixed noise: the score depends on "
+                                   "neither this nor the number of processes.")
     load_best_model_at_end: bool = knob(False, "Save the best-scoring evaluated adapter as the LoRA, not the last.")
     report_to: str = knob("tensorboard", "accelerate tracker: tensorboard, wandb, ... or none.")
     seed: int = knob(0, "Seed of pairs, noise and timesteps.")

@@ -148,17 +148,24 @@ Evaluator = Callable[[object, int], "float | EvalResult"]
 class HeldOutPairs:
     """The evaluator behind eval_split: the DPO loss on every pair of the held-out scenarios.
 
-    Each chunk of pairs (eval_batch_size) has its own fixed noise and noise levels, so scores at different
-    steps differ only through the policy; at step 0 the loss is exactly log 2. The processes take the chunks
-    in turn and add up their sums, so every process gets the same score, whatever their number. The score
-    is minus the loss (higher is better, as `load_best_model_at_end` expects); its metrics are eval/loss and
-    the reward accuracy.
+    Each pair has its own fixed noise and noise level (seeded by its place in the list), so scores at different
+    steps differ only through the policy, and neither the chunk size (eval_batch_size) nor the number of
+    processes changes them; at step 0 the loss is exactly log 2. The processes take the chunks in turn and add
+    up their sums, so every process gets the same score. The score is minus the loss (higher is better, as
+    `load_best_model_at_end` expects); its metrics are eval/loss and the reward accuracy.
     """
 
     def __init__(self, data: PairData, pairs: list[tuple[int, int, int]], config: DPOConfig,
                  accelerator: Accelerator, dtype, scheduler_config: dict):
         self.data, self.pairs, self.config, self.accelerator, self.dtype = data, pairs, config, accelerator, dtype
         self.scheduler_config = scheduler_config
+
+    def _noise(self, index: int, batch: PairBatchTensors, row: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pair `index`'s noise (row `row` of `batch`'s shape) and noise level."""
+        c = self.config
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([c.seed, index]).generate_state(1)[0]))
+        sigma = sample_sigmas(1, batch.num_tokens, self.scheduler_config, c.logit_mean, c.logit_std, gen)
+        return torch.randn(batch.winners[row:row + 1].shape, generator=gen), sigma
 
     def __call__(self, transformer, step: int) -> EvalResult:
         c, acc, n = self.config, self.accelerator, len(self.pairs)
@@ -168,11 +175,9 @@ class HeldOutPairs:
         for start in starts:
             chunk = self.pairs[start:start + size]
             batch = assemble(self.data, chunk).to(acc.device, self.dtype)
-            gen = torch.Generator().manual_seed(int(np.random.SeedSequence([c.seed, start]).generate_state(1)[0]))
-            sigmas = sample_sigmas(len(chunk), batch.num_tokens, self.scheduler_config, c.logit_mean, c.logit_std,
-                                   gen)
-            noise = torch.randn(batch.winners.shape, generator=gen).to(acc.device, self.dtype)
-            value, metrics = dpo_loss_for_batch(transformer, batch, noise, sigmas.to(acc.device), c)
+            noise, sigmas = zip(*(self._noise(start + i, batch, i) for i in range(len(chunk))))
+            value, metrics = dpo_loss_for_batch(transformer, batch, torch.cat(noise).to(acc.device, self.dtype),
+                                                torch.cat(sigmas).to(acc.device), c)
             sums += torch.stack([value.detach().to(sums), metrics["rewards/accuracies"].to(sums)]) * len(chunk)
         if acc.num_processes > 1:
             sums = acc.reduce(sums, "sum")
@@ -239,6 +244,10 @@ class DPOTrainer:
             raise DPOError(f"round {c.round!r} has candidates of several sizes ({sizes} tokens) and the pairs of "
                            "one batch must share one: set train_batch_size = 1 (and gradient_accumulation_steps "
                            "for a larger effective batch)")
+        if c.eval_split and (c.eval_batch_size or c.train_batch_size) > 1 and len(self.data.grids) > 1:
+            sizes = ", ".join(f"{w}x{h}" for h, w in sorted(self.data.grids))
+            raise DPOError(f"round {c.round!r} has candidates of several sizes ({sizes} tokens) and the held-out "
+                           "pairs scored together must share one: set eval_batch_size = 1")
         self.eval_pairs = every_pair(self.eval_pools)  # none without eval_split
         if c.eval_split:
             self.evaluate = HeldOutPairs(self.data, self.eval_pairs, c, self.accelerator, self.weight_dtype,
@@ -300,7 +309,10 @@ class DPOTrainer:
                 return self._train(resume, progress)
             except BaseException as exc:
                 hold_sigterm()  # stopping already: a second SIGTERM must not cut the record short
-                self._finish(RunStatus.failed, reason=f"{type(exc).__name__}: {exc}"[:2000])
+                try:
+                    self._finish(RunStatus.failed, reason=f"{type(exc).__name__}: {exc}"[:2000])
+                except Exception as record_error:  # (the database is away too): the first error is the story
+                    exc.add_note(f"the run could not be marked failed: {type(record_error).__name__}: {record_error}")
                 raise
 
     def _train(self, resume: bool, progress: bool) -> Path:
@@ -400,6 +412,7 @@ class DPOTrainer:
             clock.write(self.out, memory=self.plan.mode.name, quantization=self.plan.quantization,
                         precision=self.precision, processes=acc.num_processes,
                         tokens_per_image=max(h * w for h, w in self.data.grids))
+        hold_sigterm()  # done: a SIGTERM now must not turn the completed run into a failed one
         self._finish(RunStatus.completed, artifact=str(lora_dir.resolve()))
         return lora_dir
 

@@ -24,7 +24,7 @@ from storyloop.data.cache import atomic_write, png_bytes
 from storyloop.generation.config import DrawConfig
 from storyloop.generation.errors import DrawError
 from storyloop.generation.fingerprint import base_fingerprint
-from storyloop.generation.memory import apply_memory_plan, check_dtype
+from storyloop.generation.memory import MemoryPlan, apply_memory_plan, check_dtype
 from storyloop.generation.memory_estimate import Workload
 from storyloop.generation.pipeline import StoryFluxPipeline, check_reference, open_reference
 from storyloop.generation.run import candidate_seed
@@ -72,14 +72,17 @@ def load_pipeline(choice: ModelChoice, config: DrawConfig, refs: int, dtype=None
     return pipe
 
 
-def drawn_with(choice: ModelChoice, config: DrawConfig, dtype) -> dict:
+def drawn_with(choice: ModelChoice, config: DrawConfig, plan: MemoryPlan, dtype) -> dict:
     """What decides a run's pixels besides each image's prompt, references and seed: the base model's weights
-    identity (`base_fingerprint`), the LoRAs' content hashes, every knob of `config` and the weights' dtype (and,
-    for the record only, the model as given and storyloop's version)."""
+    identity (`base_fingerprint`), the LoRAs' content hashes, every knob of `config`, what the memory plan made
+    of them here (device, quantization, VAE slicing and tiling) and the weights' dtype (and, for the record
+    only, the model as given and storyloop's version)."""
     return {"model": choice.model, "model_fingerprint": base_fingerprint(choice.model),
             "stage1_lora_sha256": sha256_path(choice.stage1_lora) if choice.stage1_lora is not None else None,
             "dpo_lora_sha256": sha256_path(choice.dpo_lora) if choice.dpo_lora is not None else None,
-            **asdict(config), "dtype": str(dtype).removeprefix("torch."), "code_version": code_version()}
+            **asdict(config), "device": plan.device_type, "quantized": plan.quantization,
+            "vae_slicing": plan.vae_slicing, "vae_tiling": plan.vae_tiling,
+            "dtype": str(dtype).removeprefix("torch."), "code_version": code_version()}
 
 
 def reference_hashes(references: list[Slot], known: dict | None = None) -> list[dict]:
@@ -89,7 +92,7 @@ def reference_hashes(references: list[Slot], known: dict | None = None) -> list[
 
     def digest(item) -> str:
         if isinstance(item, Image.Image):
-            return hashlib.sha256(item.tobytes()).hexdigest()
+            return hashlib.sha256(f"{item.mode} {item.size}\n".encode() + item.tobytes()).hexdigest()
         if item not in known:
             known[item] = sha256_path(item)
         return known[item]
@@ -104,11 +107,14 @@ def image_record(run: dict, prompt: str, references: list[dict], seed: int, **wh
 
 
 def read_record(path: Path) -> dict | None:
-    """The `storyloop` text of a PNG written here; None for a missing file, another PNG or an unreadable one."""
+    """The `storyloop` text of a PNG written here; None for a missing file, another PNG or a damaged one (every
+    chunk's checksum is verified; the pixels are not decoded)."""
     try:
         with Image.open(path) as image:
-            return json.loads(image.text[PNG_KEY])
-    except (OSError, KeyError, ValueError, AttributeError):
+            text = image.info[PNG_KEY]  # the text chunks come before the pixels: read at open
+            image.verify()
+        return json.loads(text)
+    except (OSError, KeyError, ValueError, SyntaxError):  # (Pillow reports a bad chunk as a SyntaxError)
         return None
 
 
@@ -165,9 +171,10 @@ def draw_prompt(choice: ModelChoice, prompt: str, references: list[Slot[Path]], 
     if not prompt.strip():
         raise DrawError("the prompt is empty")
     check_references(references)  # a missing or broken file fails before the model loads
-    dtype = _plan(choice, config, len(references)).torch_dtype if dtype is None else dtype
+    plan = _plan(choice, config, len(references))
+    dtype = plan.torch_dtype if dtype is None else dtype
     pipe = load_pipeline(choice, config, len(references), dtype)
-    run = drawn_with(choice, config, dtype)  # after the load: a hub model's identity needs it in the local cache
+    run = drawn_with(choice, config, plan, dtype)  # after the load: a hub model's identity needs it in the local cache
     seeds = sample_seeds(config)
     drawn = _draw(pipe, prompt, _open(references), seeds, config)
     refs = reference_hashes(references)
@@ -215,8 +222,9 @@ def draw_story(choice: ModelChoice, frames: list[StoryFrame], config: DrawConfig
         except ValueError as exc:
             raise StoryError(f"{f.where}: {exc}") from None
     most_refs = max((len(f.references) for f in frames), default=0)
-    dtype = _plan(choice, config, most_refs).torch_dtype if dtype is None else dtype
-    run = drawn_with(choice, config, dtype)
+    plan = _plan(choice, config, most_refs)
+    dtype = plan.torch_dtype if dtype is None else dtype
+    run = drawn_with(choice, config, plan, dtype)
     todo, known = [], {}
     for f in frames:
         refs = reference_hashes(f.references, known)
@@ -229,7 +237,7 @@ def draw_story(choice: ModelChoice, frames: list[StoryFrame], config: DrawConfig
     if not todo:
         return written
     pipe = load_pipeline(choice, config, most_refs, dtype)
-    run = drawn_with(choice, config, dtype)  # again: a hub model not in the local cache before has its identity now
+    run = drawn_with(choice, config, plan, dtype)  # again: a hub model not in the cache before has its identity now
     with tqdm(total=len(todo) * config.num_images, unit="img", desc="story", disable=not progress) as bar:
         for f, paths, images in todo:
             drawn = _draw(pipe, f.prompt, _open(f.references), [i["seed"] for i in images], config)

@@ -145,7 +145,11 @@ class Terminated(BaseException):
 def sigterm_raises():
     """Inside, SIGTERM raises `Terminated` in the main thread, so a trainer can record why it stopped (Python's
     default ends the process on the spot, leaving a DPO run marked running). Call `hold_sigterm` before that
-    record: the signal is often sent more than once. The previous handler is back on leaving."""
+    record: the signal is often sent more than once. The previous handler is back on leaving.
+
+    Best effort: Python runs the handler between bytecodes, so a process blocked inside one call (a GPU
+    collective waiting for a rank that died) takes the launcher's later SIGKILL instead; gloo reports a dead
+    peer at once, which reaches the same record as an exception."""
     if threading.current_thread() is not threading.main_thread():  # signal handlers are the main thread's
         yield
         return
@@ -157,8 +161,8 @@ def sigterm_raises():
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    finally:  # (None: a handler set outside Python, which cannot be put back; the default stands in)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def hold_sigterm() -> None:

@@ -150,7 +150,8 @@ def test_story_resume_keeps_what_was_drawn_as_asked_and_redraws_the_rest(tmp_pat
     run(*args)
     first = {p: p.read_bytes() for p in out.rglob("*.png")}
     (out / "alpha/0_1.png").unlink()  # a run stopped before this frame's second image
-    (out / "beta/0_0.png").write_bytes(b"")  # (or cut short: not a PNG)
+    cut = first[out / "beta/0_0.png"]
+    (out / "beta/0_0.png").write_bytes(cut[:len(cut) - 40])  # (or cut short: its record is there, its end not)
     record = read_record(out / "alpha/1_0.png")
     assert (record["story_id"], record["frame_index"], record["k"]) == ("alpha", 1, 0)
 

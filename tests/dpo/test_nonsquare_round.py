@@ -107,12 +107,15 @@ def test_candidates_keep_their_size_unless_larger_than_the_resolution():
 @pytest.mark.slow
 def test_several_candidate_sizes_train_one_pair_a_batch(settings, tmp_path, models):
     """Pairs of one batch share one noise shape: a round of two candidate sizes is refused with batches of 2
-    before anything trains, and trains with batches of 1."""
+    (or held-out chunks of 2) before anything trains, and trains with batches of 1."""
     judged_for_models(settings, tmp_path, models, scenarios=2, references=1, size=[(32, 32), (WIDTH, HEIGHT)])
     base = dict(round="r1", rank=4, lora_alpha=4, resolution=64, max_sequence_length=16, max_steps=2, save_steps=2,
                 report_to="none", beta=50.0)
     with pytest.raises(DPOError, match=r"candidates of several sizes \(8x8, 12x8 tokens\).*train_batch_size = 1"):
         train_dpo(DPOConfig(**base, output_dir=str(tmp_path / "two"), train_batch_size=2), settings, progress=False)
+    with pytest.raises(DPOError, match=r"several sizes .* held-out pairs .* eval_batch_size = 1"):
+        train_dpo(DPOConfig(**base, output_dir=str(tmp_path / "eval"), train_batch_size=1, eval_split=0.5,
+                            eval_steps=1, eval_batch_size=2), settings, progress=False)
     lora = train_dpo(DPOConfig(**base, output_dir=str(tmp_path / "one"), train_batch_size=1), settings,
                      progress=False)
     assert (lora / "pytorch_lora_weights.safetensors").exists()

@@ -190,8 +190,7 @@ def eval_losses(settings) -> list[dict[int, float]]:
                 for r in s.scalars(select(DpoRun).order_by(DpoRun.id))]
 
 
-# one held-out scenario of the three: its pairs scored every 2 steps in chunks of 1, which the processes share
-HELD_OUT = dict(eval_split=0.3, eval_steps=2, eval_batch_size=1)
+HELD_OUT = dict(eval_split=0.3, eval_steps=2)  # one held-out scenario of the three, scored every 2 steps
 
 
 def test_dpo_two_processes_of_batch_1_train_as_one_of_batch_2(models, tmp_path):
@@ -217,10 +216,10 @@ def test_dpo_two_processes_of_batch_1_train_as_one_of_batch_2(models, tmp_path):
 def test_dpo_held_out_score_is_shared_between_processes_and_equals_one_process(models, tmp_path):
     settings = sqlite_settings(tmp_path)
     judged_for_models(settings, tmp_path, models, scenarios=3, references=2)
-    launch(dpo_args(settings, tmp_path / "two", 2, **HELD_OUT))
+    launch(dpo_args(settings, tmp_path / "two", 2, eval_batch_size=1, **HELD_OUT))  # chunks of 1 pair, shared
     train_dpo(DPOConfig(round="r1", output_dir=str(tmp_path / "one"), max_steps=2, train_batch_size=2, **DPO,
-                        **HELD_OUT), settings, progress=False)
-    two, one = eval_losses(settings)  # the two processes scored half the chunks each, then added them up
+                        **HELD_OUT), settings, progress=False)  # chunks of 2 (train_batch_size), one process
+    two, one = eval_losses(settings)  # each pair has its own noise: neither the chunks nor the processes count
     assert two.keys() == one.keys() == {2} and one[2] != pytest.approx(math.log(2), abs=1e-3)  # it learned
     # equal up to the adapters' float rounding (1.4e-5 apart here); a chunk missed or counted twice moves it ~1e-2
     assert two[2] == pytest.approx(one[2], abs=1e-4)

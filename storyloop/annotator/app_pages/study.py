@@ -219,8 +219,7 @@ def _references(item: ShownItem) -> None:
 
 
 def _pairwise(screen: StudyScreen, item: ShownItem) -> None:
-    st.markdown(f'<div class="sl-prompt" {keys.on_screen(screen.key)}>{escape(item.frames[0].prompt)}</div>',
-                unsafe_allow_html=True)
+    st.markdown(f'<div class="sl-prompt">{escape(item.frames[0].prompt)}</div>', unsafe_allow_html=True)
     answer(screen.key)
     refs, pair = st.columns([1, 3.2], gap="medium")
     with refs:
@@ -231,11 +230,11 @@ def _pairwise(screen: StudyScreen, item: ShownItem) -> None:
             with col:
                 st.markdown(f'<div class="sl-side">{side}</div>', unsafe_allow_html=True)
                 _image(data)
+    _shown(screen.key)
 
 
 def _likert(screen: StudyScreen, item: ShownItem) -> None:
-    st.markdown(f'<div class="sl-prompt" {keys.on_screen(screen.key)}>Rate this story ({len(item.frames)} frames)</div>',
-                unsafe_allow_html=True)
+    st.markdown(f'<div class="sl-prompt">Rate this story ({len(item.frames)} frames)</div>', unsafe_allow_html=True)
     answer(screen.key)
     refs, story = st.columns([1, 3.2], gap="medium")
     with refs:
@@ -248,6 +247,13 @@ def _likert(screen: StudyScreen, item: ShownItem) -> None:
                 with col:
                     _image(frame.image)
                     st.markdown(f'<div class="sl-meta">{n}. {escape(frame.prompt)}</div>', unsafe_allow_html=True)
+    _shown(screen.key)
+
+
+def _shown(key: str) -> None:
+    """Mark the item as on screen, after its images: a press answers at once, and consecutive items can share
+    a prompt, so a press counts for the new item only once the page has drawn it all (keys.on_screen)."""
+    st.markdown(f'<div class="sl-shown" {keys.on_screen(key)}></div>', unsafe_allow_html=True)
 
 
 def _pick(studies) -> int | None:
