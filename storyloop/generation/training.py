@@ -154,18 +154,27 @@ def sigterm_raises():
         yield
         return
 
+    global _open_blocks
+
     def stop(signum, frame):
         hold_sigterm()
         raise Terminated("stopped by SIGTERM (another process of the run failed, or the job was cancelled)")
 
     previous = signal.signal(signal.SIGTERM, stop)
+    _open_blocks += 1
     try:
         yield
     finally:  # (None: a handler set outside Python, which cannot be put back; the default stands in)
+        _open_blocks -= 1
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
+_open_blocks = 0  # sigterm_raises blocks open in the main thread
+
+
 def hold_sigterm() -> None:
-    """Ignore SIGTERM until `sigterm_raises` ends: the process is stopping already, and writes why."""
-    if threading.current_thread() is threading.main_thread():
+    """Ignore SIGTERM until `sigterm_raises` ends: the process is stopping already, and writes why. Outside such a
+    block it does nothing: an ignored SIGTERM would outlive the run, and every process started later (a pool's
+    workers) inherits it and cannot be terminated."""
+    if _open_blocks and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

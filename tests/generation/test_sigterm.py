@@ -48,3 +48,11 @@ def test_off_the_main_thread_it_changes_nothing():
     t.start()
     t.join()
     assert inside == [before] and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_outside_a_block_hold_changes_nothing():
+    """A trainer's internals run without the block in tests and scripts: an ignored SIGTERM left behind was
+    inherited by every pool worker started later, which then could not be terminated (a hung suite)."""
+    before = signal.getsignal(signal.SIGTERM)
+    hold_sigterm()
+    assert signal.getsignal(signal.SIGTERM) is before
